@@ -1,0 +1,266 @@
+//! Settings both services read, and how a bad one is reported.
+//!
+//! Every setting is an environment variable with a matching flag; both are
+//! listed in `--help` with their defaults. Read here:
+//!
+//! | variable                | flag                      | default                         |
+//! |-------------------------|---------------------------|---------------------------------|
+//! | `AWS_REGION`            | `--aws-region`            | none: required                  |
+//! | `AWS_ENDPOINT_URL`      | `--aws-endpoint-url`      | AWS's own endpoints             |
+//! | `AWS_ENDPOINT_URL_S3`   | `--aws-endpoint-url-s3`   | `AWS_ENDPOINT_URL`              |
+//! | `AWS_ENDPOINT_URL_SQS`  | `--aws-endpoint-url-sqs`  | `AWS_ENDPOINT_URL`              |
+//! | `QUEUE_URL`             | `--queue-url`             | none: required                  |
+//! | `LOG_FORMAT`            | `--log-format`            | `text` (or `json`)              |
+//! | `RUST_LOG`              |                           | `info`                          |
+//!
+//! Credentials come from the AWS SDK's default chain (environment, profile,
+//! web identity, ECS task role, instance profile) and are never flags.
+//!
+//! A missing or malformed setting is reported in one line that names it,
+//! with exit code 2, before any network call ([`parse_or_exit`]).
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, Parser};
+use std::error::Error as _;
+use url::Url;
+
+use crate::telemetry::LogFormat;
+
+/// Where the AWS services are. The SDK would read the same variables by
+/// itself; declaring them here puts them in `--help` and gives them flags.
+#[derive(Debug, Clone, Args)]
+pub struct AwsSettings {
+    /// AWS region of the bucket and the queue.
+    #[arg(
+        long = "aws-region",
+        env = "AWS_REGION",
+        value_name = "AWS_REGION",
+        global = true
+    )]
+    pub region: Option<String>,
+
+    /// Endpoint for all AWS services, e.g. http://127.0.0.1:4566 for LocalStack.
+    /// With any custom S3 endpoint, S3 is addressed path-style.
+    #[arg(long = "aws-endpoint-url", env = "AWS_ENDPOINT_URL", value_name = "AWS_ENDPOINT_URL",
+          value_parser = parse_http_url, global = true)]
+    pub endpoint_url: Option<Url>,
+
+    /// Endpoint for S3 only; overrides AWS_ENDPOINT_URL.
+    #[arg(long = "aws-endpoint-url-s3", env = "AWS_ENDPOINT_URL_S3", value_name = "AWS_ENDPOINT_URL_S3",
+          value_parser = parse_http_url, global = true)]
+    pub endpoint_url_s3: Option<Url>,
+
+    /// Endpoint for SQS only; overrides AWS_ENDPOINT_URL.
+    #[arg(long = "aws-endpoint-url-sqs", env = "AWS_ENDPOINT_URL_SQS", value_name = "AWS_ENDPOINT_URL_SQS",
+          value_parser = parse_http_url, global = true)]
+    pub endpoint_url_sqs: Option<Url>,
+}
+
+impl AwsSettings {
+    pub fn region(&self) -> Result<&str, SettingError> {
+        required(self.region.as_deref(), "AWS_REGION", "--aws-region")
+    }
+
+    pub fn s3_endpoint(&self) -> Option<&Url> {
+        self.endpoint_url_s3.as_ref().or(self.endpoint_url.as_ref())
+    }
+
+    pub fn sqs_endpoint(&self) -> Option<&Url> {
+        self.endpoint_url_sqs
+            .as_ref()
+            .or(self.endpoint_url.as_ref())
+    }
+}
+
+/// How the service logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// Log line format: `text` for people, `json` for CloudWatch and other collectors.
+    /// RUST_LOG filters what is logged (default `info`).
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub format: LogFormat,
+}
+
+/// A setting that is missing or unusable. Displayed as one line naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("missing setting {env}: set the environment variable {env} or pass {flag}")]
+    Missing {
+        env: &'static str,
+        flag: &'static str,
+    },
+}
+
+/// Returns the value of a setting that the chosen command needs.
+///
+/// Settings are optional in the parser so that `--help` can list them all at
+/// the top level and each command asks only for what it uses.
+pub fn required<T>(
+    value: Option<T>,
+    env: &'static str,
+    flag: &'static str,
+) -> Result<T, SettingError> {
+    value.ok_or(SettingError::Missing { env, flag })
+}
+
+/// An `http://` or `https://` URL.
+pub fn parse_http_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err("the URL has no host".into()),
+        other => Err(format!("scheme {other}: is not http or https")),
+    }
+}
+
+/// An SQS queue URL such as `https://sqs.eu-west-1.amazonaws.com/123456789012/posts`.
+pub fn parse_queue_url(value: &str) -> Result<Url, String> {
+    let url = parse_http_url(value)?;
+    if url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .is_none_or(str::is_empty)
+    {
+        return Err("a queue URL ends with the queue's name".into());
+    }
+    Ok(url)
+}
+
+/// An S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens.
+pub fn parse_bucket_name(value: &str) -> Result<String, String> {
+    let valid_chars = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let valid_ends = value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if (3..=63).contains(&value.len()) && valid_chars && valid_ends {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a bucket name (3-63 lowercase letters, digits, dots and hyphens)"
+        ))
+    }
+}
+
+/// Parses the command line and environment, or exits with one line.
+///
+/// clap's own messages span several lines, and for a bad value they repeat
+/// the value, which for `DATABASE_URL` would print a password. This prints
+/// `error: ` and one line that names the setting by its variable and flag.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                eprintln!("error: {}", one_line(&e));
+                std::process::exit(2);
+            }
+        },
+    }
+}
+
+/// Renders a clap error as one line, without the offending value.
+pub fn one_line(e: &clap::Error) -> String {
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(describe_arg(s)),
+        Some(ContextValue::Strings(v)) => Some(
+            v.iter()
+                .map(|s| describe_arg(s))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        _ => None,
+    };
+    match (e.kind(), arg) {
+        (ErrorKind::MissingRequiredArgument, Some(arg)) => format!("missing setting {arg}"),
+        (ErrorKind::ValueValidation | ErrorKind::InvalidValue, Some(arg)) => match e.source() {
+            Some(reason) => format!("invalid setting {arg}: {reason}"),
+            None => format!("invalid setting {arg}"),
+        },
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            first.trim_start_matches("error: ").to_owned()
+        }
+    }
+}
+
+/// `--queue-url <QUEUE_URL>` becomes `QUEUE_URL (--queue-url)`: the
+/// variable first, because that is what a task definition or compose file sets.
+fn describe_arg(arg: &str) -> String {
+    match arg.split_once(" <") {
+        Some((flag, value)) => format!("{} ({flag})", value.trim_end_matches('>')),
+        None => arg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_only() {
+        assert!(parse_http_url("http://127.0.0.1:4566").is_ok());
+        assert!(parse_http_url("ftp://x").unwrap_err().contains("not http"));
+        assert!(
+            parse_http_url("nonsense")
+                .unwrap_err()
+                .contains("not a URL")
+        );
+    }
+
+    #[test]
+    fn queue_urls_name_a_queue() {
+        assert!(parse_queue_url("http://127.0.0.1:4566/000000000000/posts").is_ok());
+        assert!(parse_queue_url("http://127.0.0.1:4566/").is_err());
+    }
+
+    #[test]
+    fn bucket_names() {
+        assert!(parse_bucket_name("raw-posts.v1").is_ok());
+        for bad in ["ab", "Raw", "-raw", "raw_posts", "raw-"] {
+            assert!(parse_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_settings_name_variable_and_flag() {
+        let missing: Result<&str, _> = required(None, "QUEUE_URL", "--queue-url");
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "missing setting QUEUE_URL: set the environment variable QUEUE_URL or pass --queue-url"
+        );
+    }
+
+    #[derive(Debug, Parser)]
+    struct Demo {
+        #[arg(long, env = "DEMO_SECRET_URL", value_name = "DEMO_SECRET_URL", value_parser = parse_http_url)]
+        secret_url: Url,
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_without_the_value() {
+        let e = Demo::try_parse_from(["demo", "--secret-url", "ftp://user:hunter2@x"]).unwrap_err();
+        let line = one_line(&e);
+        assert_eq!(
+            line,
+            "invalid setting DEMO_SECRET_URL (--secret-url): scheme ftp: is not http or https"
+        );
+        assert!(!line.contains("hunter2"));
+
+        let e = Demo::try_parse_from(["demo"]).unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "missing setting DEMO_SECRET_URL (--secret-url)"
+        );
+    }
+}

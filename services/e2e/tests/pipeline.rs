@@ -1,0 +1,364 @@
+//! The whole pipeline on the real services: fake API -> importer -> S3 ->
+//! SQS -> transformer -> PostgreSQL. Run with `scripts/test`.
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use importer::settings::Config as ImporterConfig;
+use importer::{ImportReport, Importer};
+use pipeline_core::message::ObjectMessage;
+use pipeline_store::schema::posts;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::fake_api::{self, FakeApi};
+use testkit::{TestAws, TestDb};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use transformer::process::{ProcessError, apply};
+use transformer::settings::Config as TransformerConfig;
+use transformer::{Mode, RunReport, Transformer};
+
+/// Every column of `posts`.
+#[derive(Debug, Clone, PartialEq, Queryable)]
+struct Row {
+    id: i64,
+    user_id: i64,
+    title: String,
+    body: String,
+    source_object: String,
+    fetched_at: OffsetDateTime,
+    loaded_at: OffsetDateTime,
+}
+
+/// One test's pipeline: its own database, bucket, queue and fake API.
+struct Pipeline {
+    db: TestDb,
+    aws: TestAws,
+    api: url::Url,
+}
+
+impl Pipeline {
+    async fn new() -> Self {
+        let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
+        let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+        Self { db, aws, api }
+    }
+
+    fn importer(&self, path: &str) -> Importer {
+        let config = ImporterConfig {
+            source_url: self.api.join(path).unwrap(),
+            bucket: self.aws.bucket.clone(),
+            key_prefix: "posts".into(),
+            queue_url: self.aws.queue_url.clone(),
+            http_timeout: Duration::from_secs(10),
+        };
+        Importer::new(config, self.aws.clients.clone()).unwrap()
+    }
+
+    async fn import(&self, path: &str) -> ImportReport {
+        self.importer(path).import_once().await.unwrap()
+    }
+
+    fn transformer(&self) -> Arc<Transformer> {
+        let config = TransformerConfig {
+            queue_url: self.aws.queue_url.clone(),
+            database_url: self.db.url().clone(),
+            concurrency: NonZeroUsize::new(4).unwrap(),
+        };
+        Arc::new(Transformer::new(config, self.aws.clients.clone()))
+    }
+
+    /// `transformer run --drain`.
+    async fn drain(&self) -> RunReport {
+        self.transformer()
+            .run(Mode::Drain, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    async fn rows(&self) -> Vec<Row> {
+        let mut conn = self.db.connect().await;
+        posts::table.order(posts::id).load(&mut conn).await.unwrap()
+    }
+}
+
+/// The posts the fake API serves, as rows would hold them.
+fn expected_posts(rev: u32) -> Vec<(i64, i64, String, String)> {
+    fake_api::posts(100, rev)
+        .into_iter()
+        .map(|p| (p.id, p.user_id, p.title, p.body))
+        .collect()
+}
+
+fn content(rows: &[Row]) -> Vec<(i64, i64, String, String)> {
+    rows.iter()
+        .map(|r| (r.id, r.user_id, r.title.clone(), r.body.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
+    let pipeline = Pipeline::new().await;
+
+    let report = pipeline.import("posts").await;
+
+    // S3 keeps the exact bytes the API served, with their provenance.
+    assert_eq!(pipeline.aws.keys().await, vec![report.object.key.clone()]);
+    let stored = pipeline.aws.object_bytes(&report.object.key).await;
+    assert_eq!(stored, fake_api::body(100, 0));
+    let head = pipeline
+        .aws
+        .clients
+        .s3
+        .head_object()
+        .bucket(&pipeline.aws.bucket)
+        .key(&report.object.key)
+        .send()
+        .await
+        .unwrap();
+    let metadata = head.metadata().unwrap();
+    let source_url = pipeline.api.join("posts").unwrap().to_string();
+    assert_eq!(metadata["source-url"], source_url);
+    assert_eq!(metadata["record-count"], "100");
+    assert_eq!(metadata["sha256"], report.sha256);
+    assert_eq!(head.content_type(), Some("application/json"));
+
+    // One message, version 1, saying where the object is.
+    let messages = pipeline.aws.peek_messages().await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].message_id(), Some(report.message_id.as_str()));
+    let message = ObjectMessage::decode(messages[0].body().unwrap()).unwrap();
+    assert_eq!(message.version, 1);
+    assert_eq!(message.object(), report.object);
+    assert_eq!(message.sha256.as_deref(), Some(report.sha256.as_str()));
+    assert_eq!(message.record_count, Some(100));
+    assert_eq!(message.source_url.as_deref(), Some(source_url.as_str()));
+    let fetched_at = message.fetched_at.unwrap();
+    assert_eq!(
+        metadata["fetched-at"],
+        fetched_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let attributes = messages[0].message_attributes().unwrap();
+    assert_eq!(attributes["schema_version"].string_value(), Some("1"));
+
+    let run = pipeline.drain().await;
+    assert_eq!((run.messages_applied, run.messages_failed), (1, 0));
+    assert_eq!(
+        (run.rows.inserted, run.rows.updated, run.rows.unchanged),
+        (100, 0, 0)
+    );
+
+    let rows = pipeline.rows().await;
+    assert_eq!(content(&rows), expected_posts(0));
+    for row in &rows {
+        assert_eq!(row.source_object, report.object.to_string());
+        // Postgres keeps microseconds.
+        assert_eq!(
+            row.fetched_at.unix_timestamp_nanos() / 1000,
+            fetched_at.unix_timestamp_nanos() / 1000
+        );
+        assert!(row.loaded_at >= row.fetched_at);
+    }
+    assert_eq!(
+        pipeline.aws.message_count().await,
+        0,
+        "the message is deleted once applied"
+    );
+}
+
+#[tokio::test]
+async fn the_same_message_twice_changes_nothing() {
+    let pipeline = Pipeline::new().await;
+    pipeline.import("posts").await;
+    let body = pipeline.aws.peek_messages().await[0]
+        .body()
+        .unwrap()
+        .to_owned();
+    pipeline.drain().await;
+    let before = pipeline.rows().await;
+    assert_eq!(before.len(), 100);
+
+    // A redelivery, as SQS may make at any time: same body, new message.
+    pipeline.aws.send(&body).await;
+    let run = pipeline.drain().await;
+
+    assert_eq!(run.messages_applied, 1);
+    assert_eq!(
+        (run.rows.inserted, run.rows.updated, run.rows.unchanged),
+        (0, 0, 100)
+    );
+    assert_eq!(
+        pipeline.rows().await,
+        before,
+        "not one column of one row changed, loaded_at included"
+    );
+}
+
+#[tokio::test]
+async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
+    let pipeline = Pipeline::new().await;
+    let first = pipeline.import("posts").await;
+    pipeline.drain().await;
+    let before = pipeline.rows().await;
+
+    let second = pipeline.import("posts?rev=1").await;
+    let run = pipeline.drain().await;
+
+    assert_eq!(
+        (run.rows.inserted, run.rows.updated, run.rows.unchanged),
+        (0, 14, 86)
+    );
+    let after = pipeline.rows().await;
+    assert_eq!(content(&after), expected_posts(1));
+    for (old, new) in before.iter().zip(&after) {
+        if new.id % 7 == 0 {
+            assert_eq!(
+                new.source_object,
+                second.object.to_string(),
+                "post {}",
+                new.id
+            );
+            assert!(new.fetched_at > old.fetched_at);
+        } else {
+            assert_eq!(
+                new, old,
+                "post {} did not change, so its row is not rewritten",
+                new.id
+            );
+            assert_eq!(new.source_object, first.object.to_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_older_object_applied_late_never_overwrites_newer_rows() {
+    let pipeline = Pipeline::new().await;
+    let older = pipeline.import("posts").await;
+    // Hold the older message back, as a slow or redelivered message would be.
+    let older_body = pipeline.aws.peek_messages().await[0]
+        .body()
+        .unwrap()
+        .to_owned();
+    pipeline.drain().await;
+    pipeline.import("posts?rev=1").await;
+    pipeline.drain().await;
+    let newest = pipeline.rows().await;
+
+    pipeline.aws.send(&older_body).await;
+    let run = pipeline.drain().await;
+
+    assert_eq!(
+        (run.rows.inserted, run.rows.updated, run.rows.unchanged),
+        (0, 0, 100)
+    );
+    assert_eq!(pipeline.rows().await, newest);
+    assert!(
+        newest
+            .iter()
+            .all(|r| r.id % 7 != 0 || r.source_object != older.object.to_string())
+    );
+}
+
+#[tokio::test]
+async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
+    let pipeline = Pipeline::new().await;
+    let key = "manual/backfill.json";
+    pipeline
+        .aws
+        .clients
+        .s3
+        .put_object()
+        .bucket(&pipeline.aws.bucket)
+        .key(key)
+        .body(fake_api::body(100, 0).into())
+        .send()
+        .await
+        .unwrap();
+    pipeline
+        .aws
+        .send(&format!(
+            r#"{{"bucket": "{}", "key": "{key}"}}"#,
+            pipeline.aws.bucket
+        ))
+        .await;
+
+    let run = pipeline.drain().await;
+
+    assert_eq!(run.rows.inserted, 100);
+    let rows = pipeline.rows().await;
+    assert_eq!(content(&rows), expected_posts(0));
+    assert!(
+        rows.iter()
+            .all(|r| r.source_object == format!("s3://{}/{key}", pipeline.aws.bucket))
+    );
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_or_a_missing_object_is_refused_and_names_the_object() {
+    let pipeline = Pipeline::new().await;
+    let report = pipeline.import("posts").await;
+    let transformer_pool = pipeline_store::pool(pipeline.db.url(), 1);
+    let s3 = &pipeline.aws.clients.s3;
+
+    let wrong_sha = format!(
+        r#"{{"bucket": "{}", "key": "{}", "sha256": "{}"}}"#,
+        report.object.bucket,
+        report.object.key,
+        "0".repeat(64)
+    );
+    let err = apply(s3, &transformer_pool, pipeline.db.url(), &wrong_sha)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::Checksum { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&report.object.to_string()),
+        "{err}"
+    );
+
+    let missing = format!(
+        r#"{{"bucket": "{}", "key": "posts/nope.json"}}"#,
+        report.object.bucket
+    );
+    let err = apply(s3, &transformer_pool, pipeline.db.url(), &missing)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::Fetch { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("s3://{}/posts/nope.json", report.object.bucket)),
+        "{err}"
+    );
+
+    let wrong_count = format!(
+        r#"{{"bucket": "{}", "key": "{}", "record_count": 99}}"#,
+        report.object.bucket, report.object.key
+    );
+    let err = apply(s3, &transformer_pool, pipeline.db.url(), &wrong_count)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::RecordCount {
+                expected: 99,
+                actual: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = apply(s3, &transformer_pool, pipeline.db.url(), "hello")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::Message(_)), "{err}");
+
+    assert!(
+        pipeline.rows().await.is_empty(),
+        "nothing refused was written"
+    );
+}

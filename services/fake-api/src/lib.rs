@@ -1,0 +1,201 @@
+//! A small, deterministic stand-in for JSONPlaceholder's `/posts`.
+//!
+//! The same settings always serve the same bytes, so tests can compare every
+//! column of every row with [`post`]. Titles and bodies mix what breaks naive
+//! pipelines: accents, CJK, right-to-left text, emoji, quotes, backslashes
+//! and newlines.
+//!
+//! Routes:
+//! - `GET /posts`: a JSON array of [`FakeApi::posts`] posts. `?rev=N`
+//!   serves revision N, in which every 7th post has a changed title.
+//! - `GET /fault/not-an-array`: a JSON object instead of an array.
+//! - `GET /fault/not-json`: an HTML page.
+//! - `GET /fault/bad-record`: an array whose record 3 has a string `id`.
+//! - `GET /fault/status/{code}`: an empty answer with that status.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pipeline_core::post::Post;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use url::Url;
+
+/// What the fake serves.
+#[derive(Debug, Clone)]
+pub struct FakeApi {
+    /// Number of posts at `/posts`, with ids 1..=posts.
+    pub posts: u32,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        // JSONPlaceholder's own count.
+        Self { posts: 100 }
+    }
+}
+
+const TITLES: &[&str] = &[
+    "sunt aut facere repellat provident occaecati",
+    "Crème brûlée à la française, s'il vous plaît",
+    "東京の夜景と寿司の話",
+    "Emoji in titles 🚀🦀✨ still count",
+    "He said \"hello\" and 'goodbye'",
+    r"C:\Users\posts\ and a trailing backslash \",
+    "a title\nthat spans\nthree lines",
+    "Straße, Ünïcödé and Ελληνικά",
+    "עברית מימין לשמאל and English",
+    "한국어 텍스트와 中文混合",
+];
+
+const SENTENCES: &[&str] = &[
+    "quia et suscipit suscipit recusandae consequuntur expedita et cum",
+    "Les données arrivent — et repartent — sans perte.",
+    "データは失われず、重複もしない。",
+    "Tabs\tand \"quotes\" and \\backslashes\\ survive the trip.",
+    "Zero-width joiners 👩‍👩‍👧 and flags 🇫🇷🇯🇵 are several code points.",
+    "Привет, мир! Съешь же ещё этих мягких французских булок.",
+    "Line one.\nLine two.\r\nLine three after CRLF.",
+    "Mathematical ∑ ∫ √ ∞ and currency € £ ¥ ₹ signs.",
+];
+
+/// Post `id` of revision `rev`: a pure function, so tests can recompute
+/// exactly what the API served.
+pub fn post(id: u32, rev: u32) -> Post {
+    let i = id as usize;
+    let mut title = format!("{} #{id}", TITLES[i % TITLES.len()]);
+    if rev > 0 && id % 7 == 0 {
+        title.push_str(&format!(" (revised {rev})"));
+    }
+    let sentences = 2 + i % 4;
+    let body = (0..sentences)
+        .map(|s| SENTENCES[(i + s * 3) % SENTENCES.len()])
+        .collect::<Vec<_>>()
+        .join("\n");
+    Post {
+        user_id: i64::from((id - 1) / 10 + 1),
+        id: i64::from(id),
+        title,
+        body,
+    }
+}
+
+/// All posts of revision `rev`.
+pub fn posts(count: u32, rev: u32) -> Vec<Post> {
+    (1..=count).map(|id| post(id, rev)).collect()
+}
+
+/// The exact bytes `/posts?rev={rev}` serves.
+pub fn body(count: u32, rev: u32) -> Vec<u8> {
+    to_json(&posts(count, rev))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostsQuery {
+    #[serde(default)]
+    rev: u32,
+}
+
+/// The routes, for serving with any listener.
+pub fn router(api: FakeApi) -> Router {
+    Router::new()
+        .route("/posts", get(list_posts))
+        .route("/fault/not-an-array", get(not_an_array))
+        .route("/fault/not-json", get(not_json))
+        .route("/fault/bad-record", get(bad_record))
+        .route("/fault/status/{code}", get(status))
+        .with_state(Arc::new(api))
+}
+
+/// Serves on an ephemeral port of 127.0.0.1 in the background, for tests.
+/// Returns the base URL, e.g. `http://127.0.0.1:41234/`.
+pub async fn spawn(api: FakeApi) -> std::io::Result<Url> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router(api)).await });
+    Ok(base_url(addr))
+}
+
+pub fn base_url(addr: SocketAddr) -> Url {
+    Url::parse(&format!("http://{addr}/"))
+        .unwrap_or_else(|e| unreachable!("a socket address is a host: {e}"))
+}
+
+fn json(body: Vec<u8>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
+}
+
+async fn list_posts(State(api): State<Arc<FakeApi>>, Query(q): Query<PostsQuery>) -> Response {
+    json(body(api.posts, q.rev))
+}
+
+async fn not_an_array() -> Response {
+    json(br#"{"message": "this is an object, not an array"}"#.to_vec())
+}
+
+async fn not_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html")],
+        "<html><body>Service moved</body></html>",
+    )
+        .into_response()
+}
+
+async fn bad_record() -> Response {
+    let mut records: Vec<serde_json::Value> = posts(5, 0)
+        .iter()
+        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .collect();
+    records[3]["id"] = serde_json::Value::from("four");
+    json(to_json(&records))
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posts_are_deterministic_and_varied() {
+        assert_eq!(posts(100, 0), posts(100, 0));
+        let all = posts(100, 0);
+        let text: String = all
+            .iter()
+            .map(|p| format!("{}{}", p.title, p.body))
+            .collect();
+        for needle in ["é", "東", "🦀", "\"", "\\", "\n", "\t"] {
+            assert!(text.contains(needle), "missing {needle:?}");
+        }
+        assert_eq!(all[0].user_id, 1);
+        assert_eq!(all[99].user_id, 10);
+    }
+
+    #[test]
+    fn a_revision_changes_every_seventh_title() {
+        let (old, new) = (posts(100, 0), posts(100, 1));
+        let changed: Vec<i64> = old
+            .iter()
+            .zip(&new)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.id)
+            .collect();
+        assert_eq!(changed, (1..=14).map(|k| k * 7).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,142 @@
+//! The importer's command line and environment.
+//!
+//! | variable          | flag               | default                                       |
+//! |-------------------|--------------------|-----------------------------------------------|
+//! | `SOURCE_URL`      | `--source-url`     | `https://jsonplaceholder.typicode.com/posts`  |
+//! | `RAW_BUCKET`      | `--raw-bucket`     | none: required                                |
+//! | `RAW_KEY_PREFIX`  | `--raw-key-prefix` | `posts`                                       |
+//! | `QUEUE_URL`       | `--queue-url`      | none: required                                |
+//! | `HTTP_TIMEOUT`    | `--http-timeout`   | `30s`                                         |
+//! | `IMPORT_EVERY`    | `run --every`      | unset: import once and exit                   |
+//!
+//! plus the AWS and logging settings of [`pipeline_core::settings`].
+
+use clap::{Args, Parser, Subcommand};
+use pipeline_core::settings::{
+    AwsSettings, LogSettings, SettingError, parse_bucket_name, parse_http_url, parse_queue_url,
+    required,
+};
+use std::time::Duration;
+use url::Url;
+
+pub const DEFAULT_SOURCE_URL: &str = "https://jsonplaceholder.typicode.com/posts";
+
+/// Fetches JSON posts from an HTTP API, archives the raw bytes in S3 and
+/// announces each archived object on an SQS queue.
+#[derive(Debug, Parser)]
+#[command(name = "importer", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub aws: AwsSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import once and exit, or with --every, import repeatedly until SIGTERM/SIGINT.
+    Run {
+        /// Import every DURATION (e.g. 30s, 5m, 1h) instead of once.
+        #[arg(long, env = "IMPORT_EVERY", value_name = "IMPORT_EVERY",
+              value_parser = parse_interval)]
+        every: Option<Duration>,
+    },
+}
+
+/// What to import and where to put it.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// URL of the JSON array of posts to import.
+    #[arg(long, env = "SOURCE_URL", value_name = "SOURCE_URL", default_value = DEFAULT_SOURCE_URL,
+          value_parser = parse_http_url, global = true)]
+    pub source_url: Url,
+
+    /// S3 bucket that keeps the raw bytes of every fetch.
+    #[arg(long, env = "RAW_BUCKET", value_name = "RAW_BUCKET", value_parser = parse_bucket_name,
+          global = true)]
+    pub raw_bucket: Option<String>,
+
+    /// Prefix of the S3 keys: objects go to <prefix>/YYYY/MM/DD/<time-ordered id>.json.
+    #[arg(long, env = "RAW_KEY_PREFIX", value_name = "RAW_KEY_PREFIX", default_value = "posts",
+          value_parser = parse_key_prefix, global = true)]
+    pub raw_key_prefix: String,
+
+    /// URL of the SQS queue that announces each archived object.
+    #[arg(long, env = "QUEUE_URL", value_name = "QUEUE_URL", value_parser = parse_queue_url,
+          global = true)]
+    pub queue_url: Option<Url>,
+
+    /// Time limit for one HTTP request to the source, body included.
+    #[arg(long, env = "HTTP_TIMEOUT", value_name = "HTTP_TIMEOUT", default_value = "30s",
+          value_parser = parse_interval, global = true)]
+    pub http_timeout: Duration,
+}
+
+/// The settings `importer run` needs, all present and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source_url: Url,
+    pub bucket: String,
+    pub key_prefix: String,
+    pub queue_url: Url,
+    pub http_timeout: Duration,
+}
+
+impl Settings {
+    pub fn resolve(&self) -> Result<Config, SettingError> {
+        Ok(Config {
+            source_url: self.source_url.clone(),
+            bucket: required(self.raw_bucket.clone(), "RAW_BUCKET", "--raw-bucket")?,
+            key_prefix: self.raw_key_prefix.clone(),
+            queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
+            http_timeout: self.http_timeout,
+        })
+    }
+}
+
+/// A positive duration such as `30s` or `5m`.
+fn parse_interval(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (expected e.g. 30s, 5m, 1h)")),
+    }
+}
+
+/// A key prefix without leading or trailing slashes.
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    let prefix = value.trim_matches('/');
+    if prefix.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(prefix.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn intervals_are_positive() {
+        assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn key_prefixes_lose_their_slashes() {
+        assert_eq!(parse_key_prefix("/raw/posts/"), Ok("raw/posts".into()));
+        assert!(parse_key_prefix("//").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Writing posts.
+
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use pipeline_core::post::Post;
+use std::collections::HashSet;
+use time::OffsetDateTime;
+
+/// Rows per statement. Each statement binds four arrays whatever its size
+/// (Postgres allows at most 65,535 parameters per statement, so one row per
+/// parameter set would cap batches at 16k rows and cost far more parsing).
+pub const CHUNK_ROWS: usize = 5_000;
+
+/// Where a set of posts came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Lineage<'a> {
+    /// `s3://bucket/key` of the raw object.
+    pub source_object: &'a str,
+    /// When the importer fetched it: the version of every row in it.
+    pub fetched_at: OffsetDateTime,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    /// Rows left as they were: same content, or already newer in the table.
+    pub unchanged: u64,
+    /// Earlier occurrences of an id that occurs again later in the input.
+    pub superseded: u64,
+}
+
+impl std::ops::AddAssign for UpsertCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.superseded += other.superseded;
+    }
+}
+
+/// Inserts new posts and updates changed ones.
+///
+/// A row is only rewritten when its content differs and the incoming object
+/// is at least as new as the one the row came from, so applying an object
+/// twice, or an older object after a newer one, changes nothing. When an id
+/// occurs more than once in `posts`, the last occurrence wins (Postgres
+/// refuses to update one row twice in one statement).
+///
+/// Run it inside the caller's transaction: it issues one statement per
+/// [`CHUNK_ROWS`] rows.
+pub async fn upsert(
+    conn: &mut AsyncPgConnection,
+    posts: &[Post],
+    lineage: Lineage<'_>,
+) -> diesel::QueryResult<UpsertCounts> {
+    let latest = last_occurrences(posts);
+    let mut counts = UpsertCounts {
+        superseded: (posts.len() - latest.len()) as u64,
+        ..UpsertCounts::default()
+    };
+    for chunk in latest.chunks(CHUNK_ROWS) {
+        counts += upsert_chunk(conn, chunk, lineage).await?;
+    }
+    Ok(counts)
+}
+
+/// The posts whose id does not occur again later, in input order.
+fn last_occurrences(posts: &[Post]) -> Vec<&Post> {
+    let mut seen = HashSet::with_capacity(posts.len());
+    let mut latest: Vec<&Post> = posts.iter().rev().filter(|p| seen.insert(p.id)).collect();
+    latest.reverse();
+    latest
+}
+
+const UPSERT_SQL: &str = "
+WITH written AS (
+    INSERT INTO posts AS p (id, user_id, title, body, source_object, fetched_at)
+    SELECT u.id, u.user_id, u.title, u.body, $5, $6
+    FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, user_id, title, body)
+    ON CONFLICT (id) DO UPDATE SET
+        user_id = EXCLUDED.user_id,
+        title = EXCLUDED.title,
+        body = EXCLUDED.body,
+        source_object = EXCLUDED.source_object,
+        fetched_at = EXCLUDED.fetched_at,
+        loaded_at = now()
+    WHERE p.fetched_at <= EXCLUDED.fetched_at
+      AND (p.user_id, p.title, p.body) IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.title, EXCLUDED.body)
+    -- xmax is 0 for a freshly inserted row version, non-zero for an update.
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted,
+       count(*) FILTER (WHERE NOT inserted) AS updated
+FROM written";
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    inserted: i64,
+    #[diesel(sql_type = BigInt)]
+    updated: i64,
+}
+
+async fn upsert_chunk(
+    conn: &mut AsyncPgConnection,
+    chunk: &[&Post],
+    lineage: Lineage<'_>,
+) -> diesel::QueryResult<UpsertCounts> {
+    let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+    let user_ids: Vec<i64> = chunk.iter().map(|p| p.user_id).collect();
+    let titles: Vec<&str> = chunk.iter().map(|p| p.title.as_str()).collect();
+    let bodies: Vec<&str> = chunk.iter().map(|p| p.body.as_str()).collect();
+
+    let written: Written = diesel::sql_query(UPSERT_SQL)
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<BigInt>, _>(user_ids)
+        .bind::<Array<Text>, _>(titles)
+        .bind::<Array<Text>, _>(bodies)
+        .bind::<Text, _>(lineage.source_object)
+        .bind::<Timestamptz, _>(lineage.fetched_at)
+        .get_result(conn)
+        .await?;
+
+    let inserted = written.inserted as u64;
+    let updated = written.updated as u64;
+    Ok(UpsertCounts {
+        inserted,
+        updated,
+        unchanged: chunk.len() as u64 - inserted - updated,
+        superseded: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(id: i64, title: &str) -> Post {
+        Post {
+            user_id: 1,
+            id,
+            title: title.into(),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_last_occurrence_of_an_id_wins() {
+        let posts = [
+            post(1, "a"),
+            post(2, "b"),
+            post(1, "c"),
+            post(3, "d"),
+            post(2, "e"),
+        ];
+        let titles: Vec<_> = last_occurrences(&posts)
+            .iter()
+            .map(|p| p.title.as_str())
+            .collect();
+        assert_eq!(titles, ["c", "d", "e"]);
+    }
+}

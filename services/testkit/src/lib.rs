@@ -1,0 +1,421 @@
+//! Test support: each test owns its resources on the real services.
+//!
+//! - [`TestDb`]: a fresh PostgreSQL database, migrated (cloned from a
+//!   template migrated once per migration set), dropped when the test ends.
+//! - [`TestAws`]: a fresh S3 bucket and SQS queue in LocalStack, deleted
+//!   when the test ends.
+//! - [`fake_api`] (re-exported): the stand-in for the external HTTP API.
+//!
+//! The services themselves are started by `scripts/test`, which passes
+//! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
+//! never share a table, a bucket or a queue, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use pipeline_core::aws::AwsClients;
+use pipeline_core::settings::AwsSettings;
+use pipeline_store::DatabaseUrl;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio::sync::OnceCell;
+use url::Url;
+
+pub use fake_api;
+
+const HOW_TO_RUN: &str =
+    "the integration tests need PostgreSQL and LocalStack: run them with scripts/test";
+
+fn env_url(name: &str) -> Url {
+    let value = std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HOW_TO_RUN}"));
+    Url::parse(&value).unwrap_or_else(|e| panic!("{name} is not a URL ({e})"))
+}
+
+/// A short random name, unique across tests and runs.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
+}
+
+/// Runs async clean-up from `Drop`, on a thread with its own runtime: the
+/// test's runtime may be single-threaded and is blocked while we drop.
+fn run_detached<F: Future<Output = ()> + Send + 'static>(
+    make: impl FnOnce() -> F + Send + 'static,
+) {
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("clean-up runtime")
+            .block_on(make());
+    });
+    let _ = thread.join();
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: DatabaseUrl,
+}
+
+impl TestDb {
+    /// A new database with every migration applied.
+    pub async fn new() -> Self {
+        let template = template().await;
+        Self::create(&format!("TEMPLATE {template}")).await
+    }
+
+    /// A new database with no migration applied.
+    pub async fn empty() -> Self {
+        Self::create("TEMPLATE template0").await
+    }
+
+    async fn create(options: &str) -> Self {
+        let name = unique_name("test").replace('-', "_");
+        let mut admin = admin().await;
+        diesel::sql_query(format!("CREATE DATABASE {name} {options}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        let url = db_url(&name)
+            .as_str()
+            .parse()
+            .expect("a valid database URL");
+        Self { name, url }
+    }
+
+    /// The URL of this database, as `DATABASE_URL` would give it.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(self.url.expose())
+            .await
+            .expect("connecting to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(move || async move {
+            let mut admin = admin().await;
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        });
+    }
+}
+
+fn db_url(name: &str) -> Url {
+    let mut url = env_url("TEST_DATABASE_URL");
+    url.set_path(&format!("/{name}"));
+    url
+}
+
+async fn admin() -> AsyncPgConnection {
+    let url = env_url("TEST_DATABASE_URL");
+    AsyncPgConnection::establish(url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to TEST_DATABASE_URL: {e}"))
+}
+
+/// The name of a database with every migration applied, created once per
+/// set of migrations. An advisory lock keeps concurrent test processes from
+/// creating it twice; nobody stays connected to it, so it can be cloned.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("pipeline_template_{}", &migrations_hash()[..16]);
+            let mut admin = admin().await;
+            diesel::sql_query("SELECT pg_advisory_lock(7324)")
+                .execute(&mut admin)
+                .await
+                .expect("lock");
+            let exists: i64 = {
+                use diesel::sql_types::{BigInt, Text};
+                #[derive(diesel::QueryableByName)]
+                struct Count {
+                    #[diesel(sql_type = BigInt)]
+                    n: i64,
+                }
+                diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+                    .bind::<Text, _>(&name)
+                    .get_result::<Count>(&mut admin)
+                    .await
+                    .expect("query pg_database")
+                    .n
+            };
+            if exists == 0 {
+                let building = format!("{name}_building");
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop a half-built template");
+                diesel::sql_query(format!("CREATE DATABASE {building}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the template");
+                let url: DatabaseUrl = db_url(&building).as_str().parse().expect("valid URL");
+                pipeline_store::migrations::run_pending(&url)
+                    .await
+                    .expect("migrate the template");
+                // Renamed only once complete, so a crash never leaves a half-migrated template.
+                diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("rename the template");
+            }
+            diesel::sql_query("SELECT pg_advisory_unlock(7324)")
+                .execute(&mut admin)
+                .await
+                .expect("unlock");
+            name
+        })
+        .await
+}
+
+fn migrations_hash() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(
+            file.strip_prefix(&dir)
+                .unwrap()
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hasher.update(std::fs::read(&file).unwrap());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------- S3 + SQS
+
+/// A bucket and a queue of its own for one test, in LocalStack.
+#[derive(Debug)]
+pub struct TestAws {
+    pub clients: AwsClients,
+    pub bucket: String,
+    pub queue_url: Url,
+}
+
+impl TestAws {
+    /// A new bucket and a new queue with a 30 s visibility timeout.
+    pub async fn new() -> Self {
+        Self::with_visibility_timeout(30).await
+    }
+
+    pub async fn with_visibility_timeout(seconds: u32) -> Self {
+        let clients = AwsClients::new(&Self::settings())
+            .await
+            .expect("AWS settings");
+        let bucket = unique_name("test");
+        clients
+            .s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        let queue = clients
+            .sqs
+            .create_queue()
+            .queue_name(unique_name("test"))
+            .attributes(QueueAttributeName::VisibilityTimeout, seconds.to_string())
+            .send()
+            .await
+            .expect("create queue");
+        let queue_url =
+            Url::parse(queue.queue_url().expect("a queue URL")).expect("a valid queue URL");
+        Self {
+            clients,
+            bucket,
+            queue_url,
+        }
+    }
+
+    /// Settings pointing at the test LocalStack, as the services read them.
+    pub fn settings() -> AwsSettings {
+        AwsSettings {
+            region: Some(Self::REGION.into()),
+            endpoint_url: Some(Self::endpoint()),
+            endpoint_url_s3: None,
+            endpoint_url_sqs: None,
+        }
+    }
+
+    pub const REGION: &str = "us-east-1";
+
+    pub fn endpoint() -> Url {
+        env_url("TEST_AWS_ENDPOINT_URL")
+    }
+
+    /// The environment a service process needs to reach this bucket and queue.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_REGION", Self::REGION.into()),
+            ("AWS_ENDPOINT_URL", Self::endpoint().to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("RAW_BUCKET", self.bucket.clone()),
+            ("QUEUE_URL", self.queue_url.to_string()),
+        ]
+    }
+
+    /// Every key in the bucket, in order.
+    pub async fn keys(&self) -> Vec<String> {
+        let listed = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("list objects");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// Reads the visible messages and leaves them on the queue: each is
+    /// received with a visibility timeout of 0, so it is visible again at once.
+    pub async fn peek_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let received = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(self.queue_url.as_str())
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(0)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .expect("receive");
+        received.messages.unwrap_or_default()
+    }
+
+    /// How many messages the queue holds: visible, in flight and delayed.
+    pub async fn message_count(&self) -> u64 {
+        use QueueAttributeName::{
+            ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
+            ApproximateNumberOfMessagesNotVisible,
+        };
+        let output = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.queue_url.as_str())
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attributes = output.attributes.unwrap_or_default();
+        [
+            ApproximateNumberOfMessages,
+            ApproximateNumberOfMessagesNotVisible,
+            ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|name| {
+            attributes
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a count")
+        })
+        .sum()
+    }
+
+    /// The bytes of an object.
+    pub async fn object_bytes(&self, key: &str) -> Vec<u8> {
+        let object = self
+            .clients
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        object
+            .body
+            .collect()
+            .await
+            .expect("read object")
+            .into_bytes()
+            .to_vec()
+    }
+
+    /// Sends a raw message body, as a person feeding an object by hand would.
+    pub async fn send(&self, body: &str) -> String {
+        let sent = self
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(self.queue_url.as_str())
+            .message_body(body)
+            .send()
+            .await
+            .expect("send message");
+        sent.message_id.unwrap_or_default()
+    }
+}
+
+impl Drop for TestAws {
+    fn drop(&mut self) {
+        let (bucket, queue_url) = (self.bucket.clone(), self.queue_url.clone());
+        run_detached(move || async move {
+            // Fresh clients: the test's own are bound to its runtime.
+            let Ok(clients) = AwsClients::new(&TestAws::settings()).await else {
+                return;
+            };
+            let _ = clients
+                .sqs
+                .delete_queue()
+                .queue_url(queue_url.as_str())
+                .send()
+                .await;
+            if let Ok(listed) = clients.s3.list_objects_v2().bucket(&bucket).send().await {
+                for object in listed.contents() {
+                    if let Some(key) = object.key() {
+                        let _ = clients
+                            .s3
+                            .delete_object()
+                            .bucket(&bucket)
+                            .key(key)
+                            .send()
+                            .await;
+                    }
+                }
+            }
+            let _ = clients.s3.delete_bucket().bucket(&bucket).send().await;
+        });
+    }
+}
