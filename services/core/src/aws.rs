@@ -1,7 +1,6 @@
 //! S3 and SQS clients built from [`AwsSettings`].
 
 use aws_config::{BehaviorVersion, Region};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use std::error::Error;
 use url::Url;
 
@@ -12,6 +11,9 @@ use crate::settings::{AwsSettings, SettingError};
 pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Where SQS requests go, for error messages: `endpoint <url>` or
+    /// `AWS in <region>`.
+    pub sqs_via: String,
 }
 
 impl AwsClients {
@@ -33,12 +35,17 @@ impl AwsClients {
                 .force_path_style(true);
         }
         let mut sqs = aws_sdk_sqs::config::Builder::from(&shared);
-        if let Some(endpoint) = settings.sqs_endpoint() {
-            sqs = sqs.endpoint_url(endpoint_str(endpoint));
-        }
+        let sqs_via = match settings.sqs_endpoint() {
+            Some(endpoint) => {
+                sqs = sqs.endpoint_url(endpoint_str(endpoint));
+                format!("endpoint {}", endpoint_str(endpoint))
+            }
+            None => format!("AWS in {}", settings.region()?),
+        };
         Ok(Self {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            sqs_via,
         })
     }
 }
@@ -52,17 +59,24 @@ fn endpoint_str(url: &Url) -> &str {
 /// Renders an SDK error with its whole cause chain on one line: the SDK's
 /// own `Display` says only "dispatch failure" or "service error".
 pub fn describe(error: &(dyn Error + 'static)) -> String {
-    DisplayErrorContext(error).to_string()
+    crate::error_chain(error)
 }
 
 /// Checks that the queue exists and answers, so that a wrong `QUEUE_URL` or
 /// endpoint is reported at start-up rather than after work was done.
-pub async fn check_queue(sqs: &aws_sdk_sqs::Client, queue_url: &Url) -> Result<(), String> {
-    sqs.get_queue_attributes()
+pub async fn check_queue(aws: &AwsClients, queue_url: &Url) -> Result<(), String> {
+    let via = &aws.sqs_via;
+    aws.sqs
+        .get_queue_attributes()
         .queue_url(queue_url.as_str())
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
         .send()
         .await
         .map(drop)
-        .map_err(|e| format!("cannot reach SQS queue {queue_url}: {}", describe(&e)))
+        .map_err(|e| {
+            format!(
+                "cannot reach SQS queue {queue_url} via {via}: {}",
+                describe(&e)
+            )
+        })
 }

@@ -26,3 +26,45 @@ pub mod post;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+
+use std::error::Error;
+
+/// An error and its causes on one line, `outer: cause: root cause`.
+///
+/// Many libraries' `Display` stops at the outermost layer ("error sending
+/// request", "dispatch failure"), while the useful part (connection refused,
+/// timed out, no such host) is further down. Layers that only repeat the
+/// one before are left out.
+pub fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !message.is_empty() && !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn error_chain_joins_causes_and_skips_repeats() {
+        let root = Layer("connection refused", None);
+        let repeat = Layer("connection refused", Some(Box::new(root)));
+        let top = Layer("error sending request", Some(Box::new(repeat)));
+        assert_eq!(
+            error_chain(&top),
+            "error sending request: connection refused"
+        );
+    }
+}

@@ -168,6 +168,15 @@ pub fn parse_or_exit<T: Parser>() -> T {
     }
 }
 
+/// Returns the value, or reports the setting at fault in one line and exits
+/// with code 2, as [`parse_or_exit`] does for what clap itself rejects.
+pub fn or_exit<T>(resolved: Result<T, SettingError>) -> T {
+    resolved.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    })
+}
+
 /// Renders a clap error as one line, without the offending value.
 pub fn one_line(e: &clap::Error) -> String {
     let arg = match e.get(ContextKind::InvalidArg) {

@@ -53,6 +53,7 @@ impl Pipeline {
             key_prefix: "posts".into(),
             queue_url: self.aws.queue_url.clone(),
             http_timeout: Duration::from_secs(10),
+            every: None,
         };
         Importer::new(config, self.aws.clients.clone()).unwrap()
     }

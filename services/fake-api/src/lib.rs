@@ -68,7 +68,7 @@ const SENTENCES: &[&str] = &[
 pub fn post(id: u32, rev: u32) -> Post {
     let i = id as usize;
     let mut title = format!("{} #{id}", TITLES[i % TITLES.len()]);
-    if rev > 0 && id % 7 == 0 {
+    if rev > 0 && id.is_multiple_of(7) {
         title.push_str(&format!(" (revised {rev})"));
     }
     let sentences = 2 + i % 4;

@@ -32,7 +32,7 @@ pub enum FetchError {
 pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, FetchError> {
     let request_failed = |e: reqwest::Error| FetchError::Request {
         url: url.clone(),
-        reason: describe(&e),
+        reason: pipeline_core::error_chain(&e),
     };
     let fetched_at = OffsetDateTime::now_utc();
     let response = http.get(url.clone()).send().await.map_err(request_failed)?;
@@ -53,17 +53,4 @@ pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, FetchEr
         fetched_at,
         record_count: posts.len() as u64,
     })
-}
-
-/// reqwest's `Display` stops at "error sending request"; the cause (refused,
-/// timed out, DNS) is further down the chain.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -70,7 +70,7 @@ impl Importer {
     /// Checks that the queue answers, so a wrong `QUEUE_URL` or endpoint is
     /// reported before anything is fetched or archived.
     pub async fn check(&self) -> anyhow::Result<()> {
-        check_queue(&self.aws.sqs, &self.config.queue_url)
+        check_queue(&self.aws, &self.config.queue_url)
             .await
             .map_err(anyhow::Error::msg)
     }

@@ -8,15 +8,17 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = settings::parse_or_exit();
+    let Command::Run = cli.command;
+    let config = settings::or_exit(cli.settings.resolve());
+    settings::or_exit(cli.aws.region());
     telemetry::init(cli.log.format);
-    exit::report(start(cli).await)
+    exit::report(start(cli, config).await)
 }
 
-async fn start(cli: Cli) -> anyhow::Result<()> {
-    let Command::Run { every } = cli.command;
-    let config = cli.settings.resolve()?;
+async fn start(cli: Cli, config: importer::settings::Config) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
+    let every = config.every;
     let importer = Importer::new(config, aws)?;
     run(&importer, every, shutdown).await
 }

@@ -7,7 +7,7 @@
 //! | `RAW_KEY_PREFIX`  | `--raw-key-prefix` | `posts`                                       |
 //! | `QUEUE_URL`       | `--queue-url`      | none: required                                |
 //! | `HTTP_TIMEOUT`    | `--http-timeout`   | `30s`                                         |
-//! | `IMPORT_EVERY`    | `run --every`      | unset: import once and exit                   |
+//! | `IMPORT_EVERY`    | `--every`          | unset: import once and exit                   |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
@@ -39,12 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Import once and exit, or with --every, import repeatedly until SIGTERM/SIGINT.
-    Run {
-        /// Import every DURATION (e.g. 30s, 5m, 1h) instead of once.
-        #[arg(long, env = "IMPORT_EVERY", value_name = "IMPORT_EVERY",
-              value_parser = parse_interval)]
-        every: Option<Duration>,
-    },
+    Run,
 }
 
 /// What to import and where to put it.
@@ -70,6 +65,11 @@ pub struct Settings {
           global = true)]
     pub queue_url: Option<Url>,
 
+    /// Import every IMPORT_EVERY (e.g. 30s, 5m, 1h) until SIGTERM/SIGINT instead of once.
+    #[arg(long = "every", env = "IMPORT_EVERY", value_name = "IMPORT_EVERY",
+          value_parser = parse_interval, global = true)]
+    pub every: Option<Duration>,
+
     /// Time limit for one HTTP request to the source, body included.
     #[arg(long, env = "HTTP_TIMEOUT", value_name = "HTTP_TIMEOUT", default_value = "30s",
           value_parser = parse_interval, global = true)]
@@ -84,6 +84,7 @@ pub struct Config {
     pub key_prefix: String,
     pub queue_url: Url,
     pub http_timeout: Duration,
+    pub every: Option<Duration>,
 }
 
 impl Settings {
@@ -94,6 +95,7 @@ impl Settings {
             key_prefix: self.raw_key_prefix.clone(),
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
             http_timeout: self.http_timeout,
+            every: self.every,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 use tokio_postgres::config::Host;
 
 /// A PostgreSQL connection string, checked when the settings are read.
@@ -11,13 +12,23 @@ use tokio_postgres::config::Host;
 #[derive(Clone)]
 pub struct DatabaseUrl {
     raw: String,
+    config: tokio_postgres::Config,
     target: String,
 }
+
+/// Used when the URL sets no `connect_timeout`: without one, a host that
+/// drops packets keeps a connection attempt hanging for minutes.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl DatabaseUrl {
     /// The full string, password included: only for connecting.
     pub fn expose(&self) -> &str {
         &self.raw
+    }
+
+    /// The parsed connection settings, for connecting.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 }
 
@@ -30,7 +41,10 @@ impl FromStr for DatabaseUrl {
         }
         // tokio-postgres' own parser: what it accepts here it will connect with.
         // Its error messages name the bad part, never the password.
-        let config = tokio_postgres::Config::from_str(raw).map_err(|e| e.to_string())?;
+        let mut config = tokio_postgres::Config::from_str(raw).map_err(|e| e.to_string())?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(host)) => host.clone(),
             Some(Host::Unix(path)) => path.display().to_string(),
@@ -42,9 +56,11 @@ impl FromStr for DatabaseUrl {
             .or(config.get_user())
             .unwrap_or("postgres");
         let user = config.get_user().unwrap_or("(default user)");
+        let target = format!("{host}:{port}/{dbname} as {user}");
         Ok(Self {
             raw: raw.to_owned(),
-            target: format!("{host}:{port}/{dbname} as {user}"),
+            config,
+            target,
         })
     }
 }

@@ -17,9 +17,10 @@ pub mod posts;
 pub mod schema;
 
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use tokio_postgres::NoTls;
 
 pub use database_url::DatabaseUrl;
 
@@ -29,12 +30,9 @@ pub type Pool = deadpool::Pool<AsyncPgConnection>;
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The server could not be reached or refused us: worth retrying.
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
-    Connect {
-        target: String,
-        source: ConnectionError,
-    },
+    /// The server could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
     #[error("cannot get a PostgreSQL connection to {target} from the pool: {reason}")]
     Pool { target: String, reason: String },
     #[error("migrations failed on {target}: {reason}")]
@@ -45,17 +43,40 @@ pub enum StoreError {
 
 /// Opens one connection.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection, StoreError> {
-    AsyncPgConnection::establish(url.expose())
+    establish(url).await.map_err(|reason| StoreError::Connect {
+        target: url.to_string(),
+        reason,
+    })
+}
+
+/// Connects with tokio-postgres and hands the connection to diesel-async:
+/// diesel-async's own `establish` reports only "error connecting to
+/// server", without the cause (refused, timed out, bad password).
+async fn establish(url: &DatabaseUrl) -> Result<AsyncPgConnection, String> {
+    let (client, connection) = url
+        .config()
+        .connect(NoTls)
         .await
-        .map_err(|source| StoreError::Connect {
-            target: url.to_string(),
-            source,
-        })
+        .map_err(|e| pipeline_core::error_chain(&e))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Builds a pool of at most `max_size` connections. Connects lazily.
 pub fn pool(url: &DatabaseUrl, max_size: usize) -> Pool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose());
+    let mut config = ManagerConfig::default();
+    let url_for_setup = url.clone();
+    config.custom_setup = Box::new(move |_| {
+        let url = url_for_setup.clone();
+        Box::pin(async move {
+            establish(&url)
+                .await
+                .map_err(ConnectionError::BadConnection)
+        })
+    });
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
     // Only fails when a runtime or timeouts are misconfigured, which we never do.
     deadpool::Pool::builder(manager)
         .max_size(max_size)

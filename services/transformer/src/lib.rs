@@ -55,6 +55,7 @@ pub struct RunReport {
 /// Everything the loop needs, shared by every message task.
 pub struct Transformer {
     config: Config,
+    aws: AwsClients,
     queue: SqsQueue,
     s3: aws_sdk_s3::Client,
     pool: Pool,
@@ -80,11 +81,13 @@ enum Outcome {
 impl Transformer {
     pub fn new(config: Config, aws: AwsClients) -> Self {
         let pool = pipeline_store::pool(&config.database_url, config.concurrency.get());
-        let queue = SqsQueue::new(aws.sqs, config.queue_url.clone());
+        let queue = SqsQueue::new(aws.sqs.clone(), config.queue_url.clone());
+        let s3 = aws.s3.clone();
         Self {
             config,
+            aws,
             queue,
-            s3: aws.s3,
+            s3,
             pool,
         }
     }
@@ -101,7 +104,7 @@ impl Transformer {
                 pending.join(", ")
             );
         }
-        check_queue(self.queue.client(), self.queue.url())
+        check_queue(&self.aws, self.queue.url())
             .await
             .map_err(anyhow::Error::msg)
     }
@@ -231,11 +234,11 @@ impl Transformer {
                         return Outcome::Failed;
                     }
                 };
-            if let Some(receipt) = message.receipt_handle.as_deref() {
-                if let Err(e) = self.queue.delete(receipt).await {
-                    // Committed already: the redelivery will be a no-op.
-                    warn!("Applied {} but message {id}: {e}", applied.object);
-                }
+            if let Some(receipt) = message.receipt_handle.as_deref()
+                && let Err(e) = self.queue.delete(receipt).await
+            {
+                // Committed already: the redelivery will be a no-op.
+                warn!("Applied {} but message {id}: {e}", applied.object);
             }
             info!(
                 s3.bucket = %applied.object.bucket,

@@ -3,28 +3,33 @@ use pipeline_core::aws::AwsClients;
 use pipeline_core::{exit, settings, shutdown, telemetry};
 use std::process::ExitCode;
 use std::sync::Arc;
-use transformer::settings::{Cli, Command};
+use transformer::settings::{Cli, Command, Config};
 use transformer::{Mode, Transformer, migrate};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = settings::parse_or_exit();
-    telemetry::init(cli.log.format);
-    exit::report(start(cli).await)
-}
-
-async fn start(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Migrate => migrate(&cli.settings.database_url()?).await,
+        Command::Migrate => {
+            let url = settings::or_exit(cli.settings.database_url());
+            telemetry::init(cli.log.format);
+            exit::report(migrate(&url).await)
+        }
         Command::Run { drain } => {
-            let config = cli.settings.resolve()?;
-            let aws = AwsClients::new(&cli.aws).await?;
-            let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
+            let config = settings::or_exit(cli.settings.resolve());
+            settings::or_exit(cli.aws.region());
+            telemetry::init(cli.log.format);
             let mode = if drain { Mode::Drain } else { Mode::Serve };
-            Arc::new(Transformer::new(config, aws))
-                .run(mode, shutdown)
-                .await
-                .map(drop)
+            exit::report(run(&cli, config, mode).await)
         }
     }
+}
+
+async fn run(cli: &Cli, config: Config, mode: Mode) -> anyhow::Result<()> {
+    let aws = AwsClients::new(&cli.aws).await?;
+    let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
+    Arc::new(Transformer::new(config, aws))
+        .run(mode, shutdown)
+        .await
+        .map(drop)
 }

@@ -75,28 +75,28 @@ pub async fn apply(
     let fetched = fetch(s3, &object).await?;
 
     let actual = hex::encode(Sha256::digest(&fetched.body));
-    if let Some(expected) = &message.sha256 {
-        if *expected != actual {
-            return Err(ProcessError::Checksum {
-                object,
-                expected: expected.clone(),
-                actual,
-            });
-        }
+    if let Some(expected) = &message.sha256
+        && *expected != actual
+    {
+        return Err(ProcessError::Checksum {
+            object,
+            expected: expected.clone(),
+            actual,
+        });
     }
     let posts = match parse_posts(&fetched.body) {
         Ok(posts) => posts,
         Err(source) => return Err(ProcessError::Parse { object, source }),
     };
     let records = posts.len() as u64;
-    if let Some(expected) = message.record_count {
-        if expected != records {
-            return Err(ProcessError::RecordCount {
-                object,
-                expected,
-                actual: records,
-            });
-        }
+    if let Some(expected) = message.record_count
+        && expected != records
+    {
+        return Err(ProcessError::RecordCount {
+            object,
+            expected,
+            actual: records,
+        });
     }
 
     // The version of these rows: when the importer fetched them. A message

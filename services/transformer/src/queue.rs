@@ -21,10 +21,6 @@ impl SqsQueue {
         Self { client, url }
     }
 
-    pub fn client(&self) -> &aws_sdk_sqs::Client {
-        &self.client
-    }
-
     pub fn url(&self) -> &Url {
         &self.url
     }

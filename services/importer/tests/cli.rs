@@ -1,0 +1,227 @@
+//! The `importer` binary as users run it: settings, errors, exit codes, and
+//! imports against the real LocalStack and an HTTP server.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use testkit::fake_api::{self, FakeApi};
+use testkit::{TestAws, command, error_lines, sigterm, stderr_lines, wait_for_line};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+const IMPORTER: &str = env!("CARGO_BIN_EXE_importer");
+
+#[tokio::test]
+async fn help_lists_every_setting_with_its_default() {
+    let output = command(IMPORTER).arg("--help").output().await.unwrap();
+    assert!(output.status.success());
+    // Help is wrapped to the terminal's width: compare with single spaces.
+    let help = String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for env in [
+        "SOURCE_URL",
+        "RAW_BUCKET",
+        "RAW_KEY_PREFIX",
+        "QUEUE_URL",
+        "HTTP_TIMEOUT",
+        "IMPORT_EVERY",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL_SQS",
+        "LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{env} missing from:\n{help}"
+        );
+    }
+    for default in [
+        "https://jsonplaceholder.typicode.com/posts",
+        "[default: posts]",
+        "[default: 30s]",
+    ] {
+        assert!(help.contains(default), "{default} missing from:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_setting_is_one_line_naming_it() {
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs([("RAW_BUCKET", "raw"), ("AWS_REGION", "us-east-1")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr_lines(&output),
+        [
+            "error: missing setting QUEUE_URL: set the environment variable QUEUE_URL or pass --queue-url"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_setting_is_one_line_naming_it() {
+    for (env, value, expected) in [
+        (
+            "SOURCE_URL",
+            "ftp://example.com/posts",
+            "invalid setting SOURCE_URL (--source-url): scheme ftp: is not http or https",
+        ),
+        (
+            "RAW_BUCKET",
+            "Not_A_Bucket",
+            "invalid setting RAW_BUCKET (--raw-bucket): \"Not_A_Bucket\" is not a bucket name",
+        ),
+        (
+            "IMPORT_EVERY",
+            "soon",
+            "invalid setting IMPORT_EVERY (--every)",
+        ),
+    ] {
+        let output = command(IMPORTER)
+            .arg("run")
+            .env(env, value)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("error: {expected}")),
+            "{lines:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_import_archives_one_object_and_sends_one_message() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+        .output()
+        .await
+        .unwrap();
+
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    let keys = aws.keys().await;
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].starts_with("posts/") && keys[0].ends_with(".json"),
+        "{keys:?}"
+    );
+    assert_eq!(aws.object_bytes(&keys[0]).await, fake_api::body(100, 0));
+    assert_eq!(aws.message_count().await, 1);
+    let log = stderr_lines(&output).join("\n");
+    assert!(
+        log.contains(&format!(
+            "Imported 100 records from {}posts to s3://{}/{}",
+            api, aws.bucket, keys[0]
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_a_json_array_of_posts_archives_and_sends_nothing() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+
+    for (path, reason) in [
+        (
+            "fault/not-an-array",
+            "did not return a JSON array of posts: invalid type: map, expected a JSON array of posts",
+        ),
+        (
+            "fault/not-json",
+            "did not return a JSON array of posts: expected value at line 1 column 1",
+        ),
+        (
+            "fault/bad-record",
+            "did not return a JSON array of posts: record 3: invalid type: string \"four\", expected i64",
+        ),
+        ("fault/status/503", "answered HTTP 503 Service Unavailable"),
+    ] {
+        let url = api.join(path).unwrap();
+        let output = command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("SOURCE_URL", url.as_str())
+            .output()
+            .await
+            .unwrap();
+
+        assert_eq!(output.status.code(), Some(1), "{path}");
+        let errors = error_lines(&output);
+        assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("GET {url} {reason}")),
+            "{path}: {errors:?}"
+        );
+    }
+    assert!(aws.keys().await.is_empty(), "nothing archived");
+    assert_eq!(aws.message_count().await, 0, "nothing announced");
+}
+
+#[tokio::test]
+async fn an_unreachable_queue_is_reported_before_anything_is_fetched() {
+    let aws = TestAws::new().await;
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        // Port 9 (discard) has no listener here: connection refused.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("SOURCE_URL", "http://127.0.0.1:9/posts")
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("cannot reach SQS queue {}", aws.queue_url)),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("onnection refused"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn on_a_schedule_it_imports_repeatedly_and_exits_0_on_sigterm() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let mut child = command(IMPORTER)
+        .args(["run", "--every", "200ms"])
+        .envs(aws.env())
+        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+
+    wait_for_line(&mut stderr, "Imported 100 records", Duration::from_secs(30)).await;
+    wait_for_line(&mut stderr, "Imported 100 records", Duration::from_secs(30)).await;
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(status.success(), "{status}");
+    let keys = aws.keys().await;
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert_eq!(
+        aws.message_count().await,
+        keys.len() as u64,
+        "one message per object"
+    );
+}

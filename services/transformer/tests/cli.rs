@@ -1,0 +1,271 @@
+//! The `transformer` binary as users run it: settings, errors, migrations,
+//! draining, and shutdown, against the real PostgreSQL and LocalStack.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use testkit::fake_api::{self, FakeApi};
+use testkit::{TestAws, TestDb, command, error_lines, sigterm, stderr_lines, wait_for_line};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
+
+#[tokio::test]
+async fn help_lists_every_setting_and_hides_the_database_url() {
+    let output = command(TRANSFORMER)
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://pipeline:hunter2@db/pipeline")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    // Help is wrapped to the terminal's width: compare with single spaces.
+    let help = String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for env in [
+        "QUEUE_URL",
+        "DATABASE_URL",
+        "TRANSFORMER_CONCURRENCY",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL_SQS",
+        "LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{env} missing from:\n{help}"
+        );
+    }
+    assert!(help.contains("[default: 4]"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[tokio::test]
+async fn a_missing_queue_url_is_one_line_but_migrate_does_not_need_it() {
+    let output = command(TRANSFORMER)
+        .arg("run")
+        .envs([
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1:9/db"),
+            ("AWS_REGION", "us-east-1"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr_lines(&output),
+        [
+            "error: missing setting QUEUE_URL: set the environment variable QUEUE_URL or pass --queue-url"
+        ]
+    );
+
+    let db = TestDb::empty().await;
+    let output = command(TRANSFORMER)
+        .arg("migrate")
+        .env("DATABASE_URL", db.url().expose())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_is_one_line_without_the_password() {
+    let output = command(TRANSFORMER)
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            "postgres://pipeline:hunter2@db:notaport/pipeline",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: invalid setting DATABASE_URL (--database-url): "),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("hunter2"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_one_line_naming_it_without_the_password() {
+    let aws = TestAws::new().await;
+    let output = command(TRANSFORMER)
+        .args(["run", "--drain"])
+        .envs(aws.env())
+        .env(
+            "DATABASE_URL",
+            "postgres://pipeline:hunter2@127.0.0.1:9/pipeline",
+        )
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    assert!(
+        errors[0].contains("cannot connect to PostgreSQL at 127.0.0.1:9/pipeline as pipeline"),
+        "{errors:?}"
+    );
+    assert!(!stderr_lines(&output).join("\n").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_one_line_without_the_password() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    let mut url = url::Url::parse(db.url().expose()).unwrap();
+    url.set_password(Some("not-the-password")).unwrap();
+
+    let output = command(TRANSFORMER)
+        .args(["run", "--drain"])
+        .envs(aws.env())
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    assert!(
+        errors[0].contains("cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].contains("password authentication failed"),
+        "{errors:?}"
+    );
+    assert!(
+        !stderr_lines(&output)
+            .join("\n")
+            .contains("not-the-password")
+    );
+}
+
+#[tokio::test]
+async fn run_refuses_to_start_while_migrations_are_pending() {
+    let aws = TestAws::new().await;
+    let db = TestDb::empty().await;
+    let run = || {
+        let mut run = command(TRANSFORMER);
+        run.args(["run", "--drain"])
+            .envs(aws.env())
+            .env("DATABASE_URL", db.url().expose());
+        run
+    };
+
+    let output = run().output().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    assert!(errors[0].contains("pending migration(s)"), "{errors:?}");
+    assert!(
+        errors[0].contains("run `transformer migrate` first"),
+        "{errors:?}"
+    );
+
+    let migrate = command(TRANSFORMER)
+        .arg("migrate")
+        .env("DATABASE_URL", db.url().expose())
+        .output()
+        .await
+        .unwrap();
+    assert!(migrate.status.success(), "{:?}", stderr_lines(&migrate));
+    assert!(
+        stderr_lines(&migrate)
+            .join("\n")
+            .contains("Applied 1 migration(s)")
+    );
+
+    let output = run().output().await.unwrap();
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+}
+
+#[tokio::test]
+async fn drain_applies_what_the_importer_sent_then_exits_0() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    let api = fake_api::spawn(FakeApi { posts: 250 }).await.unwrap();
+    for rev in 0..3 {
+        let config = importer::settings::Config {
+            source_url: api.join(&format!("posts?rev={rev}")).unwrap(),
+            bucket: aws.bucket.clone(),
+            key_prefix: "posts".into(),
+            queue_url: aws.queue_url.clone(),
+            http_timeout: Duration::from_secs(10),
+            every: None,
+        };
+        importer::Importer::new(config, aws.clients.clone())
+            .unwrap()
+            .import_once()
+            .await
+            .unwrap();
+    }
+
+    let output = command(TRANSFORMER)
+        .args(["run", "--drain"])
+        .envs(aws.env())
+        .env("DATABASE_URL", db.url().expose())
+        .env("TRANSFORMER_CONCURRENCY", "2")
+        .output()
+        .await
+        .unwrap();
+
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    assert_eq!(aws.message_count().await, 0);
+    let log = stderr_lines(&output).join("\n");
+    assert!(
+        log.contains("Stopped after applying 3 message(s) (0 failed)"),
+        "{log}"
+    );
+    use diesel_async::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.connect().await;
+    let count: Count = diesel::sql_query("SELECT count(*) AS n FROM posts")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 250);
+}
+
+#[tokio::test]
+async fn sigterm_stops_it_with_exit_0() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    let mut child = command(TRANSFORMER)
+        .arg("run")
+        .envs(aws.env())
+        .env("DATABASE_URL", db.url().expose())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_line(&mut stderr, "Receiving from", Duration::from_secs(30)).await;
+
+    sigterm(&child).await;
+
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    wait_for_line(
+        &mut stderr,
+        "Stopped after applying 0 message(s)",
+        Duration::from_secs(5),
+    )
+    .await;
+}
