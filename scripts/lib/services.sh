@@ -9,7 +9,7 @@
 #   services_start          # installs what is missing, starts both, exports:
 #                           #   DATABASE_URL      postgres://... (superuser, random password)
 #                           #   AWS_ENDPOINT_URL  http://127.0.0.1:<port>
-#                           #   AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (LocalStack's)
+#                           #   AWS_REGION, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (LocalStack's)
 #   trap services_stop EXIT # stops what services_start started, whatever happens
 #
 # Settings: PIPELINE_CACHE_DIR (default ~/.cache/api-pipeline) keeps the
@@ -122,7 +122,7 @@ _start_localstack() {
   # LocalStack's own settings: S3 and SQS only, no telemetry, no downloads,
   # no DNS server, queue URLs on 127.0.0.1 (no DNS needed), state in $dir.
   (
-    cd "$dir"
+    cd "$dir" || exit 1
     exec env SERVICES=s3,sqs DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
       OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$dir/fs" LOCALSTACK_S3_DIR="$dir/s3" \
       GATEWAY_LISTEN="127.0.0.1:$port" LOCALSTACK_HOST="127.0.0.1:$port" \
@@ -140,7 +140,7 @@ _start_localstack() {
     sleep 0.5
   done
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   _log "LocalStack ready on $AWS_ENDPOINT_URL (log: $dir/localstack.log)"
 }
 
