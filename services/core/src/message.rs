@@ -73,6 +73,8 @@ pub enum MessageError {
     Empty(&'static str),
     #[error("message field `sha256` is not 64 hex digits: {0:?}")]
     BadSha256(String),
+    #[error("S3 event key {0:?} is not URL-encoded UTF-8")]
+    BadKey(String),
 }
 
 impl ObjectMessage {
@@ -105,6 +107,108 @@ impl ObjectMessage {
 
     pub fn object(&self) -> ObjectRef {
         ObjectRef::new(&self.bucket, &self.key)
+    }
+}
+
+/// What a message on the queue can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Apply these objects: one from an [`ObjectMessage`], one or more from
+    /// an S3 event notification.
+    Objects(Vec<ObjectMessage>),
+    /// S3's `s3:TestEvent`, sent once when a notification is configured.
+    TestEvent,
+    /// An S3 event notification about something other than a new object.
+    Ignored(String),
+}
+
+impl Incoming {
+    /// Reads a message body: an [`ObjectMessage`], or the JSON S3 sends to
+    /// SQS itself, so that a bucket can be wired straight to the queue.
+    pub fn decode(body: &str) -> Result<Self, MessageError> {
+        if let Ok(event) = serde_json::from_str::<S3Event>(body) {
+            return event.into_incoming();
+        }
+        if let Ok(test) = serde_json::from_str::<S3TestEvent>(body)
+            && test.event == "s3:TestEvent"
+        {
+            return Ok(Self::TestEvent);
+        }
+        ObjectMessage::decode(body).map(|message| Self::Objects(vec![message]))
+    }
+}
+
+/// `{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": ...}, "object": {"key": ...}}}]}`
+#[derive(Debug, Deserialize)]
+struct S3Event {
+    #[serde(rename = "Records")]
+    records: Vec<S3EventRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3EventRecord {
+    #[serde(rename = "eventName")]
+    event_name: String,
+    s3: S3EventEntity,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3EventEntity {
+    bucket: S3EventBucket,
+    object: S3EventObject,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3EventBucket {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3EventObject {
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3TestEvent {
+    #[serde(rename = "Event")]
+    event: String,
+}
+
+impl S3Event {
+    fn into_incoming(self) -> Result<Incoming, MessageError> {
+        let mut objects = Vec::new();
+        let mut ignored = Vec::new();
+        for record in self.records {
+            if !record.event_name.starts_with("ObjectCreated:") {
+                ignored.push(record.event_name);
+                continue;
+            }
+            // S3 URL-encodes keys in notifications, with `+` for a space.
+            let key = percent_encoding::percent_decode_str(&record.s3.object.key.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| MessageError::BadKey(record.s3.object.key.clone()))?
+                .into_owned();
+            if record.s3.bucket.name.is_empty() {
+                return Err(MessageError::Empty("Records[].s3.bucket.name"));
+            }
+            if key.is_empty() {
+                return Err(MessageError::Empty("Records[].s3.object.key"));
+            }
+            objects.push(ObjectMessage {
+                version: MESSAGE_VERSION,
+                bucket: record.s3.bucket.name,
+                key,
+                sha256: None,
+                record_count: None,
+                source_url: None,
+                fetched_at: None,
+            });
+        }
+        if objects.is_empty() {
+            Ok(Incoming::Ignored(ignored.join(", ")))
+        } else {
+            Ok(Incoming::Objects(objects))
+        }
     }
 }
 
@@ -163,6 +267,42 @@ mod tests {
             let err = ObjectMessage::decode(body).unwrap_err().to_string();
             assert!(err.contains(expected), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn s3_event_notifications_name_objects_with_decoded_keys() {
+        let body = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
+            "s3":{"bucket":{"name":"raw","arn":"arn:aws:s3:::raw"},"object":{"key":"posts/caf%C3%A9+au+lait.json","size":9}}}]}"#;
+        let Incoming::Objects(objects) = Incoming::decode(body).expect("an S3 event") else {
+            panic!("not objects")
+        };
+        assert_eq!(objects.len(), 1);
+        assert_eq!(
+            objects[0].object().to_string(),
+            "s3://raw/posts/café au lait.json"
+        );
+        assert_eq!(objects[0].sha256, None);
+    }
+
+    #[test]
+    fn s3_test_events_and_other_events_are_recognised() {
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-26T08:00:00.000Z","Bucket":"raw"}"#;
+        assert_eq!(
+            Incoming::decode(test).expect("test event"),
+            Incoming::TestEvent
+        );
+        let removed = r#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"raw"},"object":{"key":"k"}}}]}"#;
+        assert_eq!(
+            Incoming::decode(removed).expect("an S3 event"),
+            Incoming::Ignored("ObjectRemoved:Delete".into())
+        );
+    }
+
+    #[test]
+    fn object_messages_decode_as_incoming_too() {
+        let incoming = Incoming::decode(r#"{"bucket":"raw","key":"k.json"}"#).expect("minimal");
+        assert!(matches!(incoming, Incoming::Objects(ref o) if o.len() == 1));
+        assert!(Incoming::decode(r#"{"Records": "nope"}"#).is_err());
     }
 
     #[test]

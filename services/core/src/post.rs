@@ -1,13 +1,19 @@
 //! The record the pipeline moves: a blog post as JSONPlaceholder serves it.
+//!
+//! An object is a JSON array of posts. [`parse_records`] separates what can
+//! never be loaded (the object is not a JSON array at all) from what is
+//! wrong with single records, so that one bad record never stops the good
+//! ones: the transformer loads the valid posts and quarantines the others.
 
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use std::fmt;
 
 /// One post, `{"userId": int, "id": int, "title": str, "body": str}`.
 ///
 /// Unknown fields are ignored, so an API that adds a field does not stop the
-/// pipeline; a missing or mistyped known field is an error.
+/// pipeline; a missing or mistyped known field makes the record invalid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Post {
@@ -17,55 +23,149 @@ pub struct Post {
     pub body: String,
 }
 
-/// Why a body is not a JSON array of posts. The message says where: the
-/// record index and field when one record is at fault, the position in the
-/// body when the JSON itself is broken.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PostsError(#[from] serde_json::Error);
+/// Longest `title` accepted, in bytes of UTF-8.
+pub const MAX_TITLE_BYTES: usize = 4 * 1024;
+/// Longest `body` accepted, in bytes of UTF-8.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// Parses a whole body as a JSON array of posts.
-pub fn parse_posts(body: &[u8]) -> Result<Vec<Post>, PostsError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let posts = PostsSeed.deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(posts)
+/// Why a body is not a JSON array at all. The message says where in the
+/// body; nothing in such a body can be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PostsError {
+    #[error("the body is empty")]
+    Empty,
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
 }
 
-/// Deserializes the top-level array element by element, so that an error in
-/// one record names its index (`record 41: missing field `title``) instead of
-/// only a line and column.
-struct PostsSeed;
+/// A record that is not a valid post, kept so it can be fixed and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// Position in the array, from 0.
+    pub index: usize,
+    /// What is wrong, naming the field, e.g. ``field `id`: invalid type``.
+    pub reason: String,
+    /// The record's JSON text exactly as it appears in the object.
+    pub raw: String,
+}
 
-impl<'de> DeserializeSeed<'de> for PostsSeed {
-    type Value = Vec<Post>;
+/// The records of one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    /// The valid posts, in array order.
+    pub posts: Vec<Post>,
+    /// The invalid records, in array order.
+    pub bad: Vec<BadRecord>,
+}
+
+impl Records {
+    /// Number of elements in the array.
+    pub fn total(&self) -> usize {
+        self.posts.len() + self.bad.len()
+    }
+}
+
+/// Parses a body that must be a JSON array, checking each element as a post.
+pub fn parse_records(body: &[u8]) -> Result<Records, PostsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PostsError::Empty);
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let elements = ArraySeed.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+
+    let mut records = Records::default();
+    for (index, raw) in elements.into_iter().enumerate() {
+        match parse_post(raw) {
+            Ok(post) => records.posts.push(post),
+            Err(reason) => records.bad.push(BadRecord {
+                index,
+                reason,
+                raw: raw.get().to_owned(),
+            }),
+        }
+    }
+    Ok(records)
+}
+
+/// One element as a post, or why it is not one.
+fn parse_post(raw: &RawValue) -> Result<Post, String> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let post: Post = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde_json appends "at line 1 column N" of the record: noise here.
+        let message = strip_position(&inner);
+        if path == "." {
+            message.to_owned()
+        } else {
+            format!("field `{path}`: {message}")
+        }
+    })?;
+    check(&post)?;
+    Ok(post)
+}
+
+/// What serde cannot check: ranges, and what PostgreSQL `text` cannot hold.
+fn check(post: &Post) -> Result<(), String> {
+    for (field, value) in [("id", post.id), ("userId", post.user_id)] {
+        if value < 1 {
+            return Err(format!(
+                "field `{field}`: {value} is out of range (1 to {})",
+                i64::MAX
+            ));
+        }
+    }
+    for (field, value, limit) in [
+        ("title", &post.title, MAX_TITLE_BYTES),
+        ("body", &post.body, MAX_BODY_BYTES),
+    ] {
+        if value.contains('\0') {
+            return Err(format!(
+                "field `{field}` contains a NUL character, which PostgreSQL text cannot store"
+            ));
+        }
+        if value.len() > limit {
+            return Err(format!(
+                "field `{field}` is {} bytes, more than the limit of {limit}",
+                value.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    }
+}
+
+/// The top-level array, element by element, each kept as raw JSON text.
+struct ArraySeed;
+
+impl<'de> DeserializeSeed<'de> for ArraySeed {
+    type Value = Vec<&'de RawValue>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for PostsSeed {
-    type Value = Vec<Post>;
+impl<'de> Visitor<'de> for ArraySeed {
+    type Value = Vec<&'de RawValue>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON array of posts")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut posts = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        loop {
-            match seq.next_element::<Post>() {
-                Ok(Some(post)) => posts.push(post),
-                Ok(None) => return Ok(posts),
-                Err(e) => {
-                    return Err(de::Error::custom(format_args!(
-                        "record {}: {e}",
-                        posts.len()
-                    )));
-                }
-            }
+        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(element) = seq.next_element()? {
+            elements.push(element);
         }
+        Ok(elements)
     }
 }
 
@@ -73,12 +173,21 @@ impl<'de> Visitor<'de> for PostsSeed {
 mod tests {
     use super::*;
 
+    fn reasons(body: &str) -> Vec<(usize, String)> {
+        let records = parse_records(body.as_bytes()).expect("an array");
+        records
+            .bad
+            .into_iter()
+            .map(|b| (b.index, b.reason))
+            .collect()
+    }
+
     #[test]
     fn parses_posts_and_ignores_unknown_fields() {
         let body = br#"[{"userId":1,"id":2,"title":"t","body":"b","extra":true}]"#;
-        let posts = parse_posts(body).expect("valid body");
+        let records = parse_records(body).expect("valid body");
         assert_eq!(
-            posts,
+            records.posts,
             vec![Post {
                 user_id: 1,
                 id: 2,
@@ -86,37 +195,87 @@ mod tests {
                 body: "b".into()
             }]
         );
+        assert!(records.bad.is_empty());
     }
 
     #[test]
-    fn an_object_is_not_an_array() {
-        let err = parse_posts(br#"{"id":1}"#).unwrap_err().to_string();
-        assert!(err.contains("expected a JSON array of posts"), "{err}");
+    fn what_is_not_an_array_is_an_error_for_the_whole_body() {
+        let err = |body: &str| parse_records(body.as_bytes()).expect_err(body).to_string();
+        assert!(err(r#"{"id":1}"#).contains("expected a JSON array of posts"));
+        assert_eq!(err(" \n"), "the body is empty");
+        assert!(err("<html>").contains("expected value"));
+        assert!(err(r#"[{"userId":1,"id":1,"title":"a","body":"b"}"#).contains("EOF"));
+        assert!(err("[] []").contains("trailing characters"));
     }
 
     #[test]
-    fn a_bad_record_is_named_by_index_and_field() {
-        let body = br#"[{"userId":1,"id":1,"title":"a","body":"b"},{"userId":1,"id":"2","title":"a","body":"b"}]"#;
-        let err = parse_posts(body).unwrap_err().to_string();
-        assert!(
-            err.starts_with("record 1: invalid type: string \"2\""),
-            "{err}"
+    fn bad_records_are_named_by_index_and_field_and_kept_raw() {
+        let body = r#"[{"userId":1,"id":1,"title":"a","body":"b"},
+                       {"userId":1,"id":"2","title":"a","body":"b"},
+                       {"userId":1,"id":3,"body":"b"},
+                       7,
+                       {"userId":1,"id":5,"title":"a","body":"b"}]"#;
+        let records = parse_records(body.as_bytes()).expect("an array");
+        assert_eq!(records.total(), 5);
+        assert_eq!(
+            records.posts.iter().map(|p| p.id).collect::<Vec<_>>(),
+            [1, 5]
         );
-
-        let body = br#"[{"userId":1,"id":1,"body":"b"}]"#;
-        let err = parse_posts(body).unwrap_err().to_string();
-        assert!(err.starts_with("record 0: missing field `title`"), "{err}");
+        assert_eq!(
+            reasons(body),
+            [
+                (
+                    1,
+                    r#"field `id`: invalid type: string "2", expected i64"#.to_owned()
+                ),
+                (2, "missing field `title`".to_owned()),
+                (
+                    3,
+                    "invalid type: integer `7`, expected struct Post".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            records.bad[0].raw,
+            r#"{"userId":1,"id":"2","title":"a","body":"b"}"#
+        );
     }
 
     #[test]
-    fn truncated_and_trailing_bodies_are_errors() {
-        assert!(parse_posts(br#"[{"userId":1,"id":1,"title":"a","body":"b"}"#).is_err());
-        assert!(parse_posts(br#"[] []"#).is_err());
-        assert!(parse_posts(b"").is_err());
+    fn out_of_range_ids_nul_and_oversized_fields_are_bad_records() {
+        let big = "x".repeat(MAX_TITLE_BYTES + 1);
+        let body = format!(
+            r#"[{{"userId":1,"id":0,"title":"a","body":"b"}},
+                {{"userId":1,"id":99999999999999999999,"title":"a","body":"b"}},
+                {{"userId":-3,"id":3,"title":"a","body":"b"}},
+                {{"userId":1,"id":4,"title":"a\u0000b","body":"b"}},
+                {{"userId":1,"id":5,"title":"{big}","body":"b"}}]"#
+        );
+        let reasons = reasons(&body);
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(
+            reasons[0].1.starts_with("field `id`: 0 is out of range"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].1.starts_with("field `id`:"), "{reasons:?}");
+        assert!(
+            reasons[2]
+                .1
+                .starts_with("field `userId`: -3 is out of range"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[3].1.contains("`title` contains a NUL"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[4].1.contains("`title` is 4097 bytes"),
+            "{reasons:?}"
+        );
     }
 
     #[test]
     fn an_empty_array_is_valid() {
-        assert_eq!(parse_posts(b" [ ] ").expect("empty array"), vec![]);
+        assert_eq!(parse_records(b" [ ] ").expect("empty array").total(), 0);
     }
 }

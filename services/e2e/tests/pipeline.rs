@@ -9,14 +9,12 @@ use importer::settings::Config as ImporterConfig;
 use importer::{ImportReport, Importer};
 use pipeline_core::message::ObjectMessage;
 use pipeline_store::schema::posts;
-use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
-use transformer::process::{ProcessError, apply};
+use transformer::process::{Context, ProcessError, apply_object};
 use transformer::settings::Config as TransformerConfig;
 use transformer::{Mode, RunReport, Transformer};
 
@@ -62,13 +60,9 @@ impl Pipeline {
         self.importer(path).import_once().await.unwrap()
     }
 
-    fn transformer(&self) -> Arc<Transformer> {
-        let config = TransformerConfig {
-            queue_url: self.aws.queue_url.clone(),
-            database_url: self.db.url().clone(),
-            concurrency: NonZeroUsize::new(4).unwrap(),
-        };
-        Arc::new(Transformer::new(config, self.aws.clients.clone()))
+    fn transformer(&self) -> Transformer {
+        let config = TransformerConfig::new(self.aws.queue_url.clone(), self.db.url().clone());
+        Transformer::new(config, self.aws.clients.clone())
     }
 
     /// `transformer run --drain`.
@@ -147,7 +141,10 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     assert_eq!(attributes["schema_version"].string_value(), Some("1"));
 
     let run = pipeline.drain().await;
-    assert_eq!((run.messages_applied, run.messages_failed), (1, 0));
+    assert_eq!(
+        (run.messages_applied, run.dead_lettered, run.retried),
+        (1, 0, 0)
+    );
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
         (100, 0, 0)
@@ -187,10 +184,11 @@ async fn the_same_message_twice_changes_nothing() {
     pipeline.aws.send(&body).await;
     let run = pipeline.drain().await;
 
-    assert_eq!(run.messages_applied, 1);
+    assert_eq!((run.messages_applied, run.duplicates), (1, 1));
     assert_eq!(
-        (run.rows.inserted, run.rows.updated, run.rows.unchanged),
-        (0, 0, 100)
+        run.rows,
+        Default::default(),
+        "the ledger answered: no row was even compared"
     );
     assert_eq!(
         pipeline.rows().await,
@@ -239,12 +237,8 @@ async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
 async fn an_older_object_applied_late_never_overwrites_newer_rows() {
     let pipeline = Pipeline::new().await;
     let older = pipeline.import("posts").await;
-    // Hold the older message back, as a slow or redelivered message would be.
-    let older_body = pipeline.aws.peek_messages().await[0]
-        .body()
-        .unwrap()
-        .to_owned();
-    pipeline.drain().await;
+    // Hold the older message back, as a slow or delayed message would be.
+    let older_body = pipeline.aws.take_bodies().await.remove(0);
     pipeline.import("posts?rev=1").await;
     pipeline.drain().await;
     let newest = pipeline.rows().await;
@@ -299,48 +293,45 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
 }
 
 #[tokio::test]
-async fn a_checksum_mismatch_or_a_missing_object_is_refused_and_names_the_object() {
+async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     let pipeline = Pipeline::new().await;
     let report = pipeline.import("posts").await;
-    let transformer_pool = pipeline_store::pool(pipeline.db.url(), 1);
-    let s3 = &pipeline.aws.clients.s3;
+    let cx = Context {
+        s3: pipeline.aws.clients.s3.clone(),
+        pool: pipeline_store::pool(pipeline.db.url(), 1),
+        database_url: pipeline.db.url().clone(),
+    };
+    let message = |key: &str, sha256: Option<String>, record_count: Option<u64>| ObjectMessage {
+        version: 1,
+        bucket: report.object.bucket.clone(),
+        key: key.to_owned(),
+        sha256,
+        record_count,
+        source_url: None,
+        fetched_at: None,
+    };
 
-    let wrong_sha = format!(
-        r#"{{"bucket": "{}", "key": "{}", "sha256": "{}"}}"#,
-        report.object.bucket,
-        report.object.key,
-        "0".repeat(64)
-    );
-    let err = apply(s3, &transformer_pool, pipeline.db.url(), &wrong_sha)
-        .await
-        .unwrap_err();
+    let wrong_sha = message(&report.object.key, Some("0".repeat(64)), None);
+    let err = apply_object(&cx, "m1", &wrong_sha).await.unwrap_err();
     assert!(matches!(err, ProcessError::Checksum { .. }), "{err}");
+    assert!(err.is_permanent());
     assert!(
         err.to_string().contains(&report.object.to_string()),
         "{err}"
     );
 
-    let missing = format!(
-        r#"{{"bucket": "{}", "key": "posts/nope.json"}}"#,
-        report.object.bucket
-    );
-    let err = apply(s3, &transformer_pool, pipeline.db.url(), &missing)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ProcessError::Fetch { .. }), "{err}");
+    let missing = message("posts/nope.json", None, None);
+    let err = apply_object(&cx, "m2", &missing).await.unwrap_err();
     assert!(
-        err.to_string()
-            .contains(&format!("s3://{}/posts/nope.json", report.object.bucket)),
+        matches!(err, ProcessError::Fetch { missing: true, .. }),
         "{err}"
     );
+    assert!(err.is_permanent());
+    let missing_uri = format!("s3://{}/posts/nope.json", report.object.bucket);
+    assert!(err.to_string().contains(&missing_uri), "{err}");
 
-    let wrong_count = format!(
-        r#"{{"bucket": "{}", "key": "{}", "record_count": 99}}"#,
-        report.object.bucket, report.object.key
-    );
-    let err = apply(s3, &transformer_pool, pipeline.db.url(), &wrong_count)
-        .await
-        .unwrap_err();
+    let wrong_count = message(&report.object.key, None, Some(99));
+    let err = apply_object(&cx, "m3", &wrong_count).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -352,11 +343,6 @@ async fn a_checksum_mismatch_or_a_missing_object_is_refused_and_names_the_object
         ),
         "{err}"
     );
-
-    let err = apply(s3, &transformer_pool, pipeline.db.url(), "hello")
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ProcessError::Message(_)), "{err}");
 
     assert!(
         pipeline.rows().await.is_empty(),

@@ -1,17 +1,23 @@
 //! Fetching the source and checking it before anything is written.
 
 use bytes::Bytes;
-use pipeline_core::post::parse_posts;
+use pipeline_core::post::parse_records;
 use time::OffsetDateTime;
 use url::Url;
 
-/// A body that was fetched and is a JSON array of posts.
+/// A body that was fetched and is a JSON array.
 #[derive(Debug)]
 pub struct Fetched {
     /// The exact bytes the API sent: what goes to S3.
     pub body: Bytes,
     pub fetched_at: OffsetDateTime,
+    /// Elements in the array.
     pub record_count: u64,
+    /// Elements that are not valid posts. They are archived all the same:
+    /// the transformer quarantines them, so they can be fixed and replayed.
+    pub bad_records: u64,
+    /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
+    pub first_bad: Option<String>,
 }
 
 /// Why the source could not be imported. Every message names the URL.
@@ -28,7 +34,7 @@ pub enum FetchError {
     Invalid { url: Url, reason: String },
 }
 
-/// GETs `url` and checks that the body is a JSON array of posts.
+/// GETs `url` and checks that the body is a JSON array.
 pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, FetchError> {
     let request_failed = |e: reqwest::Error| FetchError::Request {
         url: url.clone(),
@@ -44,13 +50,18 @@ pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, FetchEr
         });
     }
     let body = response.bytes().await.map_err(request_failed)?;
-    let posts = parse_posts(&body).map_err(|e| FetchError::Invalid {
+    let records = parse_records(&body).map_err(|e| FetchError::Invalid {
         url: url.clone(),
         reason: e.to_string(),
     })?;
     Ok(Fetched {
         body,
         fetched_at,
-        record_count: posts.len() as u64,
+        record_count: records.total() as u64,
+        bad_records: records.bad.len() as u64,
+        first_bad: records
+            .bad
+            .first()
+            .map(|b| format!("record {}: {}", b.index, b.reason)),
     })
 }

@@ -4,8 +4,9 @@
 //! one before it succeeded, so that no message ever points at a missing or
 //! unchecked object:
 //!
-//! 1. [`fetch`]: GET the source and check that the body is a JSON array of
-//!    posts. If not, nothing is written.
+//! 1. [`fetch`]: GET the source and check that the body is a JSON array.
+//!    If not, nothing is written. Elements that are not valid posts are
+//!    counted and archived with the rest: the transformer quarantines them.
 //! 2. [`archive`]: put the raw bytes, unchanged, at a new time-ordered key,
 //!    with provenance metadata and a SHA-256 that S3 verifies.
 //! 3. [`announce`]: send one message saying where the object is.
@@ -23,7 +24,7 @@ use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, instrument};
+use tracing::{error, info, instrument, warn};
 
 use crate::archive::Provenance;
 use crate::settings::Config;
@@ -81,6 +82,15 @@ impl Importer {
         let started = Instant::now();
         let config = &self.config;
         let fetched = fetch::fetch(&self.http, &config.source_url).await?;
+        if let Some(first_bad) = &fetched.first_bad {
+            warn!(
+                records.bad = fetched.bad_records,
+                "{} of {} records from {} are not valid posts ({first_bad}); archived anyway: the transformer quarantines them",
+                fetched.bad_records,
+                fetched.record_count,
+                config.source_url,
+            );
+        }
 
         let sha256 = archive::sha256_hex(&fetched.body);
         let object = ObjectRef::new(

@@ -132,7 +132,7 @@ async fn an_import_archives_one_object_and_sends_one_message() {
 }
 
 #[tokio::test]
-async fn an_answer_that_is_not_a_json_array_of_posts_archives_and_sends_nothing() {
+async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
     let aws = TestAws::new().await;
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
 
@@ -144,10 +144,6 @@ async fn an_answer_that_is_not_a_json_array_of_posts_archives_and_sends_nothing(
         (
             "fault/not-json",
             "did not return a JSON array of posts: expected value at line 1 column 1",
-        ),
-        (
-            "fault/bad-record",
-            "did not return a JSON array of posts: record 3: invalid type: string \"four\", expected i64",
         ),
         ("fault/status/503", "answered HTTP 503 Service Unavailable"),
     ] {
@@ -170,6 +166,30 @@ async fn an_answer_that_is_not_a_json_array_of_posts_archives_and_sends_nothing(
     }
     assert!(aws.keys().await.is_empty(), "nothing archived");
     assert_eq!(aws.message_count().await, 0, "nothing announced");
+}
+
+#[tokio::test]
+async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quarantine() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let url = api.join("fault/bad-record").unwrap();
+
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        .env("SOURCE_URL", url.as_str())
+        .output()
+        .await
+        .unwrap();
+
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    let log = stderr_lines(&output).join("\n");
+    assert!(
+        log.contains(&format!("1 of 5 records from {url} are not valid posts (record 3: field `id`: invalid type: string \"four\", expected i64)")),
+        "{log}"
+    );
+    assert_eq!(aws.keys().await.len(), 1);
+    assert_eq!(aws.message_count().await, 1);
 }
 
 #[tokio::test]

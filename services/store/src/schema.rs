@@ -1,6 +1,22 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    applied_objects (source_object, sha256) {
+        source_object -> Text,
+        sha256 -> Text,
+        message_id -> Text,
+        fetched_at -> Timestamptz,
+        records -> Int8,
+        inserted -> Int8,
+        updated -> Int8,
+        unchanged -> Int8,
+        superseded -> Int8,
+        quarantined -> Int8,
+        applied_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     posts (id) {
         id -> Int8,
         user_id -> Int8,
@@ -11,3 +27,16 @@ diesel::table! {
         loaded_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    quarantined_records (source_object, sha256, record_index) {
+        source_object -> Text,
+        sha256 -> Text,
+        record_index -> Int8,
+        reason -> Text,
+        raw -> Text,
+        quarantined_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(applied_objects, posts, quarantined_records,);

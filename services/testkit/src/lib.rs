@@ -292,6 +292,8 @@ pub struct TestAws {
     pub clients: AwsClients,
     pub bucket: String,
     pub queue_url: Url,
+    /// The queue's dead-letter queue (redrive after [`Self::MAX_RECEIVE_COUNT`] receives).
+    pub dead_letter_url: Url,
 }
 
 impl TestAws {
@@ -312,20 +314,98 @@ impl TestAws {
             .send()
             .await
             .expect("create bucket");
-        let queue = clients
+        let create_queue = |name: String, attributes: Vec<(QueueAttributeName, String)>| {
+            let mut request = clients.sqs.create_queue().queue_name(name);
+            for (key, value) in attributes {
+                request = request.attributes(key, value);
+            }
+            async move {
+                let created = request.send().await.expect("create queue");
+                Url::parse(created.queue_url().expect("a queue URL")).expect("a valid queue URL")
+            }
+        };
+        let dead_letter_url = create_queue(unique_name("test-dlq"), vec![]).await;
+        let dead_letter_arn = clients
             .sqs
-            .create_queue()
-            .queue_name(unique_name("test"))
-            .attributes(QueueAttributeName::VisibilityTimeout, seconds.to_string())
+            .get_queue_attributes()
+            .queue_url(dead_letter_url.as_str())
+            .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .expect("create queue");
-        let queue_url =
-            Url::parse(queue.queue_url().expect("a queue URL")).expect("a valid queue URL");
+            .expect("queue attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("a queue ARN");
+        let redrive = format!(
+            r#"{{"deadLetterTargetArn":"{dead_letter_arn}","maxReceiveCount":"{}"}}"#,
+            Self::MAX_RECEIVE_COUNT
+        );
+        let queue_url = create_queue(
+            unique_name("test"),
+            vec![
+                (QueueAttributeName::VisibilityTimeout, seconds.to_string()),
+                (QueueAttributeName::RedrivePolicy, redrive),
+            ],
+        )
+        .await;
         Self {
             clients,
             bucket,
             queue_url,
+            dead_letter_url,
+        }
+    }
+
+    /// The redrive policy's maxReceiveCount of every test queue.
+    pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+    /// Reads up to 10 messages of the dead-letter queue, leaving them there.
+    pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let received = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(self.dead_letter_url.as_str())
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(0)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .expect("receive");
+        received.messages.unwrap_or_default()
+    }
+
+    /// Takes every visible message off the queue and returns their bodies,
+    /// as if they had been lost: for holding a message back.
+    pub async fn take_bodies(&self) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let received = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(self.queue_url.as_str())
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receive");
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return bodies;
+            }
+            for message in messages {
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(self.queue_url.as_str())
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+                bodies.push(message.body.unwrap_or_default());
+            }
         }
     }
 
@@ -461,17 +541,20 @@ impl TestAws {
 impl Drop for TestAws {
     fn drop(&mut self) {
         let (bucket, queue_url) = (self.bucket.clone(), self.queue_url.clone());
+        let dead_letter_url = self.dead_letter_url.clone();
         run_detached(move || async move {
             // Fresh clients: the test's own are bound to its runtime.
             let Ok(clients) = AwsClients::new(&TestAws::settings()).await else {
                 return;
             };
-            let _ = clients
-                .sqs
-                .delete_queue()
-                .queue_url(queue_url.as_str())
-                .send()
-                .await;
+            for url in [queue_url, dead_letter_url] {
+                let _ = clients
+                    .sqs
+                    .delete_queue()
+                    .queue_url(url.as_str())
+                    .send()
+                    .await;
+            }
             if let Ok(listed) = clients.s3.list_objects_v2().bucket(&bucket).send().await {
                 for object in listed.contents() {
                     if let Some(key) = object.key() {

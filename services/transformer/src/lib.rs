@@ -1,15 +1,25 @@
 //! The transformer: SQS message -> S3 object -> PostgreSQL rows.
 //!
 //! - [`settings`]: command line and environment.
-//! - [`queue`]: the SQS queue: receive, delete, is it drained.
-//! - [`process`]: one message: fetch the object, verify, parse, upsert.
-//! - [`Transformer::run`]: the receive loop, with bounded concurrency and
-//!   graceful shutdown.
+//! - [`queue`]: the SQS queue and its dead-letter queue.
+//! - [`process`]: one object: fetch, verify, parse, apply exactly once.
+//! - [`Transformer::run`]: the receive loop, with bounded concurrency, a
+//!   visibility heartbeat per message and graceful shutdown.
 //!
-//! A message is deleted only after the transaction holding its rows has
-//! committed. If anything fails before that, the message stays on the queue
-//! and SQS delivers it again once its visibility timeout expires; applying an
-//! object twice changes nothing ([`pipeline_store::posts::upsert`]).
+//! What happens to a message:
+//!
+//! | outcome                                   | the message                                  |
+//! |-------------------------------------------|----------------------------------------------|
+//! | applied, or already applied (ledger)      | deleted after the commit                     |
+//! | S3 test event, non-create S3 event        | deleted                                      |
+//! | can never succeed (not JSON, unknown format, object missing, checksum or record count mismatch, not an array) | moved to the dead-letter queue with the reason |
+//! | failed for a passing reason (database or S3 unreachable) | hidden for RETRY_DELAY, doubling per receive; the redrive policy catches what keeps failing |
+//! | heartbeat lost (another worker may have it) | work on it stops                           |
+//! | not finished by the shutdown deadline     | handed back (visible again at once)          |
+//!
+//! Nothing is deleted before its rows are committed, and applying an object
+//! twice changes nothing, so any crash at any moment loses and duplicates
+//! nothing.
 
 pub mod process;
 pub mod queue;
@@ -18,8 +28,10 @@ pub mod settings;
 use anyhow::{Context as _, bail};
 use aws_sdk_sqs::types::Message;
 use pipeline_core::aws::{AwsClients, check_queue};
+use pipeline_core::message::Incoming;
+use pipeline_store::ledger::Outcome as LedgerOutcome;
 use pipeline_store::posts::UpsertCounts;
-use pipeline_store::{DatabaseUrl, Pool, migrations};
+use pipeline_store::{DatabaseUrl, migrations};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -27,7 +39,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
-use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue};
+use crate::process::{Applied, Context, ProcessError};
+use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue, receive_count};
 use crate::settings::Config;
 
 /// When to stop.
@@ -43,52 +56,86 @@ pub enum Mode {
 /// noticed promptly; a one-off run does not care about the extra requests.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 
+/// Retries of a failing message are never delayed longer than this.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+
 /// Totals over one run, for the final log line and for tests.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
+    /// Messages deleted after their objects were applied.
     pub messages_applied: u64,
-    pub messages_failed: u64,
+    /// Objects the ledger already had: nothing written.
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
+    pub handed_back: u64,
+    pub abandoned: u64,
+    pub ignored: u64,
     pub records: u64,
     pub rows: UpsertCounts,
+    pub quarantined: u64,
 }
 
 /// Everything the loop needs, shared by every message task.
+#[derive(Debug)]
 pub struct Transformer {
     config: Config,
     aws: AwsClients,
     queue: SqsQueue,
-    s3: aws_sdk_s3::Client,
-    pool: Pool,
-}
-
-impl std::fmt::Debug for Transformer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The pool's connections are not `Debug`; its status says enough.
-        f.debug_struct("Transformer")
-            .field("config", &self.config)
-            .field("queue", &self.queue)
-            .field("pool", &self.pool.status())
-            .finish_non_exhaustive()
-    }
+    cx: Context,
 }
 
 /// How one message ended.
+#[derive(Debug)]
 enum Outcome {
-    Applied(process::Applied),
-    Failed,
+    Applied(Vec<Applied>),
+    Ignored,
+    DeadLettered,
+    Retrying,
+    HandedBack,
+    Abandoned,
+}
+
+/// What processing a message came to, before the queue is told.
+enum Handled {
+    Applied(Vec<Applied>),
+    /// Nothing to apply: `what` says why.
+    Ignored(String),
+}
+
+/// Why processing a message failed.
+struct Failure {
+    reason: String,
+    permanent: bool,
+}
+
+impl From<ProcessError> for Failure {
+    fn from(e: ProcessError) -> Self {
+        Self {
+            permanent: e.is_permanent(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 impl Transformer {
     pub fn new(config: Config, aws: AwsClients) -> Self {
         let pool = pipeline_store::pool(&config.database_url, config.concurrency.get());
-        let queue = SqsQueue::new(aws.sqs.clone(), config.queue_url.clone());
-        let s3 = aws.s3.clone();
+        let queue = SqsQueue::new(
+            aws.sqs.clone(),
+            config.queue_url.clone(),
+            config.dead_letter_queue_url.clone(),
+        );
+        let cx = Context {
+            s3: aws.s3.clone(),
+            pool,
+            database_url: config.database_url.clone(),
+        };
         Self {
             config,
             aws,
             queue,
-            s3,
-            pool,
+            cx,
         }
     }
 
@@ -111,21 +158,51 @@ impl Transformer {
 
     /// Receives and applies messages until `shutdown` is cancelled or, in
     /// [`Mode::Drain`], until the queue is drained. Then finishes the
-    /// messages in hand and returns.
+    /// messages in hand, within the shutdown deadline, and returns.
     pub async fn run(
-        self: Arc<Self>,
+        mut self,
         mode: Mode,
         shutdown: CancellationToken,
     ) -> anyhow::Result<RunReport> {
         self.check().await?;
+        if self.queue.dead_letter_url().is_none() {
+            match self.queue.discover_dead_letter_queue().await {
+                Ok(Some(_)) => {}
+                Ok(None) => warn!(
+                    "{} has no redrive policy and DEAD_LETTER_QUEUE_URL is not set: \
+                     messages that can never succeed will stay on the queue",
+                    self.queue.url()
+                ),
+                Err(e) => warn!("{e}"),
+            }
+        }
+        let this = Arc::new(self);
+        this.receive_loop(mode, shutdown).await
+    }
+
+    async fn receive_loop(
+        self: Arc<Self>,
+        mode: Mode,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let concurrency = self.config.concurrency.get();
-        info!(queue.url = %self.queue.url(), concurrency, ?mode, "Receiving from {}", self.queue.url());
+        info!(
+            queue.url = %self.queue.url(),
+            dead_letter_queue.url = self.queue.dead_letter_url().map(|u| u.as_str()),
+            concurrency,
+            ?mode,
+            "Receiving from {}",
+            self.queue.url()
+        );
 
         // One permit per message in hand: never receive more than can be
         // processed now, so that no message waits out its visibility timeout
         // in this process's memory.
         let permits = Arc::new(Semaphore::new(concurrency));
+        // Cancelled when the shutdown deadline passes: unfinished messages
+        // are then handed back to the queue.
+        let hand_back = CancellationToken::new();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
         let mut report = RunReport::default();
         let mut backoff = Backoff::default();
@@ -164,7 +241,7 @@ impl Transformer {
             };
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = self.queue.receive(free.min(MAX_RECEIVE), wait) => received,
+                received = self.queue.receive(free.min(MAX_RECEIVE), wait, self.config.visibility_timeout) => received,
             };
             let messages = match received {
                 Ok(messages) => messages,
@@ -182,15 +259,16 @@ impl Transformer {
                     .await
                     .context("the permit semaphore is never closed")?;
                 let this = Arc::clone(&self);
+                let hand_back = hand_back.clone();
                 tasks.spawn(async move {
-                    let outcome = this.handle(message).await;
+                    let outcome = this.handle(message, hand_back).await;
                     drop(permit);
                     outcome
                 });
             }
         }
 
-        // Finish what is in hand, whatever stopped the loop.
+        // Finish what is in hand; after a shutdown signal, only until the deadline.
         if !tasks.is_empty() {
             info!(
                 in_flight = tasks.len(),
@@ -198,67 +276,186 @@ impl Transformer {
                 tasks.len()
             );
         }
-        while let Some(done) = tasks.join_next().await {
-            tally(&mut report, done);
+        let deadline = tokio::time::sleep(self.config.shutdown_timeout);
+        tokio::pin!(deadline);
+        let mut deadline_passed = !shutdown.is_cancelled();
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(done) = tasks.join_next() => tally(&mut report, done),
+                () = &mut deadline, if !deadline_passed => {
+                    deadline_passed = true;
+                    warn!(in_flight = tasks.len(), "Shutdown deadline passed: handing {} message(s) back", tasks.len());
+                    hand_back.cancel();
+                }
+            }
         }
         info!(
             messages.applied = report.messages_applied,
-            messages.failed = report.messages_failed,
+            messages.duplicates = report.duplicates,
+            messages.dead_lettered = report.dead_lettered,
+            messages.retried = report.retried,
+            messages.handed_back = report.handed_back,
             records = report.records,
             rows.inserted = report.rows.inserted,
             rows.updated = report.rows.updated,
             rows.unchanged = report.rows.unchanged,
+            records.quarantined = report.quarantined,
             duration_ms = started.elapsed().as_millis() as u64,
-            "Stopped after applying {} message(s) ({} failed)",
+            "Stopped after applying {} message(s) ({} already applied, {} dead-lettered, {} to retry, {} handed back)",
             report.messages_applied,
-            report.messages_failed,
+            report.duplicates,
+            report.dead_lettered,
+            report.retried,
+            report.handed_back,
         );
         Ok(report)
     }
 
-    /// Applies one message and deletes it once its rows are committed.
-    async fn handle(&self, message: Message) -> Outcome {
+    /// Processes one message while keeping it hidden, then tells the queue.
+    async fn handle(&self, message: Message, hand_back: CancellationToken) -> Outcome {
         let id = message.message_id.clone().unwrap_or_default();
         let span = info_span!("message", messaging.message.id = %id);
         async {
+            let Some(receipt) = message.receipt_handle.clone() else {
+                error!("Message {id} has no receipt handle: skipped");
+                return Outcome::Abandoned;
+            };
             let started = Instant::now();
-            let body = message.body.as_deref().unwrap_or_default();
-            let applied =
-                match process::apply(&self.s3, &self.pool, &self.config.database_url, body).await {
-                    Ok(applied) => applied,
-                    Err(e) => {
-                        // Left on the queue: SQS redelivers it after its
-                        // visibility timeout, and the queue's redrive policy
-                        // moves it to the dead-letter queue if it keeps failing.
-                        error!("Message {id}: {e}");
-                        return Outcome::Failed;
+            let result = tokio::select! {
+                result = self.process(&message, &id) => result,
+                e = self.heartbeat(&receipt) => {
+                    // Another worker may have it now: stop, and let the
+                    // ledger sort out whatever both of us did.
+                    error!("Message {id}: cannot keep it hidden ({e}): stopped working on it");
+                    return Outcome::Abandoned;
+                }
+                () = hand_back.cancelled() => {
+                    if let Err(e) = self.queue.set_visibility(&receipt, Duration::ZERO).await {
+                        warn!("Message {id}: not finished by the shutdown deadline and {e}; it reappears after its visibility timeout");
+                    } else {
+                        warn!("Message {id}: not finished by the shutdown deadline: handed back to the queue");
                     }
-                };
-            if let Some(receipt) = message.receipt_handle.as_deref()
-                && let Err(e) = self.queue.delete(receipt).await
-            {
-                // Committed already: the redelivery will be a no-op.
-                warn!("Applied {} but message {id}: {e}", applied.object);
+                    return Outcome::HandedBack;
+                }
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(handled) => {
+                    if let Err(e) = self.queue.delete(&receipt).await {
+                        // Committed already: the redelivery will find the ledger row.
+                        warn!("Message {id}: applied, but {e}");
+                    }
+                    match handled {
+                        Handled::Applied(applied) => {
+                            for one in &applied {
+                                log_applied(&id, one, elapsed_ms);
+                            }
+                            Outcome::Applied(applied)
+                        }
+                        Handled::Ignored(what) => {
+                            info!("Message {id}: {what}: nothing to apply; deleted");
+                            Outcome::Ignored
+                        }
+                    }
+                }
+                Err(failure) if failure.permanent => match self.queue.dead_letter(&message, &failure.reason).await {
+                    Ok(dead_id) => {
+                        error!(
+                            dead_letter.message.id = %dead_id,
+                            "Message {id}: {}; moved to the dead-letter queue",
+                            failure.reason
+                        );
+                        Outcome::DeadLettered
+                    }
+                    Err(e) => {
+                        error!("Message {id}: {}; could not dead-letter it: {e}", failure.reason);
+                        self.retry_later(&message, &receipt, &id).await
+                    }
+                },
+                Err(failure) => {
+                    warn!("Message {id}: {}", failure.reason);
+                    self.retry_later(&message, &receipt, &id).await
+                }
             }
-            info!(
-                s3.bucket = %applied.object.bucket,
-                s3.key = %applied.object.key,
-                records = applied.records,
-                rows.inserted = applied.counts.inserted,
-                rows.updated = applied.counts.updated,
-                rows.unchanged = applied.counts.unchanged,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "Applied {} ({} records: {} inserted, {} updated, {} unchanged)",
-                applied.object,
-                applied.records,
-                applied.counts.inserted,
-                applied.counts.updated,
-                applied.counts.unchanged,
-            );
-            Outcome::Applied(applied)
         }
         .instrument(span)
         .await
+    }
+
+    /// Reads the message and applies every object it names.
+    async fn process(&self, message: &Message, id: &str) -> Result<Handled, Failure> {
+        let body = message.body.as_deref().unwrap_or_default();
+        let incoming = Incoming::decode(body).map_err(|e| Failure {
+            reason: format!("message body is in no known format: {e}"),
+            permanent: true,
+        })?;
+        match incoming {
+            Incoming::TestEvent => Ok(Handled::Ignored("S3 test event".into())),
+            Incoming::Ignored(events) => Ok(Handled::Ignored(format!("S3 event {events}"))),
+            Incoming::Objects(objects) => {
+                let mut applied = Vec::with_capacity(objects.len());
+                for object in &objects {
+                    applied.push(process::apply_object(&self.cx, id, object).await?);
+                }
+                Ok(Handled::Applied(applied))
+            }
+        }
+    }
+
+    /// Keeps a message hidden while it is worked on: extends its visibility
+    /// every third of the timeout. Returns only when that fails.
+    async fn heartbeat(&self, receipt: &str) -> String {
+        let timeout = self.config.visibility_timeout;
+        loop {
+            tokio::time::sleep(timeout / 3).await;
+            if let Err(e) = self.queue.set_visibility(receipt, timeout).await {
+                return e;
+            }
+        }
+    }
+
+    /// Hides a failed message for a delay that doubles with each receive.
+    async fn retry_later(&self, message: &Message, receipt: &str, id: &str) -> Outcome {
+        let attempts = receive_count(message).clamp(1, 16);
+        let delay = (self.config.retry_delay * 2u32.pow(attempts - 1)).min(MAX_RETRY_DELAY);
+        match self.queue.set_visibility(receipt, delay).await {
+            Ok(()) => info!(
+                "Message {id}: receive {attempts}; retrying in {}",
+                humantime::format_duration(delay)
+            ),
+            Err(e) => warn!("Message {id}: {e}; it reappears after its visibility timeout"),
+        }
+        Outcome::Retrying
+    }
+}
+
+fn log_applied(id: &str, applied: &Applied, elapsed_ms: u64) {
+    let object = &applied.object;
+    match &applied.outcome {
+        LedgerOutcome::Applied { rows, quarantined } => info!(
+            s3.bucket = %object.bucket,
+            s3.key = %object.key,
+            records = applied.records,
+            rows.inserted = rows.inserted,
+            rows.updated = rows.updated,
+            rows.unchanged = rows.unchanged,
+            records.quarantined = quarantined,
+            duration_ms = elapsed_ms,
+            "Message {id}: applied {object} ({} records: {} inserted, {} updated, {} unchanged, {} quarantined)",
+            applied.records,
+            rows.inserted,
+            rows.updated,
+            rows.unchanged,
+            quarantined,
+        ),
+        LedgerOutcome::AlreadyApplied(entry) => info!(
+            s3.bucket = %object.bucket,
+            s3.key = %object.key,
+            "Message {id}: {object} (sha256 {}) was already applied by message {} at {}: nothing to do",
+            entry.sha256,
+            entry.message_id,
+            entry.applied_at,
+        ),
     }
 }
 
@@ -281,14 +478,27 @@ fn tally(report: &mut RunReport, done: Result<Outcome, tokio::task::JoinError>) 
     match done {
         Ok(Outcome::Applied(applied)) => {
             report.messages_applied += 1;
-            report.records += applied.records;
-            report.rows += applied.counts;
+            for one in applied {
+                report.records += one.records;
+                match one.outcome {
+                    LedgerOutcome::Applied { rows, quarantined } => {
+                        report.rows += rows;
+                        report.quarantined += quarantined;
+                    }
+                    LedgerOutcome::AlreadyApplied(_) => report.duplicates += 1,
+                }
+            }
         }
-        Ok(Outcome::Failed) => report.messages_failed += 1,
+        Ok(Outcome::Ignored) => report.ignored += 1,
+        Ok(Outcome::DeadLettered) => report.dead_lettered += 1,
+        Ok(Outcome::Retrying) => report.retried += 1,
+        Ok(Outcome::HandedBack) => report.handed_back += 1,
+        Ok(Outcome::Abandoned) => report.abandoned += 1,
         Err(e) => {
-            // A panic in one message task must not take the others down.
+            // A panic in one message task must not take the others down; the
+            // message reappears after its visibility timeout.
             error!("A message task failed: {e}");
-            report.messages_failed += 1;
+            report.abandoned += 1;
         }
     }
 }

@@ -2,7 +2,6 @@ use anyhow::Context as _;
 use pipeline_core::aws::AwsClients;
 use pipeline_core::{exit, settings, shutdown, telemetry};
 use std::process::ExitCode;
-use std::sync::Arc;
 use transformer::settings::{Cli, Command, Config};
 use transformer::{Mode, Transformer, migrate};
 
@@ -28,7 +27,7 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli, config: Config, mode: Mode) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
-    Arc::new(Transformer::new(config, aws))
+    Transformer::new(config, aws)
         .run(mode, shutdown)
         .await
         .map(drop)

@@ -1,14 +1,15 @@
-//! What happens to one message: fetch the object it names, check it, parse
-//! it, and upsert its posts in one transaction.
+//! What happens to one object: fetch it, check it, parse it, and apply it
+//! exactly once (rows, quarantined records and ledger row in one
+//! transaction).
 
+use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::primitives::DateTime as S3DateTime;
 use bytes::Bytes;
-use diesel_async::AsyncConnection as _;
 use pipeline_core::aws::describe;
-use pipeline_core::message::{MessageError, ObjectMessage};
+use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
-use pipeline_core::post::{PostsError, parse_posts};
-use pipeline_store::posts::{self, Lineage, UpsertCounts};
+use pipeline_core::post::{PostsError, parse_records};
+use pipeline_store::ledger::{self, LedgerEntry, Outcome};
 use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -17,13 +18,32 @@ use time::format_description::well_known::Rfc3339;
 /// Object metadata key the importer writes the fetch time under.
 const FETCHED_AT_METADATA: &str = "fetched-at";
 
-/// Why a message could not be applied. Every variant names the object.
+/// What applying one object needs.
+#[derive(Clone)]
+pub struct Context {
+    pub s3: aws_sdk_s3::Client,
+    pub pool: Pool,
+    pub database_url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("database_url", &self.database_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an object could not be applied. Every variant names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error(transparent)]
-    Message(#[from] MessageError),
     #[error("cannot fetch {object}: {reason}")]
-    Fetch { object: ObjectRef, reason: String },
+    Fetch {
+        object: ObjectRef,
+        reason: String,
+        /// The object or bucket does not exist: no retry will find it.
+        missing: bool,
+    },
     #[error("{object} has sha256 {actual} but the message says {expected}")]
     Checksum {
         object: ObjectRef,
@@ -48,32 +68,69 @@ pub enum ProcessError {
     },
 }
 
+impl ProcessError {
+    /// True when trying again cannot help: the object is missing, corrupt
+    /// or not what it claims to be. Such a message goes to the dead-letter
+    /// queue at once; any other failure is retried after a delay.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Fetch { missing, .. } => *missing,
+            Self::Checksum { .. } | Self::Parse { .. } | Self::RecordCount { .. } => true,
+            Self::Store { .. } => false,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Fetch { missing: true, .. } => "object_missing",
+            Self::Fetch { .. } => "s3_unavailable",
+            Self::Checksum { .. } => "checksum_mismatch",
+            Self::Parse { .. } => "not_a_json_array",
+            Self::RecordCount { .. } => "record_count_mismatch",
+            Self::Store { .. } => "database_unavailable",
+        }
+    }
+}
+
 /// What applying one object did.
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub object: ObjectRef,
+    pub sha256: String,
+    /// Elements in the object's array (0 when it was not fetched again).
     pub records: u64,
-    pub counts: UpsertCounts,
+    pub outcome: Outcome,
 }
 
-/// The object a message names, its bytes and when it was fetched.
-struct Fetched {
-    body: Bytes,
-    fetched_at: Option<OffsetDateTime>,
-    last_modified: Option<S3DateTime>,
-}
-
-/// Applies the object a message body names.
-pub async fn apply(
-    s3: &aws_sdk_s3::Client,
-    pool: &Pool,
-    database_url: &DatabaseUrl,
-    body: &str,
+/// Applies the object a message names, unless the ledger says it was.
+pub async fn apply_object(
+    cx: &Context,
+    message_id: &str,
+    message: &ObjectMessage,
 ) -> Result<Applied, ProcessError> {
-    let message = ObjectMessage::decode(body)?;
     let object = message.object();
-    let fetched = fetch(s3, &object).await?;
+    let source_object = object.to_string();
+    let store_failed = |source: StoreError| ProcessError::Store {
+        object: object.clone(),
+        source,
+    };
 
+    // A redelivery of a message whose bytes were applied: answer from the
+    // ledger without fetching anything.
+    if let Some(sha256) = &message.sha256 {
+        let mut conn = checkout(&cx.pool, &cx.database_url)
+            .await
+            .map_err(store_failed)?;
+        if let Some(entry) = ledger::find(&mut conn, &source_object, sha256)
+            .await
+            .map_err(|e| store_failed(StoreError::Query(e)))?
+        {
+            return Ok(already_applied(object, entry));
+        }
+    }
+
+    let fetched = fetch(&cx.s3, &object).await?;
     let actual = hex::encode(Sha256::digest(&fetched.body));
     if let Some(expected) = &message.sha256
         && *expected != actual
@@ -84,18 +141,18 @@ pub async fn apply(
             actual,
         });
     }
-    let posts = match parse_posts(&fetched.body) {
-        Ok(posts) => posts,
+    let records = match parse_records(&fetched.body) {
+        Ok(records) => records,
         Err(source) => return Err(ProcessError::Parse { object, source }),
     };
-    let records = posts.len() as u64;
+    let total = records.total() as u64;
     if let Some(expected) = message.record_count
-        && expected != records
+        && expected != total
     {
         return Err(ProcessError::RecordCount {
             object,
             expected,
-            actual: records,
+            actual: total,
         });
     }
 
@@ -110,41 +167,58 @@ pub async fn apply(
             OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos()).ok()
         })
         .unwrap_or_else(OffsetDateTime::now_utc);
-    let source_object = object.to_string();
-    let lineage = Lineage {
+
+    let mut conn = checkout(&cx.pool, &cx.database_url)
+        .await
+        .map_err(store_failed)?;
+    let target = ledger::Object {
         source_object: &source_object,
+        sha256: &actual,
+        message_id,
         fetched_at,
     };
-
-    let store_failed = |source: StoreError| ProcessError::Store {
-        object: object.clone(),
-        source,
-    };
-    let mut conn = checkout(pool, database_url).await.map_err(store_failed)?;
-    let counts = conn
-        .transaction(async |conn| posts::upsert(conn, &posts, lineage).await)
+    let outcome = ledger::apply(&mut conn, target, &records)
         .await
         .map_err(|e| store_failed(StoreError::Query(e)))?;
-
     Ok(Applied {
         object,
-        records,
-        counts,
+        sha256: actual,
+        records: total,
+        outcome,
     })
 }
 
+fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
+    Applied {
+        object,
+        sha256: entry.sha256.clone(),
+        records: 0,
+        outcome: Outcome::AlreadyApplied(entry),
+    }
+}
+
+/// The object a message names, its bytes and when it was fetched.
+struct Fetched {
+    body: Bytes,
+    fetched_at: Option<OffsetDateTime>,
+    last_modified: Option<S3DateTime>,
+}
+
 async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, ProcessError> {
-    let failed = |reason: String| ProcessError::Fetch {
-        object: object.clone(),
-        reason,
-    };
     let output = s3
         .get_object()
         .bucket(&object.bucket)
         .key(&object.key)
         .send()
         .await
-        .map_err(|e| failed(describe(&e)))?;
+        .map_err(|e| {
+            let code = e.as_service_error().and_then(|s| s.code());
+            ProcessError::Fetch {
+                object: object.clone(),
+                reason: describe(&e),
+                missing: matches!(code, Some("NoSuchKey" | "NoSuchBucket")),
+            }
+        })?;
     let fetched_at = output
         .metadata()
         .and_then(|m| m.get(FETCHED_AT_METADATA))
@@ -154,7 +228,11 @@ async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, P
         .body
         .collect()
         .await
-        .map_err(|e| failed(format!("reading the body: {}", describe(&e))))?
+        .map_err(|e| ProcessError::Fetch {
+            object: object.clone(),
+            reason: format!("reading the body: {}", describe(&e)),
+            missing: false,
+        })?
         .into_bytes();
     Ok(Fetched {
         body,

@@ -1,6 +1,8 @@
-//! The SQS queue the transformer reads.
+//! The SQS queue the transformer reads, and its dead-letter queue.
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
 use pipeline_core::aws::describe;
 use std::time::Duration;
 use url::Url;
@@ -9,30 +11,108 @@ use url::Url;
 pub const MAX_RECEIVE: usize = 10;
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
-/// One queue: receive, delete, and tell whether it is empty.
+/// SQS caps a message's visibility timeout at 12 hours.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// Message attribute that says why a message was dead-lettered.
+pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
+/// Message attribute with the id the message had on the source queue.
+pub const SOURCE_MESSAGE_ID: &str = "source_message_id";
+
+/// One queue: receive, delete, hide, dead-letter, and tell whether it is empty.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: Url,
+    /// Where messages that can never succeed go; `None` leaves them to the
+    /// redrive policy, if any.
+    dead_letter_url: Option<Url>,
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: Url) -> Self {
-        Self { client, url }
+    pub fn new(client: aws_sdk_sqs::Client, url: Url, dead_letter_url: Option<Url>) -> Self {
+        Self {
+            client,
+            url,
+            dead_letter_url,
+        }
     }
 
     pub fn url(&self) -> &Url {
         &self.url
     }
 
-    /// Long-polls for up to `max` messages (at most [`MAX_RECEIVE`]).
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Message>, String> {
+    pub fn dead_letter_url(&self) -> Option<&Url> {
+        self.dead_letter_url.as_ref()
+    }
+
+    /// Finds the dead-letter queue of this queue's redrive policy.
+    pub async fn discover_dead_letter_queue(&mut self) -> Result<Option<Url>, String> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url.as_str())
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the redrive policy of {}: {}",
+                    self.url,
+                    describe(&e)
+                )
+            })?;
+        let Some(policy) = output
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(&policy)
+            .ok()
+            .and_then(|p| p.get("deadLetterTargetArn")?.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                format!(
+                    "the redrive policy of {} has no deadLetterTargetArn: {policy}",
+                    self.url
+                )
+            })?;
+        // arn:aws:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
+            return Err(format!("{arn} is not an SQS queue ARN"));
+        };
+        let found = self
+            .client
+            .get_queue_url()
+            .queue_name(*name)
+            .queue_owner_aws_account_id(*account)
+            .send()
+            .await
+            .map_err(|e| format!("cannot find the dead-letter queue {arn}: {}", describe(&e)))?;
+        let url = found
+            .queue_url
+            .and_then(|u| Url::parse(&u).ok())
+            .ok_or_else(|| format!("no URL for the dead-letter queue {arn}"))?;
+        self.dead_letter_url = Some(url.clone());
+        Ok(Some(url))
+    }
+
+    /// Long-polls for up to `max` messages (at most [`MAX_RECEIVE`]), each
+    /// hidden from other receivers for `visibility`.
+    pub async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, String> {
         let output = self
             .client
             .receive_message()
             .queue_url(self.url.as_str())
             .max_number_of_messages(max.clamp(1, MAX_RECEIVE) as i32)
             .wait_time_seconds(wait.as_secs().min(LONG_POLL.as_secs()) as i32)
+            .visibility_timeout(visibility.min(MAX_VISIBILITY).as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()
@@ -50,7 +130,75 @@ impl SqsQueue {
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("cannot delete from {}: {}", self.url, describe(&e)))
+            .map_err(|e| format!("cannot delete it from {}: {}", self.url, describe(&e)))
+    }
+
+    /// Hides a message for `timeout` from now: extends the time to work on
+    /// it (heartbeat), delays its retry, or with zero hands it back at once.
+    pub async fn set_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.client
+            .change_message_visibility()
+            .queue_url(self.url.as_str())
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(timeout.min(MAX_VISIBILITY).as_secs() as i32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "cannot change its visibility on {}: {}",
+                    self.url,
+                    describe(&e)
+                )
+            })
+    }
+
+    /// Moves a message that can never succeed to the dead-letter queue, with
+    /// the reason as a message attribute, then deletes it here. Returns the
+    /// message's id on the dead-letter queue.
+    pub async fn dead_letter(&self, message: &Message, reason: &str) -> Result<String, String> {
+        let Some(dlq) = &self.dead_letter_url else {
+            return Err(format!("{} has no dead-letter queue", self.url));
+        };
+        let string = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap_or_else(|e| unreachable!("data type and value are set: {e}"))
+        };
+        // SQS refuses an empty body; keep the original attributes, which
+        // carry the content type and the schema version.
+        let body = message
+            .body
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or("(empty body)");
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(dlq.as_str())
+            .message_body(body)
+            .set_message_attributes(message.message_attributes.clone())
+            .message_attributes(DEAD_LETTER_REASON, string(&truncate(reason, 4096)))
+            .message_attributes("source_queue_url", string(self.url.as_str()));
+        if let Some(id) = &message.message_id {
+            send = send.message_attributes(SOURCE_MESSAGE_ID, string(id));
+        }
+        let sent = send.send().await.map_err(|e| {
+            format!(
+                "cannot send it to the dead-letter queue {dlq}: {}",
+                describe(&e)
+            )
+        })?;
+        if let Some(receipt) = &message.receipt_handle {
+            self.delete(receipt).await?;
+        }
+        Ok(sent.message_id.unwrap_or_default())
     }
 
     /// True when the queue holds no visible, delayed or in-flight message.
@@ -87,4 +235,23 @@ impl SqsQueue {
         }
         Ok(total == 0)
     }
+}
+
+/// How many times SQS has handed this message out, this time included.
+pub fn receive_count(message: &Message) -> u32 {
+    message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }

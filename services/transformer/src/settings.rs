@@ -5,6 +5,10 @@
 //! | `QUEUE_URL`               | `--queue-url`               | none: required for `run` |
 //! | `DATABASE_URL`            | `--database-url`            | none: required |
 //! | `TRANSFORMER_CONCURRENCY` | `--transformer-concurrency` | `4`            |
+//! | `DEAD_LETTER_QUEUE_URL`   | `--dead-letter-queue-url`   | the queue's redrive policy target |
+//! | `VISIBILITY_TIMEOUT`      | `--visibility-timeout`      | `60s`          |
+//! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
+//! | `SHUTDOWN_TIMEOUT`        | `--shutdown-timeout`        | `20s`          |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
@@ -12,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use pipeline_core::settings::{AwsSettings, LogSettings, SettingError, parse_queue_url, required};
 use pipeline_store::DatabaseUrl;
 use std::num::NonZeroUsize;
+use std::time::Duration;
 use url::Url;
 
 /// Reads object messages from SQS, fetches each object from S3 and upserts
@@ -67,6 +72,30 @@ pub struct Settings {
         global = true
     )]
     pub transformer_concurrency: NonZeroUsize,
+
+    /// Queue for messages that can never succeed (not JSON, object missing, checksum
+    /// mismatch...). Default: the dead-letter queue of QUEUE_URL's redrive policy.
+    #[arg(long, env = "DEAD_LETTER_QUEUE_URL", value_name = "DEAD_LETTER_QUEUE_URL",
+          value_parser = parse_queue_url, global = true)]
+    pub dead_letter_queue_url: Option<Url>,
+
+    /// How long a received message stays hidden from other workers. While a message is
+    /// being processed it is extended every third of this (a heartbeat). 1s to 12h.
+    #[arg(long, env = "VISIBILITY_TIMEOUT", value_name = "VISIBILITY_TIMEOUT", default_value = "60s",
+          value_parser = parse_visibility, global = true)]
+    pub visibility_timeout: Duration,
+
+    /// Delay before a message that failed for a passing reason (database or S3 unreachable)
+    /// is tried again; it doubles with each receive, up to 15 minutes.
+    #[arg(long, env = "RETRY_DELAY", value_name = "RETRY_DELAY", default_value = "10s",
+          value_parser = parse_visibility, global = true)]
+    pub retry_delay: Duration,
+
+    /// On SIGTERM, how long to finish the messages in hand before handing the rest back
+    /// to the queue. Keep it under the ECS task's stopTimeout (30s by default).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "20s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_timeout: Duration,
 }
 
 /// The settings `transformer run` needs, all present and checked.
@@ -75,6 +104,25 @@ pub struct Config {
     pub queue_url: Url,
     pub database_url: DatabaseUrl,
     pub concurrency: NonZeroUsize,
+    pub dead_letter_queue_url: Option<Url>,
+    pub visibility_timeout: Duration,
+    pub retry_delay: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults of everything but the queue and the database.
+    pub fn new(queue_url: Url, database_url: DatabaseUrl) -> Self {
+        Self {
+            queue_url,
+            database_url,
+            concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            dead_letter_queue_url: None,
+            visibility_timeout: Duration::from_secs(60),
+            retry_delay: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Settings {
@@ -87,8 +135,22 @@ impl Settings {
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
             database_url: self.database_url()?,
             concurrency: self.transformer_concurrency,
+            dead_letter_queue_url: self.dead_letter_queue_url.clone(),
+            visibility_timeout: self.visibility_timeout,
+            retry_delay: self.retry_delay,
+            shutdown_timeout: self.shutdown_timeout,
         })
     }
+}
+
+/// An SQS visibility timeout: whole seconds from 1 s to 12 h.
+fn parse_visibility(value: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 30s, 5m)"))?;
+    if duration.subsec_nanos() != 0 || !(1..=43_200).contains(&duration.as_secs()) {
+        return Err("must be whole seconds from 1s to 12h".into());
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -99,5 +161,12 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn visibility_timeouts_are_whole_seconds_up_to_12h() {
+        assert_eq!(parse_visibility("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_visibility("500ms").is_err());
+        assert!(parse_visibility("13h").is_err());
     }
 }

@@ -183,7 +183,7 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
     assert!(
         stderr_lines(&migrate)
             .join("\n")
-            .contains("Applied 1 migration(s)")
+            .contains("Applied 2 migration(s)")
     );
 
     let output = run().output().await.unwrap();
@@ -224,7 +224,7 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
     assert_eq!(aws.message_count().await, 0);
     let log = stderr_lines(&output).join("\n");
     assert!(
-        log.contains("Stopped after applying 3 message(s) (0 failed)"),
+        log.contains("Stopped after applying 3 message(s) (0 already applied, 0 dead-lettered, 0 to retry, 0 handed back)"),
         "{log}"
     );
     use diesel_async::RunQueryDsl as _;

@@ -1,0 +1,2 @@
+DROP TABLE quarantined_records;
+DROP TABLE applied_objects;

@@ -1,0 +1,160 @@
+//! Applying one object exactly once: its rows, its quarantined records and
+//! its ledger row, in one transaction.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use pipeline_core::post::Records;
+use time::OffsetDateTime;
+
+use crate::posts::{self, Lineage, UpsertCounts};
+use crate::schema::{applied_objects, quarantined_records};
+
+/// Quarantined records per INSERT: 5 parameters each, well under
+/// PostgreSQL's 65,535 per statement.
+const QUARANTINE_CHUNK: usize = 5_000;
+
+/// The object being applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Object<'a> {
+    /// `s3://bucket/key`.
+    pub source_object: &'a str,
+    /// Of the bytes the records were parsed from.
+    pub sha256: &'a str,
+    /// The SQS message applying it.
+    pub message_id: &'a str,
+    /// The version of its rows.
+    pub fetched_at: OffsetDateTime,
+}
+
+/// What applying an object did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied {
+        rows: UpsertCounts,
+        quarantined: u64,
+    },
+    /// The ledger already has these bytes: nothing was written.
+    AlreadyApplied(LedgerEntry),
+}
+
+/// A row of `applied_objects`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = applied_objects)]
+pub struct LedgerEntry {
+    pub source_object: String,
+    pub sha256: String,
+    pub message_id: String,
+    pub fetched_at: OffsetDateTime,
+    pub records: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub superseded: i64,
+    pub quarantined: i64,
+    pub applied_at: OffsetDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = applied_objects)]
+struct NewLedgerEntry<'a> {
+    source_object: &'a str,
+    sha256: &'a str,
+    message_id: &'a str,
+    fetched_at: OffsetDateTime,
+    records: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = quarantined_records)]
+struct NewQuarantined<'a> {
+    source_object: &'a str,
+    sha256: &'a str,
+    record_index: i64,
+    reason: &'a str,
+    raw: &'a str,
+}
+
+/// The ledger row of these bytes at this object, if they were applied.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    source_object: &str,
+    sha256: &str,
+) -> QueryResult<Option<LedgerEntry>> {
+    applied_objects::table
+        .find((source_object, sha256))
+        .select(LedgerEntry::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Applies an object's records unless the ledger says its bytes were
+/// applied already.
+///
+/// The ledger row is inserted first, in the same transaction as the rows.
+/// Two workers handed the same object at once (a redelivery while the
+/// first is still working) both try to insert it; the second blocks on the
+/// primary key until the first commits, then finds the conflict and writes
+/// nothing. If the first rolls back, the second goes ahead.
+pub async fn apply(
+    conn: &mut AsyncPgConnection,
+    object: Object<'_>,
+    records: &Records,
+) -> QueryResult<Outcome> {
+    conn.transaction(async |conn| {
+        let claimed = diesel::insert_into(applied_objects::table)
+            .values(NewLedgerEntry {
+                source_object: object.source_object,
+                sha256: object.sha256,
+                message_id: object.message_id,
+                fetched_at: object.fetched_at,
+                records: records.total() as i64,
+            })
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        if claimed == 0 {
+            let entry = find(conn, object.source_object, object.sha256).await?;
+            return entry
+                .map(Outcome::AlreadyApplied)
+                .ok_or(diesel::result::Error::NotFound);
+        }
+
+        let lineage = Lineage {
+            source_object: object.source_object,
+            fetched_at: object.fetched_at,
+        };
+        let rows = posts::upsert(conn, &records.posts, lineage).await?;
+
+        for chunk in records.bad.chunks(QUARANTINE_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|bad| NewQuarantined {
+                    source_object: object.source_object,
+                    sha256: object.sha256,
+                    record_index: bad.index as i64,
+                    reason: &bad.reason,
+                    raw: &bad.raw,
+                })
+                .collect();
+            diesel::insert_into(quarantined_records::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        let quarantined = records.bad.len() as u64;
+
+        diesel::update(applied_objects::table.find((object.source_object, object.sha256)))
+            .set((
+                applied_objects::inserted.eq(rows.inserted as i64),
+                applied_objects::updated.eq(rows.updated as i64),
+                applied_objects::unchanged.eq(rows.unchanged as i64),
+                applied_objects::superseded.eq(rows.superseded as i64),
+                applied_objects::quarantined.eq(quarantined as i64),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(Outcome::Applied { rows, quarantined })
+    })
+    .await
+}
