@@ -5,6 +5,7 @@
 //! - [`TestAws`]: a fresh S3 bucket and SQS queue in LocalStack, deleted
 //!   when the test ends.
 //! - [`fake_api`] (re-exported): the stand-in for the external HTTP API.
+//! - [`proxy::Proxy`]: a TCP proxy to cut or slow the way to a server.
 //!
 //! The services themselves are started by `scripts/test`, which passes
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
@@ -23,6 +24,8 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 pub use fake_api;
+
+pub mod proxy;
 
 const HOW_TO_RUN: &str =
     "the integration tests need PostgreSQL and LocalStack: run them with scripts/test";
@@ -501,6 +504,52 @@ impl TestAws {
                 .expect("a count")
         })
         .sum()
+    }
+
+    /// Puts an object by hand.
+    pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.clients
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.into().into())
+            .send()
+            .await
+            .expect("put object");
+    }
+
+    /// Visible and in-flight messages on the queue.
+    pub async fn visible_and_in_flight(&self) -> (u64, u64) {
+        let output = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.queue_url.as_str())
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attributes = output.attributes.unwrap_or_default();
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a count")
+        };
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Settings that send S3 requests to `endpoint` (a proxy) and SQS
+    /// requests straight to LocalStack.
+    pub fn settings_with_s3_at(endpoint: &Url) -> AwsSettings {
+        AwsSettings {
+            endpoint_url_s3: Some(endpoint.clone()),
+            ..Self::settings()
+        }
     }
 
     /// The bytes of an object.

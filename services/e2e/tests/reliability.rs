@@ -1,0 +1,539 @@
+//! The transformer under duplicates, bad data, outages, slow objects and
+//! shutdown, on the real PostgreSQL and LocalStack: at-least-once in,
+//! exactly-once effect out. Run with `scripts/test`.
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use importer::settings::Config as ImporterConfig;
+use importer::{ImportReport, Importer};
+use pipeline_core::aws::AwsClients;
+use pipeline_store::DatabaseUrl;
+use pipeline_store::ledger::LedgerEntry;
+use pipeline_store::schema::{applied_objects, posts, quarantined_records};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+use testkit::fake_api::{self, FakeApi};
+use testkit::proxy::Proxy;
+use testkit::{TestAws, TestDb};
+use tokio_util::sync::CancellationToken;
+use transformer::settings::Config;
+use transformer::{Mode, RunReport, Transformer};
+use url::Url;
+
+struct Setup {
+    db: TestDb,
+    aws: TestAws,
+    api: Url,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
+        let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+        Self { db, aws, api }
+    }
+
+    async fn import(&self, path: &str) -> ImportReport {
+        let config = ImporterConfig {
+            source_url: self.api.join(path).unwrap(),
+            bucket: self.aws.bucket.clone(),
+            key_prefix: "posts".into(),
+            queue_url: self.aws.queue_url.clone(),
+            http_timeout: Duration::from_secs(10),
+            every: None,
+        };
+        let importer = Importer::new(config, self.aws.clients.clone()).unwrap();
+        importer.import_once().await.unwrap()
+    }
+
+    /// The transformer's settings in tests: quick retries.
+    fn config(&self) -> Config {
+        let mut config = Config::new(self.aws.queue_url.clone(), self.db.url().clone());
+        config.retry_delay = Duration::from_secs(1);
+        config
+    }
+
+    async fn drain(&self) -> RunReport {
+        self.run(
+            self.config(),
+            self.aws.clients.clone(),
+            Mode::Drain,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    async fn run(
+        &self,
+        config: Config,
+        aws: AwsClients,
+        mode: Mode,
+        stop: CancellationToken,
+    ) -> RunReport {
+        Transformer::new(config, aws).run(mode, stop).await.unwrap()
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db.connect().await;
+        let query = format!("SELECT count(*) AS n FROM {table}");
+        diesel::sql_query(query)
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap()
+            .n
+    }
+
+    async fn ledger(&self) -> Vec<LedgerEntry> {
+        let mut conn = self.db.connect().await;
+        applied_objects::table
+            .select(LedgerEntry::as_select())
+            .order(applied_objects::applied_at)
+            .load(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    async fn titles(&self) -> Vec<(i64, String)> {
+        let mut conn = self.db.connect().await;
+        posts::table
+            .select((posts::id, posts::title))
+            .order(posts::id)
+            .load(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `posts` has `n` rows, or panics after `timeout`.
+    async fn wait_for_rows(&self, n: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.count("posts").await != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "posts never reached {n} rows"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn post(id: i64, title: &str) -> String {
+    format!(r#"{{"userId": 1, "id": {id}, "title": "{title}", "body": "b"}}"#)
+}
+
+#[tokio::test]
+async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once() {
+    let setup = Setup::new().await;
+    let report = setup.import("posts").await;
+    let body = setup.aws.peek_messages().await[0]
+        .body()
+        .unwrap()
+        .to_owned();
+    setup.drain().await;
+
+    // The same message again, and a hand-written one for the same object.
+    setup.aws.send(&body).await;
+    let minimal = format!(
+        r#"{{"bucket": "{}", "key": "{}"}}"#,
+        report.object.bucket, report.object.key
+    );
+    setup.aws.send(&minimal).await;
+    let run = setup.drain().await;
+
+    assert_eq!((run.messages_applied, run.duplicates), (2, 2));
+    assert_eq!(run.rows, Default::default());
+    let ledger = setup.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        ledger[0].message_id, report.message_id,
+        "the ledger keeps the first message"
+    );
+    assert_eq!(ledger[0].sha256, report.sha256);
+    assert_eq!((ledger[0].records, ledger[0].inserted), (100, 100));
+    assert_eq!(setup.count("posts").await, 100);
+}
+
+#[tokio::test]
+async fn duplicate_ids_in_one_object_the_last_occurrence_wins() {
+    let setup = Setup::new().await;
+    let body = format!(
+        "[{}, {}, {}]",
+        post(1, "first"),
+        post(2, "two"),
+        post(1, "last")
+    );
+    setup.aws.put("dupes.json", body).await;
+    setup
+        .aws
+        .send(&format!(
+            r#"{{"bucket": "{}", "key": "dupes.json"}}"#,
+            setup.aws.bucket
+        ))
+        .await;
+
+    let run = setup.drain().await;
+
+    assert_eq!(run.messages_applied, 1);
+    assert_eq!((run.rows.inserted, run.rows.superseded), (2, 1));
+    assert_eq!(
+        setup.titles().await,
+        [(1, "last".into()), (2, "two".into())]
+    );
+    assert_eq!(setup.ledger().await[0].superseded, 1);
+}
+
+#[tokio::test]
+async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_ones_load() {
+    let setup = Setup::new().await;
+    let huge = "x".repeat(300 * 1024);
+    let records = [
+        post(1, "good"),
+        r#"{"userId": 1, "id": "two", "title": "t", "body": "b"}"#.to_owned(),
+        r#"{"userId": 1, "id": 3, "body": "no title"}"#.to_owned(),
+        post(0, "id out of range"),
+        r#"{"userId": 1, "id": 5, "title": "NUL \u0000 inside", "body": "b"}"#.to_owned(),
+        format!(r#"{{"userId": 1, "id": 6, "title": "huge", "body": "{huge}"}}"#),
+        "7".to_owned(),
+        post(8, "also good"),
+    ];
+    let body = format!("[{}]", records.join(",\n"));
+    setup.aws.put("mixed.json", body).await;
+    let message = format!(
+        r#"{{"bucket": "{}", "key": "mixed.json"}}"#,
+        setup.aws.bucket
+    );
+    setup.aws.send(&message).await;
+
+    let run = setup.drain().await;
+
+    assert_eq!((run.messages_applied, run.dead_lettered), (1, 0));
+    assert_eq!((run.rows.inserted, run.quarantined), (2, 6));
+    assert_eq!(
+        setup.titles().await,
+        [(1, "good".into()), (8, "also good".into())]
+    );
+    let mut conn = setup.db.connect().await;
+    let quarantined: Vec<(i64, String, String)> = quarantined_records::table
+        .select((
+            quarantined_records::record_index,
+            quarantined_records::reason,
+            quarantined_records::raw,
+        ))
+        .order(quarantined_records::record_index)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let expected = [
+        (1, "field `id`: invalid type: string \"two\""),
+        (2, "missing field `title`"),
+        (3, "field `id`: 0 is out of range"),
+        (4, "field `title` contains a NUL character"),
+        (5, "field `body` is 307200 bytes, more than the limit"),
+        (6, "invalid type: integer `7`"),
+    ];
+    assert_eq!(quarantined.len(), expected.len());
+    for ((index, reason, raw), (expected_index, expected_reason)) in
+        quarantined.iter().zip(expected)
+    {
+        assert_eq!(*index, expected_index);
+        assert!(reason.starts_with(expected_reason), "{index}: {reason}");
+        assert_eq!(
+            raw, &records[*index as usize],
+            "the raw record is kept exactly"
+        );
+    }
+    assert_eq!(setup.ledger().await[0].quarantined, 6);
+
+    // A replay changes nothing, quarantine included.
+    setup.aws.send(&message).await;
+    let replay = setup.drain().await;
+    assert_eq!(replay.duplicates, 1);
+    assert_eq!(setup.count("quarantined_records").await, 6);
+}
+
+#[tokio::test]
+async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_goes_on() {
+    let setup = Setup::new().await;
+    let good = setup.import("posts").await;
+    let bucket = &setup.aws.bucket;
+    setup.aws.put("html.json", "<html>moved</html>").await;
+    setup.aws.put("object.json", r#"{"posts": []}"#).await;
+    setup.aws.put("empty.json", "").await;
+    setup
+        .aws
+        .put(
+            "truncated.json",
+            format!("[{}, {{\"userId\": 1", post(1, "a")),
+        )
+        .await;
+    let minimal = |key: &str| format!(r#"{{"bucket": "{bucket}", "key": "{key}"}}"#);
+    let bad = [
+        (
+            "hello, not JSON".to_owned(),
+            "message body is in no known format",
+        ),
+        (
+            r#"{"version": 9, "bucket": "b", "key": "k"}"#.to_owned(),
+            "message version 9 is not supported",
+        ),
+        (minimal("missing.json"), "cannot fetch s3://"),
+        (
+            format!(
+                r#"{{"bucket": "{bucket}", "key": "{}", "sha256": "{}"}}"#,
+                good.object.key,
+                "0".repeat(64)
+            ),
+            "but the message says 0000",
+        ),
+        (
+            minimal("html.json"),
+            "is not a JSON array of posts: expected value",
+        ),
+        (
+            minimal("object.json"),
+            "is not a JSON array of posts: invalid type: map",
+        ),
+        (
+            minimal("empty.json"),
+            "is not a JSON array of posts: the body is empty",
+        ),
+        (
+            minimal("truncated.json"),
+            "is not a JSON array of posts: EOF while parsing",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (body, _) in &bad {
+        ids.push(setup.aws.send(body).await);
+    }
+
+    let run = setup.drain().await;
+
+    assert_eq!(
+        (run.messages_applied, run.dead_lettered, run.retried),
+        (1, 8, 0)
+    );
+    assert_eq!(
+        setup.count("posts").await,
+        100,
+        "the good message of the batch is applied"
+    );
+    assert_eq!(setup.aws.message_count().await, 0);
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead = setup.aws.dead_letters().await;
+        if dead.len() == bad.len() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), bad.len());
+    for (id, (body, reason)) in ids.iter().zip(&bad) {
+        let letter = dead
+            .iter()
+            .find(|m| {
+                let attributes = m.message_attributes().unwrap();
+                attributes["source_message_id"].string_value() == Some(id.as_str())
+            })
+            .unwrap_or_else(|| panic!("message {id} is not in the dead-letter queue"));
+        assert_eq!(
+            letter.body(),
+            Some(body.as_str()),
+            "the body is kept as it was"
+        );
+        let attributes = letter.message_attributes().unwrap();
+        let why = attributes["dead_letter_reason"].string_value().unwrap();
+        assert!(why.contains(reason), "{id}: {why}");
+    }
+}
+
+#[tokio::test]
+async fn s3_event_notifications_are_applied_and_test_events_deleted() {
+    let setup = Setup::new().await;
+    setup
+        .aws
+        .put("incoming/café au lait.json", fake_api::body(100, 0))
+        .await;
+    let bucket = &setup.aws.bucket;
+    let event = format!(
+        r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
+            "eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},
+            "object":{{"key":"incoming/caf%C3%A9+au+lait.json","size":1}}}}}}]}}"#
+    );
+    setup.aws.send(&event).await;
+    let test_event = format!(
+        r#"{{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-26T08:00:00.000Z","Bucket":"{bucket}"}}"#
+    );
+    setup.aws.send(&test_event).await;
+
+    let run = setup.drain().await;
+
+    assert_eq!(
+        (run.messages_applied, run.ignored, run.dead_lettered),
+        (1, 1, 0)
+    );
+    assert_eq!(setup.count("posts").await, 100);
+    let ledger = setup.ledger().await;
+    assert_eq!(
+        ledger[0].source_object,
+        format!("s3://{bucket}/incoming/café au lait.json")
+    );
+    assert_eq!(setup.aws.message_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
+    let setup = Setup::new().await;
+    setup.import("posts").await;
+    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(localstack).await;
+    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
+    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
+        .await
+        .unwrap();
+    proxy.cut();
+
+    let stop = CancellationToken::new();
+    let run = {
+        let stop = stop.clone();
+        let config = setup.config();
+        let setup = &setup;
+        async move { setup.run(config, aws, Mode::Serve, stop).await }
+    };
+    let outage = async {
+        // Long enough for the message to fail at least once, not so long
+        // that the redrive policy gives up on it.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        proxy.restore();
+        setup.wait_for_rows(100, Duration::from_secs(60)).await;
+        stop.cancel();
+    };
+    let (report, ()) = tokio::join!(run, outage);
+
+    assert!(report.retried >= 1, "{report:?}");
+    assert_eq!((report.messages_applied, report.dead_lettered), (1, 0));
+    assert_eq!(setup.count("posts").await, 100);
+    assert!(setup.aws.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
+    let setup = Setup::new().await;
+    for rev in 0..6 {
+        setup.import(&format!("posts?rev={rev}")).await;
+    }
+    let mut direct = Url::parse(setup.db.url().expose()).unwrap();
+    let postgres = direct.socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(postgres).await;
+    direct.set_port(Some(proxy.addr().port())).unwrap();
+    let mut config = setup.config();
+    config.database_url = direct.as_str().parse::<DatabaseUrl>().unwrap();
+    config.concurrency = NonZeroUsize::new(2).unwrap();
+    // Slow the database's answers so that the cut lands mid-run.
+    proxy.slow_down(Duration::from_millis(30));
+
+    let stop = CancellationToken::new();
+    let run = setup.run(config, setup.aws.clients.clone(), Mode::Serve, stop.clone());
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.slow_down(Duration::ZERO);
+        proxy.restore();
+        // The last object wins: every 7th title is at revision 5.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while setup.ledger().await.len() < 6 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not every object was applied"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.cancel();
+    };
+    let (report, ()) = tokio::join!(run, outage);
+
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
+        .into_iter()
+        .map(|p| (p.id, p.title))
+        .collect();
+    assert_eq!(setup.titles().await, expected);
+    assert_eq!(setup.aws.message_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
+    let setup = Setup::new().await;
+    setup.import("posts").await;
+    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(localstack).await;
+    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
+    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
+        .await
+        .unwrap();
+    // The 35 kB object arrives in chunks of 8 kB, one every 1.2 s: about
+    // 6 s in all, three times the visibility timeout.
+    proxy.slow_down(Duration::from_millis(1200));
+    let mut config = setup.config();
+    config.visibility_timeout = Duration::from_secs(2);
+
+    let report = setup
+        .run(config, aws, Mode::Drain, CancellationToken::new())
+        .await;
+
+    assert_eq!(
+        (report.messages_applied, report.duplicates),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(setup.ledger().await.len(), 1);
+}
+
+#[tokio::test]
+async fn it_never_holds_more_messages_than_it_can_work_on() {
+    let setup = Setup::new().await;
+    for rev in 0..8 {
+        setup.import(&format!("posts?rev={rev}")).await;
+    }
+    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(localstack).await;
+    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
+    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
+        .await
+        .unwrap();
+    proxy.slow_down(Duration::from_millis(100));
+    let mut config = setup.config();
+    config.concurrency = NonZeroUsize::new(2).unwrap();
+
+    let done = CancellationToken::new();
+    let run = async {
+        let report = setup
+            .run(config, aws, Mode::Drain, CancellationToken::new())
+            .await;
+        done.cancel();
+        report
+    };
+    let watch = async {
+        let mut most_in_flight = 0;
+        while !done.is_cancelled() {
+            let (_, in_flight) = setup.aws.visible_and_in_flight().await;
+            most_in_flight = most_in_flight.max(in_flight);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        most_in_flight
+    };
+    let (report, most_in_flight) = tokio::join!(run, watch);
+
+    assert_eq!(report.messages_applied, 8);
+    assert!(most_in_flight >= 1, "the watcher saw the work");
+    assert!(
+        most_in_flight <= 2,
+        "{most_in_flight} messages were held at once"
+    );
+}
