@@ -306,6 +306,13 @@ impl TestAws {
     }
 
     pub async fn with_visibility_timeout(seconds: u32) -> Self {
+        Self::with_queue(seconds, Self::MAX_RECEIVE_COUNT).await
+    }
+
+    /// A new bucket and queue whose redrive policy moves a message to the
+    /// dead-letter queue after `max_receive_count` receives.
+    pub async fn with_queue(visibility_timeout: u32, max_receive_count: u32) -> Self {
+        let seconds = visibility_timeout;
         let clients = AwsClients::new(&Self::settings())
             .await
             .expect("AWS settings");
@@ -340,8 +347,7 @@ impl TestAws {
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
             .expect("a queue ARN");
         let redrive = format!(
-            r#"{{"deadLetterTargetArn":"{dead_letter_arn}","maxReceiveCount":"{}"}}"#,
-            Self::MAX_RECEIVE_COUNT
+            r#"{{"deadLetterTargetArn":"{dead_letter_arn}","maxReceiveCount":"{max_receive_count}"}}"#
         );
         let queue_url = create_queue(
             unique_name("test"),
@@ -359,7 +365,7 @@ impl TestAws {
         }
     }
 
-    /// The redrive policy's maxReceiveCount of every test queue.
+    /// The redrive policy's maxReceiveCount of test queues by default.
     pub const MAX_RECEIVE_COUNT: u32 = 5;
 
     /// Reads up to 10 messages of the dead-letter queue, leaving them there.

@@ -35,7 +35,7 @@ use pipeline_store::{DatabaseUrl, migrations};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
@@ -55,6 +55,10 @@ pub enum Mode {
 /// In drain mode long polls are short, so that the end of the work is
 /// noticed promptly; a one-off run does not care about the extra requests.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
+
+/// Once nothing is in hand, how long a pending receive is still given to
+/// return what it may have taken, so that it can be handed back.
+const RECEIVE_GRACE: Duration = Duration::from_secs(1);
 
 /// Retries of a failing message are never delayed longer than this.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -204,53 +208,68 @@ impl Transformer {
         // are then handed back to the queue.
         let hand_back = CancellationToken::new();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        // At most one receive at a time. It is never dropped while pending:
+        // SQS would still hand its messages out, to nobody, and they would
+        // stay hidden for their whole visibility timeout.
+        let mut receiving: Option<JoinHandle<Result<Vec<Message>, String>>> = None;
         let mut report = RunReport::default();
         let mut backoff = Backoff::default();
 
         loop {
-            while let Some(done) = tasks.try_join_next() {
-                tally(&mut report, done);
-            }
             if shutdown.is_cancelled() {
                 break;
             }
-            let free = permits.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(done) = tasks.join_next() => tally(&mut report, done),
+            if receiving.is_none() {
+                let free = permits.available_permits();
+                if free == 0 {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        Some(done) = tasks.join_next() => tally(&mut report, done),
+                    }
+                    continue;
                 }
-                continue;
-            }
-            if mode == Mode::Drain && tasks.is_empty() {
-                match self.queue.is_drained().await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!("{e}");
-                        backoff.wait(&shutdown).await;
-                        continue;
+                if mode == Mode::Drain && tasks.is_empty() {
+                    match self.queue.is_drained().await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!("{e}");
+                            backoff.wait(&shutdown).await;
+                            continue;
+                        }
                     }
                 }
+                let wait = if mode == Mode::Drain {
+                    DRAIN_POLL
+                } else {
+                    LONG_POLL
+                };
+                let (queue, visibility) = (self.queue.clone(), self.config.visibility_timeout);
+                receiving = Some(tokio::spawn(async move {
+                    queue.receive(free.min(MAX_RECEIVE), wait, visibility).await
+                }));
             }
-
-            let wait = if mode == Mode::Drain {
-                DRAIN_POLL
-            } else {
-                LONG_POLL
+            let Some(pending) = receiving.as_mut() else {
+                continue;
             };
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = self.queue.receive(free.min(MAX_RECEIVE), wait, self.config.visibility_timeout) => received,
+                Some(done) = tasks.join_next() => {
+                    tally(&mut report, done);
+                    continue;
+                }
+                received = pending => received,
             };
+            receiving = None;
             let messages = match received {
-                Ok(messages) => messages,
-                Err(e) => {
+                Ok(Ok(messages)) => messages,
+                Ok(Err(e)) => {
                     // SQS unreachable: not a reason to die; wait and try again.
                     warn!("{e}");
                     backoff.wait(&shutdown).await;
                     continue;
                 }
+                Err(e) => bail!("the receive task failed: {e}"),
             };
             backoff.reset();
             for message in messages {
@@ -268,7 +287,9 @@ impl Transformer {
             }
         }
 
-        // Finish what is in hand; after a shutdown signal, only until the deadline.
+        // Finish what is in hand; after a shutdown signal, only until the
+        // deadline. A receive still pending may yet return messages: they
+        // were never started, so they go straight back.
         if !tasks.is_empty() {
             info!(
                 in_flight = tasks.len(),
@@ -279,14 +300,25 @@ impl Transformer {
         let deadline = tokio::time::sleep(self.config.shutdown_timeout);
         tokio::pin!(deadline);
         let mut deadline_passed = !shutdown.is_cancelled();
-        while !tasks.is_empty() {
+        while !tasks.is_empty() || receiving.is_some() {
             tokio::select! {
                 Some(done) = tasks.join_next() => tally(&mut report, done),
+                received = async { receiving.as_mut().expect("checked").await }, if receiving.is_some() => {
+                    receiving = None;
+                    if let Ok(Ok(messages)) = received {
+                        report.handed_back += self.hand_back_unstarted(&messages).await;
+                    }
+                }
                 () = &mut deadline, if !deadline_passed => {
                     deadline_passed = true;
-                    warn!(in_flight = tasks.len(), "Shutdown deadline passed: handing {} message(s) back", tasks.len());
+                    if !tasks.is_empty() {
+                        warn!(in_flight = tasks.len(), "Shutdown deadline passed: handing {} message(s) back", tasks.len());
+                    }
                     hand_back.cancel();
                 }
+                // With nothing in hand, a long poll that has found nothing
+                // is not waited for.
+                () = tokio::time::sleep(RECEIVE_GRACE), if tasks.is_empty() => break,
             }
         }
         info!(
@@ -380,6 +412,27 @@ impl Transformer {
         }
         .instrument(span)
         .await
+    }
+
+    /// Makes messages that were received but never started visible again.
+    async fn hand_back_unstarted(&self, messages: &[Message]) -> u64 {
+        let mut handed_back = 0;
+        for message in messages {
+            let id = message.message_id().unwrap_or_default();
+            let Some(receipt) = message.receipt_handle() else {
+                continue;
+            };
+            match self.queue.set_visibility(receipt, Duration::ZERO).await {
+                Ok(()) => {
+                    info!(messaging.message.id = %id, "Message {id}: received while stopping: handed back to the queue");
+                    handed_back += 1;
+                }
+                Err(e) => {
+                    warn!(messaging.message.id = %id, "Message {id}: received while stopping and {e}")
+                }
+            }
+        }
+        handed_back
     }
 
     /// Reads the message and applies every object it names.
