@@ -468,6 +468,103 @@ async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
 }
 
 #[tokio::test]
+async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
+    let setup = Setup::new().await;
+    for rev in 0..6 {
+        setup.import(&format!("posts?rev={rev}")).await;
+    }
+    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(localstack).await;
+    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
+    let mut settings = TestAws::settings();
+    settings.endpoint_url = Some(through_proxy);
+    let aws = AwsClients::new(&settings).await.unwrap();
+    let mut config = setup.config();
+    config.concurrency = NonZeroUsize::new(2).unwrap();
+    // Messages whose retry could not be scheduled (SQS was down too)
+    // reappear after this.
+    config.visibility_timeout = Duration::from_secs(5);
+    proxy.slow_down(Duration::from_millis(50));
+
+    let stop = CancellationToken::new();
+    let run = setup.run(config, aws, Mode::Serve, stop.clone());
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // S3 and SQS both gone: receives, fetches, deletes and heartbeats fail.
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.slow_down(Duration::ZERO);
+        proxy.restore();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while setup.ledger().await.len() < 6 || setup.aws.message_count().await > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the work did not resume"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.cancel();
+    };
+    let (report, ()) = tokio::join!(run, outage);
+
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
+        .into_iter()
+        .map(|p| (p.id, p.title))
+        .collect();
+    assert_eq!(setup.titles().await, expected);
+    assert!(setup.aws.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
+    let setup = Setup::new().await;
+    setup.import("posts").await;
+    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(localstack).await;
+    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
+    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
+        .await
+        .unwrap();
+    proxy.slow_down(Duration::from_secs(2));
+    let mut config = setup.config();
+    config.visibility_timeout = Duration::from_secs(3);
+
+    let stop = CancellationToken::new();
+    let run = setup.run(config, aws, Mode::Serve, stop.clone());
+    let pull_the_rug = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while setup.aws.visible_and_in_flight().await != (0, 1) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the message was never taken"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Gone from under the worker, as when another worker finished it.
+        setup
+            .aws
+            .clients
+            .sqs
+            .purge_queue()
+            .queue_url(setup.aws.queue_url.as_str())
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.cancel();
+    };
+    let (report, ()) = tokio::join!(run, pull_the_rug);
+
+    assert_eq!(
+        (report.abandoned, report.messages_applied),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(setup.count("posts").await, 0, "the work on it was stopped");
+}
+
+#[tokio::test]
 async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
     let setup = Setup::new().await;
     setup.import("posts").await;

@@ -469,8 +469,8 @@ impl Transformer {
 
     /// Hides a failed message for a delay that doubles with each receive.
     async fn retry_later(&self, message: &Message, receipt: &str, id: &str) -> Outcome {
-        let attempts = receive_count(message).clamp(1, 16);
-        let delay = (self.config.retry_delay * 2u32.pow(attempts - 1)).min(MAX_RETRY_DELAY);
+        let attempts = receive_count(message);
+        let delay = retry_delay(self.config.retry_delay, attempts);
         match self.queue.set_visibility(receipt, delay).await {
             Ok(()) => info!(
                 "Message {id}: receive {attempts}; retrying in {}",
@@ -480,6 +480,13 @@ impl Transformer {
         }
         Outcome::Retrying
     }
+}
+
+/// The delay before the next try of a message received `attempts` times:
+/// `base`, doubling with each receive, at most [`MAX_RETRY_DELAY`].
+fn retry_delay(base: Duration, attempts: u32) -> Duration {
+    let doublings = attempts.clamp(1, 16) - 1;
+    (base * 2u32.pow(doublings)).min(MAX_RETRY_DELAY)
 }
 
 fn log_applied(id: &str, applied: &Applied, elapsed_ms: u64) {
@@ -574,5 +581,19 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_per_receive_up_to_15_minutes() {
+        let base = Duration::from_secs(10);
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(base, n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        assert_eq!(retry_delay(base, 0), base);
+        assert_eq!(retry_delay(base, u32::MAX), MAX_RETRY_DELAY);
     }
 }
