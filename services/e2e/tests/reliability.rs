@@ -312,8 +312,18 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
     for (body, _) in &bad {
         ids.push(setup.aws.send(body).await);
     }
+    // All nine messages fit in one receive.
+    let mut config = setup.config();
+    config.concurrency = NonZeroUsize::new(10).unwrap();
 
-    let run = setup.drain().await;
+    let run = setup
+        .run(
+            config,
+            setup.aws.clients.clone(),
+            Mode::Drain,
+            CancellationToken::new(),
+        )
+        .await;
 
     assert_eq!(
         (run.messages_applied, run.dead_lettered, run.retried),
