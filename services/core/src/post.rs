@@ -35,6 +35,8 @@ pub enum PostsError {
     #[error("the body is empty")]
     Empty,
     #[error("{0}")]
+    Encoding(String),
+    #[error("{0}")]
     Json(#[from] serde_json::Error),
 }
 

@@ -6,10 +6,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use importer::settings::Config as ImporterConfig;
-use importer::{ImportReport, Importer};
+use importer::{ArchivedPage, Importer};
 use pipeline_core::message::ObjectMessage;
 use pipeline_store::schema::posts;
-use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
 use time::OffsetDateTime;
@@ -45,19 +44,21 @@ impl Pipeline {
     }
 
     fn importer(&self, path: &str) -> Importer {
-        let config = ImporterConfig {
-            source_url: self.api.join(path).unwrap(),
-            bucket: self.aws.bucket.clone(),
-            key_prefix: "posts".into(),
-            queue_url: self.aws.queue_url.clone(),
-            http_timeout: Duration::from_secs(10),
-            every: None,
-        };
+        let config = ImporterConfig::new(
+            self.api.join(path).unwrap(),
+            self.aws.bucket.clone(),
+            self.aws.queue_url.clone(),
+        );
         Importer::new(config, self.aws.clients.clone()).unwrap()
     }
 
-    async fn import(&self, path: &str) -> ImportReport {
-        self.importer(path).import_once().await.unwrap()
+    async fn import(&self, path: &str) -> ArchivedPage {
+        self.importer(path)
+            .import_once()
+            .await
+            .unwrap()
+            .single()
+            .clone()
     }
 
     fn transformer(&self) -> Transformer {

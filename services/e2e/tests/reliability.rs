@@ -7,7 +7,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use importer::settings::Config as ImporterConfig;
-use importer::{ImportReport, Importer};
+use importer::{ArchivedPage, Importer};
 use pipeline_core::aws::AwsClients;
 use pipeline_store::DatabaseUrl;
 use pipeline_store::ledger::LedgerEntry;
@@ -35,17 +35,14 @@ impl Setup {
         Self { db, aws, api }
     }
 
-    async fn import(&self, path: &str) -> ImportReport {
-        let config = ImporterConfig {
-            source_url: self.api.join(path).unwrap(),
-            bucket: self.aws.bucket.clone(),
-            key_prefix: "posts".into(),
-            queue_url: self.aws.queue_url.clone(),
-            http_timeout: Duration::from_secs(10),
-            every: None,
-        };
+    async fn import(&self, path: &str) -> ArchivedPage {
+        let config = ImporterConfig::new(
+            self.api.join(path).unwrap(),
+            self.aws.bucket.clone(),
+            self.aws.queue_url.clone(),
+        );
         let importer = Importer::new(config, self.aws.clients.clone()).unwrap();
-        importer.import_once().await.unwrap()
+        importer.import_once().await.unwrap().single().clone()
     }
 
     /// The transformer's settings in tests: quick retries.

@@ -8,6 +8,11 @@
 //! Routes:
 //! - `GET /posts`: a JSON array of [`FakeApi::posts`] posts. `?rev=N`
 //!   serves revision N, in which every 7th post has a changed title.
+//!   `?_page=P&_limit=L` serves one page as JSONPlaceholder does, with
+//!   `X-Total-Count` (unless [`Faults::hide_total`]) and a `Link` header
+//!   (`rel="next"`, `rel="last"`). [`Faults`] make it fail the way real APIs
+//!   do: 503s, 429s with `Retry-After`, truncated bodies, slow answers, one
+//!   page that always fails.
 //! - `GET /fault/not-an-array`: a JSON object instead of an array.
 //! - `GET /fault/not-json`: an HTML page.
 //! - `GET /fault/bad-record`: an array whose record 3 has a string `id`.
@@ -30,13 +35,37 @@ use url::Url;
 pub struct FakeApi {
     /// Number of posts at `/posts`, with ids 1..=posts.
     pub posts: u32,
+    pub faults: Faults,
 }
 
 impl Default for FakeApi {
     fn default() -> Self {
         // JSONPlaceholder's own count.
-        Self { posts: 100 }
+        Self {
+            posts: 100,
+            faults: Faults::default(),
+        }
     }
+}
+
+/// How `/posts` misbehaves. Rates are fractions of requests, from 0 to 1,
+/// drawn from a generator seeded by [`Faults::seed`].
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer 503 Service Unavailable.
+    pub failure_rate: f64,
+    /// Answer 429 Too Many Requests with `Retry-After: retry_after_secs`.
+    pub throttle_rate: f64,
+    pub retry_after_secs: u32,
+    /// Answer 200 with only the first half of the body.
+    pub truncate_rate: f64,
+    /// Wait this long before every answer.
+    pub delay: std::time::Duration,
+    /// This page (`_page`) always answers 500.
+    pub fail_page: Option<u32>,
+    /// Leave out `X-Total-Count`, so clients must follow `Link`.
+    pub hide_total: bool,
+    pub seed: u64,
 }
 
 const TITLES: &[&str] = &[
@@ -98,6 +127,17 @@ pub fn body(count: u32, rev: u32) -> Vec<u8> {
 struct PostsQuery {
     #[serde(default)]
     rev: u32,
+    #[serde(rename = "_page")]
+    page: Option<u32>,
+    #[serde(rename = "_limit")]
+    limit: Option<u32>,
+}
+
+/// The served configuration and a request counter for the fault generator.
+#[derive(Debug)]
+struct Served {
+    api: FakeApi,
+    rng: std::sync::Mutex<fastrand::Rng>,
 }
 
 /// The routes, for serving with any listener.
@@ -108,7 +148,10 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/not-json", get(not_json))
         .route("/fault/bad-record", get(bad_record))
         .route("/fault/status/{code}", get(status))
-        .with_state(Arc::new(api))
+        .with_state(Arc::new(Served {
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
+            api,
+        }))
 }
 
 /// Serves on an ephemeral port of 127.0.0.1 in the background, for tests.
@@ -137,8 +180,69 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
 }
 
-async fn list_posts(State(api): State<Arc<FakeApi>>, Query(q): Query<PostsQuery>) -> Response {
-    json(body(api.posts, q.rev))
+async fn list_posts(
+    State(served): State<Arc<Served>>,
+    Query(q): Query<PostsQuery>,
+    uri: axum::http::Uri,
+) -> Response {
+    let (api, faults) = (&served.api, &served.api.faults);
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    if q.page.is_some() && q.page == faults.fail_page {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let draw = served.rng.lock().map(|mut r| r.f64()).unwrap_or(1.0);
+    if draw < faults.failure_rate {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if draw < faults.failure_rate + faults.throttle_rate {
+        let retry_after = faults.retry_after_secs.to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after)],
+        )
+            .into_response();
+    }
+    let truncate = draw < faults.failure_rate + faults.throttle_rate + faults.truncate_rate;
+
+    let Some(limit) = q.limit.filter(|l| *l > 0) else {
+        return json(cut(body(api.posts, q.rev), truncate));
+    };
+    let page = q.page.unwrap_or(1).max(1);
+    let first = (page - 1).saturating_mul(limit) + 1;
+    let last = page.saturating_mul(limit).min(api.posts);
+    let posts: Vec<Post> = (first..=last).map(|id| post(id, q.rev)).collect();
+    let pages = api.posts.div_ceil(limit);
+    let link = |n: u32| {
+        let query = format!("_page={n}&_limit={limit}&rev={}", q.rev);
+        format!("<{}?{query}>", uri.path())
+    };
+    let mut links = vec![format!("{}; rel=\"last\"", link(pages.max(1)))];
+    if page < pages {
+        links.insert(0, format!("{}; rel=\"next\"", link(page + 1)));
+    }
+    let mut response = json(cut(to_json(&posts), truncate));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LINK,
+        links
+            .join(", ")
+            .parse()
+            .unwrap_or_else(|_| unreachable!("ASCII")),
+    );
+    if !faults.hide_total {
+        headers.insert("x-total-count", api.posts.into());
+    }
+    response
+}
+
+/// The first half of `body` when `truncate`: a body cut off mid-transfer.
+fn cut(mut body: Vec<u8>, truncate: bool) -> Vec<u8> {
+    if truncate {
+        body.truncate(body.len() / 2);
+    }
+    body
 }
 
 async fn not_an_array() -> Response {

@@ -1,7 +1,8 @@
 use anyhow::Context as _;
 use clap::Parser;
-use fake_api::{FakeApi, base_url, router};
+use fake_api::{FakeApi, Faults, base_url, router};
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Serves a deterministic fake of JSONPlaceholder's /posts (see the crate docs for the routes).
@@ -24,6 +25,30 @@ struct Cli {
         default_value_t = 100
     )]
     posts: u32,
+    /// Fraction of requests to /posts answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    failure_rate: f64,
+    /// Fraction of requests to /posts answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Seconds in the Retry-After of a 429.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u32,
+    /// Fraction of requests to /posts answered with half the body.
+    #[arg(long, default_value_t = 0.0)]
+    truncate_rate: f64,
+    /// Delay before every answer to /posts, e.g. 200ms.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// A page (_page) that always answers 500.
+    #[arg(long)]
+    fail_page: Option<u32>,
+    /// Leave out X-Total-Count: clients must follow the Link header.
+    #[arg(long)]
+    hide_total: bool,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[tokio::main]
@@ -35,7 +60,20 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Scripts read this line to learn the port when --listen ends in :0.
     eprintln!("fake-api listening on {}", base_url(addr));
-    axum::serve(listener, router(FakeApi { posts: cli.posts }))
+    let api = FakeApi {
+        posts: cli.posts,
+        faults: Faults {
+            failure_rate: cli.failure_rate,
+            throttle_rate: cli.throttle_rate,
+            retry_after_secs: cli.retry_after,
+            truncate_rate: cli.truncate_rate,
+            delay: cli.delay,
+            fail_page: cli.fail_page,
+            hide_total: cli.hide_total,
+            seed: cli.seed,
+        },
+    };
+    axum::serve(listener, router(api))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,13 +1,26 @@
-//! Fetching the source and checking it before anything is written.
+//! Fetching one page of the source, with retries, and checking it before
+//! anything is written.
 
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
 use pipeline_core::post::parse_records;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use tracing::warn;
 use url::Url;
 
-/// A body that was fetched and is a JSON array.
+use crate::settings::RetryPolicy;
+
+/// A Retry-After longer than this is not waited for in full.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A page that was fetched and is a JSON array.
 #[derive(Debug)]
-pub struct Fetched {
+pub struct Page {
+    pub url: Url,
     /// The exact bytes the API sent: what goes to S3.
     pub body: Bytes,
     pub fetched_at: OffsetDateTime,
@@ -18,9 +31,16 @@ pub struct Fetched {
     pub bad_records: u64,
     /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
     pub first_bad: Option<String>,
+    /// `Link: <...>; rel="next"`, resolved against the page's URL.
+    pub next: Option<Url>,
+    /// `X-Total-Count`: records in all pages.
+    pub total: Option<u64>,
+    /// Attempts it took, the successful one included.
+    pub attempts: u32,
+    pub duration: Duration,
 }
 
-/// Why the source could not be imported. Every message names the URL.
+/// Why a page could not be fetched. Every message names the URL.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("GET {url} failed: {reason}")]
@@ -28,40 +48,247 @@ pub enum FetchError {
     #[error("GET {url} answered HTTP {status}")]
     Status {
         url: Url,
-        status: reqwest::StatusCode,
+        status: StatusCode,
+        retry_after: Option<Duration>,
     },
-    #[error("GET {url} did not return a JSON array of posts: {reason}")]
+    #[error("GET {url} did not return a JSON array: {reason}")]
     Invalid { url: Url, reason: String },
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        last: Box<FetchError>,
+        attempts: u32,
+    },
 }
 
-/// GETs `url` and checks that the body is a JSON array.
-pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Fetched, FetchError> {
-    let request_failed = |e: reqwest::Error| FetchError::Request {
-        url: url.clone(),
-        reason: pipeline_core::error_chain(&e),
-    };
-    let fetched_at = OffsetDateTime::now_utc();
-    let response = http.get(url.clone()).send().await.map_err(request_failed)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(FetchError::Status {
-            url: url.clone(),
-            status,
-        });
+impl FetchError {
+    /// Timeouts, connection errors, 429, 5xx and broken bodies may pass;
+    /// other answers will not change.
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Request { .. } | Self::Invalid { .. } => true,
+            Self::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            Self::GaveUp { .. } => false,
+        }
     }
-    let body = response.bytes().await.map_err(request_failed)?;
-    let records = parse_records(&body).map_err(|e| FetchError::Invalid {
-        url: url.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(Fetched {
-        body,
-        fetched_at,
-        record_count: records.total() as u64,
-        bad_records: records.bad.len() as u64,
-        first_bad: records
-            .bad
-            .first()
-            .map(|b| format!("record {}: {}", b.index, b.reason)),
-    })
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Fetches pages, retrying what may pass.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    http: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+impl Fetcher {
+    pub fn new(http: reqwest::Client, retry: RetryPolicy) -> Self {
+        Self { http, retry }
+    }
+
+    /// GETs `url` until it answers a JSON array, a non-retryable error, or
+    /// the attempts run out. Waits grow exponentially with full jitter
+    /// (a random delay up to the exponential one), or follow `Retry-After`.
+    pub async fn fetch(&self, url: &Url) -> Result<Page, FetchError> {
+        let started = Instant::now();
+        let attempts = AtomicU32::new(0);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.base)
+            .with_max_delay(self.retry.max)
+            .with_max_times(self.retry.max_attempts.get() as usize - 1);
+        let result = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(url).await
+        })
+        .retry(backoff)
+        .when(FetchError::is_retryable)
+        .adjust(|e, delay| {
+            let delay = delay?;
+            Some(match e.retry_after() {
+                Some(after) => after.min(MAX_RETRY_AFTER),
+                None => delay.mul_f64(fastrand::f64()),
+            })
+        })
+        .notify(|e, delay| warn!(source.url = %url, "{e}; retrying in {delay:.1?}"))
+        .await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        match result {
+            Ok(mut page) => {
+                page.attempts = attempts;
+                page.duration = started.elapsed();
+                Ok(page)
+            }
+            Err(e) if attempts > 1 => Err(FetchError::GaveUp {
+                last: Box::new(e),
+                attempts,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn attempt(&self, url: &Url) -> Result<Page, FetchError> {
+        let request_failed = |e: reqwest::Error| FetchError::Request {
+            url: url.clone(),
+            reason: pipeline_core::error_chain(&e),
+        };
+        let fetched_at = OffsetDateTime::now_utc();
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(request_failed)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status,
+                retry_after: retry_after(response.headers()),
+            });
+        }
+        let next = next_link(response.headers(), url);
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        let body = response.bytes().await.map_err(request_failed)?;
+        let records = parse_records(&body).map_err(|e| FetchError::Invalid {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Page {
+            url: url.clone(),
+            body,
+            fetched_at,
+            record_count: records.total() as u64,
+            bad_records: records.bad.len() as u64,
+            first_bad: records
+                .bad
+                .first()
+                .map(|b| format!("record {}: {}", b.index, b.reason)),
+            next,
+            total,
+            attempts: 1,
+            duration: Duration::ZERO,
+        })
+    }
+}
+
+/// `Retry-After` in seconds. (The HTTP-date form falls back to the backoff.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), resolved against
+/// the URL of the page it came with.
+pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            let is_next = params.split(';').any(|param| {
+                let Some((name, value)) = param.split_once('=') else {
+                    return false;
+                };
+                name.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|rel| rel.eq_ignore_ascii_case("next"))
+            });
+            if is_next {
+                base.join(target).ok()
+            } else {
+                None
+            }
+        })
+}
+
+/// The URL of page `page` of `source` with `limit` records per page, as
+/// JSONPlaceholder-style APIs take it (`_page`, `_limit`; other query
+/// parameters are kept).
+pub fn page_url(source: &Url, page: u32, limit: u32) -> Url {
+    let mut url = source.clone();
+    let kept: Vec<(String, String)> = source
+        .query_pairs()
+        .filter(|(k, _)| k != "_page" && k != "_limit")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("_page", &page.to_string())
+        .append_pair("_limit", &limit.to_string());
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn links(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(LINK, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn finds_the_next_link_among_others() {
+        let base = Url::parse("https://api.example/posts?_page=1&_limit=10").unwrap();
+        let header = r#"<https://api.example/posts?_page=1&_limit=10>; rel="first", </posts?_page=2&_limit=10>; rel="next", <https://api.example/posts?_page=10&_limit=10>; rel="last""#;
+        assert_eq!(
+            next_link(&links(header), &base).unwrap().as_str(),
+            "https://api.example/posts?_page=2&_limit=10"
+        );
+        assert_eq!(next_link(&links(r#"<x>; rel="last""#), &base), None);
+        assert_eq!(
+            next_link(&links("<https://b.example/2>; rel=\"prev next\""), &base)
+                .unwrap()
+                .as_str(),
+            "https://b.example/2"
+        );
+        assert_eq!(next_link(&HeaderMap::new(), &base), None);
+    }
+
+    #[test]
+    fn page_urls_keep_other_parameters() {
+        let source = Url::parse("https://api.example/posts?rev=2&_page=9").unwrap();
+        assert_eq!(
+            page_url(&source, 3, 100).as_str(),
+            "https://api.example/posts?rev=2&_page=3&_limit=100"
+        );
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let url = Url::parse("http://x/").unwrap();
+        let status = |code: u16| FetchError::Status {
+            url: url.clone(),
+            status: StatusCode::from_u16(code).unwrap(),
+            retry_after: None,
+        };
+        assert!(status(429).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(!status(404).is_retryable());
+        assert!(!status(401).is_retryable());
+        let invalid = FetchError::Invalid {
+            url,
+            reason: "EOF".into(),
+        };
+        assert!(invalid.is_retryable());
+    }
 }

@@ -4,12 +4,19 @@
 //! one before it succeeded, so that no message ever points at a missing or
 //! unchecked object:
 //!
-//! 1. [`fetch`]: GET the source and check that the body is a JSON array.
-//!    If not, nothing is written. Elements that are not valid posts are
-//!    counted and archived with the rest: the transformer quarantines them.
-//! 2. [`archive`]: put the raw bytes, unchanged, at a new time-ordered key,
-//!    with provenance metadata and a SHA-256 that S3 verifies.
-//! 3. [`announce`]: send one message saying where the object is.
+//! 1. [`fetch`]: GET a page, retrying what may pass, and check that the body
+//!    is a JSON array. If not, nothing is written for it. Elements that are
+//!    not valid posts are counted and archived with the rest: the transformer
+//!    quarantines them.
+//! 2. [`archive`]: unless the page is unchanged since it was last archived,
+//!    put the raw bytes at a new time-ordered key, with provenance metadata
+//!    and a SHA-256 that S3 verifies.
+//! 3. [`announce`]: send one message per object, in batches; an object
+//!    that cannot be announced is removed again.
+//!
+//! Pages: `Link: rel="next"` is followed; with a page size, pages are asked
+//! for with `_page`/`_limit`, concurrently when `X-Total-Count` says how
+//! many there are. Each page is its own object and message.
 //!
 //! [`run`] repeats imports on a schedule until shutdown.
 
@@ -19,19 +26,26 @@ pub mod fetch;
 pub mod settings;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use pipeline_core::aws::{AwsClients, check_queue};
-use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
+use url::Url;
 
-use crate::archive::Provenance;
+use crate::announce::Announcement;
+use crate::archive::{PageState, Provenance};
+use crate::fetch::{Fetcher, Page, page_url};
 use crate::settings::Config;
 
-/// What one import did.
+/// A page archived and announced.
 #[derive(Debug, Clone)]
-pub struct ImportReport {
+pub struct ArchivedPage {
+    pub url: Url,
     pub object: ObjectRef,
     pub message_id: String,
     pub record_count: u64,
@@ -39,23 +53,72 @@ pub struct ImportReport {
     pub sha256: String,
 }
 
-/// Why an import failed. Each names the URL, object or queue at fault.
+/// What one import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    /// Archived and announced, in no particular order.
+    pub pages: Vec<ArchivedPage>,
+    /// Pages whose bytes were those last archived for their URL.
+    pub skipped: u64,
+    /// Requests that were tried again.
+    pub retries: u64,
+    /// One line per page that failed, naming it.
+    pub failures: Vec<String>,
+    pub duration: Duration,
+}
+
+impl ImportReport {
+    pub fn records(&self) -> u64 {
+        self.pages.iter().map(|p| p.record_count).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.pages.iter().map(|p| p.bytes as u64).sum()
+    }
+
+    /// The one page of a source that is not paginated.
+    ///
+    /// # Panics
+    /// When there is not exactly one.
+    pub fn single(&self) -> &ArchivedPage {
+        assert_eq!(self.pages.len(), 1, "expected exactly one page: {self:?}");
+        &self.pages[0]
+    }
+}
+
+/// An import in which at least one page failed. Every page not listed in
+/// `report.failures` was archived and announced, or skipped.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error(transparent)]
-    Fetch(#[from] fetch::FetchError),
-    #[error(transparent)]
-    Archive(#[from] archive::ArchiveError),
-    #[error(transparent)]
-    Announce(#[from] announce::AnnounceError),
+#[error("{}", describe_failures(&self.report))]
+pub struct ImportError {
+    pub report: Box<ImportReport>,
+}
+
+fn describe_failures(report: &ImportReport) -> String {
+    let failed = report.failures.len();
+    let first = report.failures.first().map_or("", String::as_str);
+    if failed == 1 && report.pages.is_empty() && report.skipped == 0 {
+        first.to_owned()
+    } else {
+        let attempted = failed + report.pages.len() + report.skipped as usize;
+        format!("{failed} of {attempted} pages failed; the first: {first}")
+    }
+}
+
+/// How one page ended, before the announcer has answered.
+enum PageOutcome {
+    Archived(ArchivedPage),
+    Skipped,
+    Failed(String),
 }
 
 /// Everything one import needs, built once per process.
 #[derive(Debug, Clone)]
 pub struct Importer {
     config: Config,
-    http: reqwest::Client,
+    fetcher: Fetcher,
     aws: AwsClients,
+    state: Option<PageState>,
 }
 
 impl Importer {
@@ -65,7 +128,16 @@ impl Importer {
             .user_agent(concat!("api-pipeline-importer/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("Failed to build the HTTP client")?;
-        Ok(Self { config, http, aws })
+        let fetcher = Fetcher::new(http, config.retry);
+        let state = config
+            .skip_unchanged
+            .then(|| PageState::new(aws.s3.clone(), config.bucket.clone(), &config.key_prefix));
+        Ok(Self {
+            config,
+            fetcher,
+            aws,
+            state,
+        })
     }
 
     /// Checks that the queue answers, so a wrong `QUEUE_URL` or endpoint is
@@ -76,61 +148,256 @@ impl Importer {
             .map_err(anyhow::Error::msg)
     }
 
-    /// Fetches, archives and announces the source once.
+    /// Fetches, archives and announces every page of the source once.
     #[instrument(skip_all, fields(source.url = %self.config.source_url))]
     pub async fn import_once(&self) -> Result<ImportReport, ImportError> {
         let started = Instant::now();
         let config = &self.config;
-        let fetched = fetch::fetch(&self.http, &config.source_url).await?;
-        if let Some(first_bad) = &fetched.first_bad {
-            warn!(
-                records.bad = fetched.bad_records,
-                "{} of {} records from {} are not valid posts ({first_bad}); archived anyway: the transformer quarantines them",
-                fetched.bad_records,
-                fetched.record_count,
-                config.source_url,
-            );
+        let retries = AtomicU64::new(0);
+        let (ready, waiting) = mpsc::channel(64);
+        let announcer = tokio::spawn(announce::announcer(
+            self.aws.sqs.clone(),
+            self.aws.s3.clone(),
+            config.queue_url.clone(),
+            self.state.clone(),
+            waiting,
+        ));
+
+        let mut outcomes = Vec::new();
+        let page_size = config.page_size.map(|n| n.get());
+        let first_url = match page_size {
+            Some(limit) => page_url(&config.source_url, 1, limit),
+            None => config.source_url.clone(),
+        };
+        match self.fetch(&first_url, &retries).await {
+            Err(e) => outcomes.push(PageOutcome::Failed(e)),
+            Ok(first) => {
+                let (next, total, count) = (first.next.clone(), first.total, first.record_count);
+                outcomes.push(self.archive(first, &ready).await);
+                if let (Some(limit), Some(total)) = (page_size, total) {
+                    // The number of pages is known: fetch the rest at once.
+                    let pages = total.div_ceil(u64::from(limit)).min(u64::from(u32::MAX)) as u32;
+                    let rest: Vec<PageOutcome> = futures::stream::iter(2..=pages)
+                        .map(|n| {
+                            self.fetch_and_archive(
+                                page_url(&config.source_url, n, limit),
+                                &retries,
+                                &ready,
+                            )
+                        })
+                        .buffer_unordered(config.fetch_concurrency.get())
+                        .collect()
+                        .await;
+                    outcomes.extend(rest);
+                } else {
+                    self.follow(first_url, next, count, &retries, &ready, &mut outcomes)
+                        .await;
+                }
+            }
         }
+        drop(ready);
+        let announced = announcer.await.unwrap_or_default();
 
-        let sha256 = archive::sha256_hex(&fetched.body);
-        let object = ObjectRef::new(
-            &config.bucket,
-            archive::object_key(&config.key_prefix, fetched.fetched_at),
-        );
-        let bytes = fetched.body.len();
-        let provenance = Provenance {
-            source_url: &config.source_url,
-            fetched_at: fetched.fetched_at,
-            record_count: fetched.record_count,
+        let mut report = ImportReport {
+            retries: retries.load(Ordering::Relaxed),
+            duration: started.elapsed(),
+            ..ImportReport::default()
         };
-        archive::put(&self.aws.s3, &object, fetched.body, &sha256, provenance).await?;
-
-        let message = ObjectMessage {
-            version: MESSAGE_VERSION,
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-            sha256: Some(sha256.clone()),
-            record_count: Some(fetched.record_count),
-            source_url: Some(config.source_url.to_string()),
-            fetched_at: Some(fetched.fetched_at),
-        };
-        let message_id = announce::send(&self.aws.sqs, &config.queue_url, &message).await?;
+        for outcome in outcomes {
+            match outcome {
+                PageOutcome::Archived(mut page) => {
+                    // Pages the announcer could not announce are in its
+                    // failures, with their objects removed.
+                    if let Some(id) = announced.message_ids.get(&page.url) {
+                        page.message_id = id.clone();
+                        report.pages.push(page);
+                    }
+                }
+                PageOutcome::Skipped => report.skipped += 1,
+                PageOutcome::Failed(reason) => report.failures.push(reason),
+            }
+        }
+        report
+            .failures
+            .extend(announced.failed.into_iter().map(|(_, reason)| reason));
 
         info!(
+            pages = report.pages.len(),
+            records = report.records(),
+            bytes = report.bytes(),
+            skipped = report.skipped,
+            retries = report.retries,
+            failed = report.failures.len(),
+            duration_ms = report.duration.as_millis() as u64,
+            "Import of {}: {} page(s) archived and announced, {} records, {} bytes, {} skipped as unchanged, {} retries, {} failed, in {:.1?}",
+            config.source_url,
+            report.pages.len(),
+            report.records(),
+            report.bytes(),
+            report.skipped,
+            report.retries,
+            report.failures.len(),
+            report.duration,
+        );
+        if report.failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(ImportError {
+                report: Box::new(report),
+            })
+        }
+    }
+
+    /// Follows `Link: rel="next"`, or with a page size and no link, asks for
+    /// the next page while pages come back full. In order: each page says
+    /// where the next one is.
+    async fn follow(
+        &self,
+        first_url: Url,
+        mut next: Option<Url>,
+        mut count: u64,
+        retries: &AtomicU64,
+        ready: &mpsc::Sender<Announcement>,
+        outcomes: &mut Vec<PageOutcome>,
+    ) {
+        let page_size = self.config.page_size.map(|n| n.get());
+        let mut visited = HashSet::from([first_url]);
+        let mut number = 1;
+        loop {
+            number += 1;
+            let url = match (next.take(), page_size) {
+                (Some(url), _) => url,
+                (None, Some(limit)) if count == u64::from(limit) => {
+                    page_url(&self.config.source_url, number, limit)
+                }
+                _ => return,
+            };
+            // A link back to a page already seen would loop forever.
+            if !visited.insert(url.clone()) {
+                return;
+            }
+            match self.fetch(&url, retries).await {
+                Err(e) => {
+                    // Without this page there is no link to the next one.
+                    outcomes.push(PageOutcome::Failed(e));
+                    return;
+                }
+                Ok(page) if page.record_count == 0 => return,
+                Ok(page) => {
+                    next = page.next.clone();
+                    count = page.record_count;
+                    outcomes.push(self.archive(page, ready).await);
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
+        let result = self.fetcher.fetch(url).await;
+        let attempts = match &result {
+            Ok(page) => page.attempts,
+            Err(fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
+            Err(_) => 1,
+        };
+        retries.fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
+        result.map_err(|e| e.to_string())
+    }
+
+    async fn fetch_and_archive(
+        &self,
+        url: Url,
+        retries: &AtomicU64,
+        ready: &mpsc::Sender<Announcement>,
+    ) -> PageOutcome {
+        match self.fetch(&url, retries).await {
+            Ok(page) => self.archive(page, ready).await,
+            Err(e) => PageOutcome::Failed(e),
+        }
+    }
+
+    /// Archives a page (unless it is unchanged) and queues its message.
+    async fn archive(&self, page: Page, ready: &mpsc::Sender<Announcement>) -> PageOutcome {
+        let config = &self.config;
+        let sha256 = archive::sha256_hex(&page.body);
+        if let Some(first_bad) = &page.first_bad {
+            warn!(
+                records.bad = page.bad_records,
+                "{} of {} records from {} are not valid posts ({first_bad}); archived anyway: the transformer quarantines them",
+                page.bad_records,
+                page.record_count,
+                page.url,
+            );
+        }
+        if let Some(state) = &self.state {
+            match state.get(&page.url).await {
+                Ok(Some(last)) if last.sha256 == sha256 => {
+                    info!(
+                        source.url = %page.url,
+                        "Page {} is unchanged since s3://{}/{}: skipped",
+                        page.url,
+                        config.bucket,
+                        last.key
+                    );
+                    return PageOutcome::Skipped;
+                }
+                Ok(_) => {}
+                Err(e) => warn!("{e}; archiving {} anyway", page.url),
+            }
+        }
+
+        let object = ObjectRef::new(
+            &config.bucket,
+            archive::object_key(&config.key_prefix, page.fetched_at),
+        );
+        let bytes = page.body.len();
+        let provenance = Provenance {
+            source_url: &page.url,
+            fetched_at: page.fetched_at,
+            record_count: page.record_count,
+        };
+        let put = archive::put(
+            &self.aws.s3,
+            &object,
+            page.body.clone(),
+            &sha256,
+            provenance,
+            config.gzip,
+        );
+        if let Err(e) = put.await {
+            return PageOutcome::Failed(e.to_string());
+        }
+        info!(
+            source.url = %page.url,
             s3.bucket = %object.bucket,
             s3.key = %object.key,
-            messaging.message.id = %message_id,
-            records = fetched.record_count,
+            records = page.record_count,
             bytes,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "Imported {} records from {} to {object}",
-            fetched.record_count,
-            config.source_url,
+            attempts = page.attempts,
+            duration_ms = page.duration.as_millis() as u64,
+            "Archived {} records ({bytes} bytes) from {} to {object} in {:.1?}",
+            page.record_count,
+            page.url,
+            page.duration,
         );
-        Ok(ImportReport {
+        let message = announce::message_for(
+            &object,
+            &sha256,
+            page.record_count,
+            &page.url,
+            page.fetched_at,
+        );
+        let announcement = Announcement {
+            page_url: page.url.clone(),
+            message,
+        };
+        if ready.send(announcement).await.is_err() {
+            return PageOutcome::Failed(format!("archived {object} but the announcer stopped"));
+        }
+        PageOutcome::Archived(ArchivedPage {
+            url: page.url,
             object,
-            message_id,
-            record_count: fetched.record_count,
+            message_id: String::new(),
+            record_count: page.record_count,
             bytes,
             sha256,
         })

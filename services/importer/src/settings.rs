@@ -8,6 +8,13 @@
 //! | `QUEUE_URL`       | `--queue-url`      | none: required                                |
 //! | `HTTP_TIMEOUT`    | `--http-timeout`   | `30s`                                         |
 //! | `IMPORT_EVERY`    | `--every`          | unset: import once and exit                   |
+//! | `PAGE_SIZE`       | `--page-size`      | unset: one request, then `Link: rel="next"`   |
+//! | `FETCH_CONCURRENCY` | `--fetch-concurrency` | `4`                                      |
+//! | `HTTP_MAX_ATTEMPTS` | `--http-max-attempts` | `5`                                      |
+//! | `HTTP_RETRY_BASE` | `--http-retry-base` | `500ms`                                      |
+//! | `HTTP_RETRY_MAX`  | `--http-retry-max` | `30s`                                         |
+//! | `SKIP_UNCHANGED`  | `--skip-unchanged` | `true`                                        |
+//! | `GZIP`            | `--gzip`           | `false`                                       |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
@@ -16,6 +23,7 @@ use pipeline_core::settings::{
     AwsSettings, LogSettings, SettingError, parse_bucket_name, parse_http_url, parse_queue_url,
     required,
 };
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 use url::Url;
 
@@ -74,6 +82,55 @@ pub struct Settings {
     #[arg(long, env = "HTTP_TIMEOUT", value_name = "HTTP_TIMEOUT", default_value = "30s",
           value_parser = parse_interval, global = true)]
     pub http_timeout: Duration,
+
+    /// Ask for pages of PAGE_SIZE records (JSONPlaceholder-style `_page` and `_limit`).
+    /// Each page becomes its own object and message. With `X-Total-Count` in the first
+    /// answer, the other pages are fetched concurrently; otherwise in order.
+    #[arg(long, env = "PAGE_SIZE", value_name = "PAGE_SIZE", global = true)]
+    pub page_size: Option<NonZeroU32>,
+
+    /// Pages fetched and archived at once when the total is known.
+    #[arg(
+        long,
+        env = "FETCH_CONCURRENCY",
+        value_name = "FETCH_CONCURRENCY",
+        default_value = "4",
+        global = true
+    )]
+    pub fetch_concurrency: NonZeroUsize,
+
+    /// Attempts per page, the first included. Timeouts, connection errors, 429, 5xx and
+    /// bodies that are not a JSON array are retried; other 4xx fail at once.
+    #[arg(
+        long,
+        env = "HTTP_MAX_ATTEMPTS",
+        value_name = "HTTP_MAX_ATTEMPTS",
+        default_value = "5",
+        global = true
+    )]
+    pub http_max_attempts: NonZeroU32,
+
+    /// First retry delay; it doubles with each attempt, with full jitter.
+    /// A Retry-After header takes precedence.
+    #[arg(long, env = "HTTP_RETRY_BASE", value_name = "HTTP_RETRY_BASE", default_value = "500ms",
+          value_parser = parse_interval, global = true)]
+    pub http_retry_base: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "HTTP_RETRY_MAX", value_name = "HTTP_RETRY_MAX", default_value = "30s",
+          value_parser = parse_interval, global = true)]
+    pub http_retry_max: Duration,
+
+    /// Skip a page whose sha256 equals the last one archived for the same page URL
+    /// (state kept in the bucket under _state/).
+    #[arg(long, env = "SKIP_UNCHANGED", value_name = "SKIP_UNCHANGED", default_value = "true",
+          action = clap::ArgAction::Set, global = true)]
+    pub skip_unchanged: bool,
+
+    /// Store objects gzip-compressed (Content-Encoding: gzip); the transformer reads both.
+    #[arg(long, env = "GZIP", value_name = "GZIP", default_value = "false",
+          action = clap::ArgAction::Set, global = true)]
+    pub gzip: bool,
 }
 
 /// The settings `importer run` needs, all present and checked.
@@ -85,6 +142,42 @@ pub struct Config {
     pub queue_url: Url,
     pub http_timeout: Duration,
     pub every: Option<Duration>,
+    pub page_size: Option<NonZeroU32>,
+    pub fetch_concurrency: NonZeroUsize,
+    pub retry: RetryPolicy,
+    pub skip_unchanged: bool,
+    pub gzip: bool,
+}
+
+/// How a failed request is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: NonZeroU32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but where from and where to.
+    pub fn new(source_url: Url, bucket: String, queue_url: Url) -> Self {
+        Self {
+            source_url,
+            bucket,
+            key_prefix: "posts".into(),
+            queue_url,
+            http_timeout: Duration::from_secs(30),
+            every: None,
+            page_size: None,
+            fetch_concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            retry: RetryPolicy {
+                max_attempts: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+            },
+            skip_unchanged: true,
+            gzip: false,
+        }
+    }
 }
 
 impl Settings {
@@ -96,6 +189,15 @@ impl Settings {
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
             http_timeout: self.http_timeout,
             every: self.every,
+            page_size: self.page_size,
+            fetch_concurrency: self.fetch_concurrency,
+            retry: RetryPolicy {
+                max_attempts: self.http_max_attempts,
+                base: self.http_retry_base,
+                max: self.http_retry_max,
+            },
+            skip_unchanged: self.skip_unchanged,
+            gzip: self.gzip,
         })
     }
 }

@@ -122,13 +122,12 @@ async fn an_import_archives_one_object_and_sends_one_message() {
     assert_eq!(aws.object_bytes(&keys[0]).await, fake_api::body(100, 0));
     assert_eq!(aws.message_count().await, 1);
     let log = stderr_lines(&output).join("\n");
-    assert!(
-        log.contains(&format!(
-            "Imported 100 records from {}posts to s3://{}/{}",
-            api, aws.bucket, keys[0]
-        )),
-        "{log}"
+    let archived = format!(
+        "Archived 100 records (35381 bytes) from {api}posts to s3://{}/{}",
+        aws.bucket, keys[0]
     );
+    assert!(log.contains(&archived), "{log}");
+    assert!(log.contains("1 page(s) archived and announced, 100 records, 35381 bytes, 0 skipped as unchanged, 0 retries, 0 failed"), "{log}");
 }
 
 #[tokio::test]
@@ -139,18 +138,24 @@ async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
     for (path, reason) in [
         (
             "fault/not-an-array",
-            "did not return a JSON array of posts: invalid type: map, expected a JSON array of posts",
+            "did not return a JSON array: invalid type: map, expected a JSON array of posts at line 1 column 0 (gave up after 3 attempts)",
         ),
         (
             "fault/not-json",
-            "did not return a JSON array of posts: expected value at line 1 column 1",
+            "did not return a JSON array: expected value at line 1 column 1 (gave up after 3 attempts)",
         ),
-        ("fault/status/503", "answered HTTP 503 Service Unavailable"),
+        (
+            "fault/status/503",
+            "answered HTTP 503 Service Unavailable (gave up after 3 attempts)",
+        ),
+        // Not worth retrying: fails at the first answer.
+        ("fault/status/404", "answered HTTP 404 Not Found"),
     ] {
         let url = api.join(path).unwrap();
         let output = command(IMPORTER)
             .arg("run")
             .envs(aws.env())
+            .envs([("HTTP_MAX_ATTEMPTS", "3"), ("HTTP_RETRY_BASE", "10ms")])
             .env("SOURCE_URL", url.as_str())
             .output()
             .await
@@ -222,14 +227,15 @@ async fn on_a_schedule_it_imports_repeatedly_and_exits_0_on_sigterm() {
     let mut child = command(IMPORTER)
         .args(["run", "--every", "200ms"])
         .envs(aws.env())
+        .env("SKIP_UNCHANGED", "false")
         .env("SOURCE_URL", api.join("posts").unwrap().as_str())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
 
-    wait_for_line(&mut stderr, "Imported 100 records", Duration::from_secs(30)).await;
-    wait_for_line(&mut stderr, "Imported 100 records", Duration::from_secs(30)).await;
+    wait_for_line(&mut stderr, "Archived 100 records", Duration::from_secs(30)).await;
+    wait_for_line(&mut stderr, "Archived 100 records", Duration::from_secs(30)).await;
     sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await

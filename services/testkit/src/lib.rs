@@ -446,7 +446,7 @@ impl TestAws {
         ]
     }
 
-    /// Every key in the bucket, in order.
+    /// Every key in the bucket, in order, but the importer's `_state/`.
     pub async fn keys(&self) -> Vec<String> {
         let listed = self
             .clients
@@ -460,6 +460,7 @@ impl TestAws {
             .contents()
             .iter()
             .filter_map(|o| o.key().map(str::to_owned))
+            .filter(|key| !key.starts_with("_state/"))
             .collect()
     }
 

@@ -12,6 +12,7 @@ use pipeline_core::post::{PostsError, parse_records};
 use pipeline_store::ledger::{self, LedgerEntry, Outcome};
 use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
 use sha2::{Digest, Sha256};
+use std::io::Read as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -224,7 +225,10 @@ async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, P
         .and_then(|m| m.get(FETCHED_AT_METADATA))
         .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
     let last_modified = output.last_modified;
-    let body = output
+    let gzip = output
+        .content_encoding()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    let mut body = output
         .body
         .collect()
         .await
@@ -234,6 +238,18 @@ async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, P
             missing: false,
         })?
         .into_bytes();
+    if gzip {
+        // The importer's GZIP setting: the sha256 and the records are those
+        // of the bytes the API sent.
+        let mut raw = Vec::with_capacity(body.len() * 4);
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut raw)
+            .map_err(|e| ProcessError::Parse {
+                object: object.clone(),
+                source: PostsError::Encoding(format!("Content-Encoding is gzip but {e}")),
+            })?;
+        body = Bytes::from(raw);
+    }
     Ok(Fetched {
         body,
         fetched_at,

@@ -194,16 +194,18 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
 async fn drain_applies_what_the_importer_sent_then_exits_0() {
     let aws = TestAws::new().await;
     let db = TestDb::new().await;
-    let api = fake_api::spawn(FakeApi { posts: 250 }).await.unwrap();
+    let api = fake_api::spawn(FakeApi {
+        posts: 250,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
     for rev in 0..3 {
-        let config = importer::settings::Config {
-            source_url: api.join(&format!("posts?rev={rev}")).unwrap(),
-            bucket: aws.bucket.clone(),
-            key_prefix: "posts".into(),
-            queue_url: aws.queue_url.clone(),
-            http_timeout: Duration::from_secs(10),
-            every: None,
-        };
+        let config = importer::settings::Config::new(
+            api.join(&format!("posts?rev={rev}")).unwrap(),
+            aws.bucket.clone(),
+            aws.queue_url.clone(),
+        );
         importer::Importer::new(config, aws.clients.clone())
             .unwrap()
             .import_once()

@@ -16,14 +16,8 @@ use url::Url;
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
 
 async fn import(aws: &TestAws, source_url: Url) {
-    let config = importer::settings::Config {
-        source_url,
-        bucket: aws.bucket.clone(),
-        key_prefix: "posts".into(),
-        queue_url: aws.queue_url.clone(),
-        http_timeout: Duration::from_secs(30),
-        every: None,
-    };
+    let config =
+        importer::settings::Config::new(source_url, aws.bucket.clone(), aws.queue_url.clone());
     let importer = importer::Importer::new(config, aws.clients.clone()).unwrap();
     importer.import_once().await.unwrap();
 }
@@ -58,7 +52,12 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
     // tolerates crashes needs a maxReceiveCount well above what the crashes
     // use up (the default test queue's 5 would dead-letter some here).
     let (aws, db) = tokio::join!(TestAws::with_queue(2, 100), TestDb::new());
-    let api = fake_api::spawn(FakeApi { posts: POSTS }).await.unwrap();
+    let api = fake_api::spawn(FakeApi {
+        posts: POSTS,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
     // One object with an invalid record first, then 50 revisions: every
     // 7th post changes in each, so the last revision must win.
     import(&aws, api.join("fault/bad-record").unwrap()).await;
