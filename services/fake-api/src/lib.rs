@@ -56,6 +56,8 @@ pub struct Faults {
     pub failure_rate: f64,
     /// Answer 429 Too Many Requests with `Retry-After: retry_after_secs`.
     pub throttle_rate: f64,
+    /// Answer the first this many requests to `/posts` with that 429.
+    pub throttle_first: u32,
     pub retry_after_secs: u32,
     /// Answer 200 with only the first half of the body.
     pub truncate_rate: f64,
@@ -138,6 +140,7 @@ struct PostsQuery {
 struct Served {
     api: FakeApi,
     rng: std::sync::Mutex<fastrand::Rng>,
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// The routes, for serving with any listener.
@@ -150,6 +153,7 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/status/{code}", get(status))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
+            requests: std::sync::atomic::AtomicU64::new(0),
             api,
         }))
 }
@@ -192,7 +196,18 @@ async fn list_posts(
     if q.page.is_some() && q.page == faults.fail_page {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    let request = served
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let draw = served.rng.lock().map(|mut r| r.f64()).unwrap_or(1.0);
+    if request < u64::from(faults.throttle_first) {
+        let retry_after = faults.retry_after_secs.to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after)],
+        )
+            .into_response();
+    }
     if draw < faults.failure_rate {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         faults: Faults {
             failure_rate: cli.failure_rate,
             throttle_rate: cli.throttle_rate,
+            throttle_first: 0,
             retry_after_secs: cli.retry_after,
             truncate_rate: cli.truncate_rate,
             delay: cli.delay,

@@ -27,6 +27,13 @@ async fn help_lists_every_setting_with_its_default() {
         "QUEUE_URL",
         "HTTP_TIMEOUT",
         "IMPORT_EVERY",
+        "PAGE_SIZE",
+        "FETCH_CONCURRENCY",
+        "HTTP_MAX_ATTEMPTS",
+        "HTTP_RETRY_BASE",
+        "HTTP_RETRY_MAX",
+        "SKIP_UNCHANGED",
+        "GZIP",
         "AWS_REGION",
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_S3",
@@ -79,6 +86,13 @@ async fn a_malformed_setting_is_one_line_naming_it() {
         ),
         (
             "IMPORT_EVERY",
+            "PAGE_SIZE",
+            "FETCH_CONCURRENCY",
+            "HTTP_MAX_ATTEMPTS",
+            "HTTP_RETRY_BASE",
+            "HTTP_RETRY_MAX",
+            "SKIP_UNCHANGED",
+            "GZIP",
             "soon",
             "invalid setting IMPORT_EVERY (--every)",
         ),
@@ -195,6 +209,60 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     );
     assert_eq!(aws.keys().await.len(), 1);
     assert_eq!(aws.message_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_page_that_keeps_failing_exits_1_naming_it_and_logs_every_page() {
+    let aws = TestAws::new().await;
+    let faults = testkit::fake_api::Faults {
+        fail_page: Some(2),
+        ..Default::default()
+    };
+    let api = fake_api::spawn(FakeApi { posts: 100, faults })
+        .await
+        .unwrap();
+
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        .envs([
+            ("PAGE_SIZE", "40"),
+            ("HTTP_MAX_ATTEMPTS", "2"),
+            ("HTTP_RETRY_BASE", "10ms"),
+        ])
+        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    let failed_page = format!(
+        "GET {}posts?_page=2&_limit=40 answered HTTP 500 Internal Server Error (gave up after 2 attempts)",
+        api
+    );
+    assert!(
+        errors[0].contains(&format!("1 of 3 pages failed; the first: {failed_page}")),
+        "{errors:?}"
+    );
+    let log = stderr_lines(&output).join("\n");
+    assert_eq!(
+        log.matches("Archived 40 records").count() + log.matches("Archived 20 records").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("2 page(s) archived and announced, 60 records"),
+        "{log}"
+    );
+    assert!(log.contains("1 retries, 1 failed"), "{log}");
+    assert_eq!(aws.keys().await.len(), 2);
+    assert_eq!(
+        aws.message_count().await,
+        2,
+        "no orphan: one message per archived page"
+    );
 }
 
 #[tokio::test]
