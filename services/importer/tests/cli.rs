@@ -86,13 +86,6 @@ async fn a_malformed_setting_is_one_line_naming_it() {
         ),
         (
             "IMPORT_EVERY",
-            "PAGE_SIZE",
-            "FETCH_CONCURRENCY",
-            "HTTP_MAX_ATTEMPTS",
-            "HTTP_RETRY_BASE",
-            "HTTP_RETRY_MAX",
-            "SKIP_UNCHANGED",
-            "GZIP",
             "soon",
             "invalid setting IMPORT_EVERY (--every)",
         ),
