@@ -90,6 +90,84 @@ pub fn parse_records(body: &[u8]) -> Result<Records, PostsError> {
     Ok(records)
 }
 
+/// Reads a JSON array from `reader` one element at a time and hands each to
+/// `on_record`, valid or not, so that memory holds one element however
+/// large the array. Returns the number of elements.
+///
+/// `reader` is read to its end (trailing whitespace is allowed, anything
+/// else is an error), so a hashing reader sees every byte.
+pub fn scan_records<R: std::io::Read>(
+    reader: R,
+    on_record: impl FnMut(Result<Post, BadRecord>),
+) -> Result<u64, PostsError> {
+    let mut reader = SeenReader {
+        inner: reader,
+        seen: false,
+    };
+    let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
+    let scanned = ScanSeed { on_record }
+        .deserialize(&mut deserializer)
+        .and_then(|count| {
+            deserializer.end()?;
+            Ok(count)
+        });
+    match scanned {
+        Err(_) if !reader.seen => Err(PostsError::Empty),
+        other => other.map_err(PostsError::from),
+    }
+}
+
+/// Notes whether anything but whitespace went through, to tell an empty
+/// body from a broken one.
+struct SeenReader<R> {
+    inner: R,
+    seen: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for SeenReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !self.seen {
+            self.seen = buf[..n].iter().any(|b| !b.is_ascii_whitespace());
+        }
+        Ok(n)
+    }
+}
+
+struct ScanSeed<F> {
+    on_record: F,
+}
+
+impl<'de, F: FnMut(Result<Post, BadRecord>)> DeserializeSeed<'de> for ScanSeed<F> {
+    type Value = u64;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(Result<Post, BadRecord>)> Visitor<'de> for ScanSeed<F> {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of posts")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut index = 0usize;
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            let record = parse_post(&raw).map_err(|reason| BadRecord {
+                index,
+                reason,
+                raw: raw.get().to_owned(),
+            });
+            (self.on_record)(record);
+            index += 1;
+        }
+        Ok(index as u64)
+    }
+}
+
 /// One element as a post, or why it is not one.
 fn parse_post(raw: &RawValue) -> Result<Post, String> {
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
@@ -274,6 +352,34 @@ mod tests {
             reasons[4].1.contains("`title` is 4097 bytes"),
             "{reasons:?}"
         );
+    }
+
+    #[test]
+    fn scanning_a_reader_sees_what_parsing_a_slice_sees() {
+        let body = format!(
+            "[{}, 7, {}]  \n",
+            r#"{"userId":1,"id":1,"title":"a","body":"b"}"#,
+            r#"{"userId":1,"id":"x","title":"a","body":"b"}"#
+        );
+        let parsed = parse_records(body.as_bytes()).expect("an array");
+        let mut scanned = Records::default();
+        let count = scan_records(body.as_bytes(), |record| match record {
+            Ok(post) => scanned.posts.push(post),
+            Err(bad) => scanned.bad.push(bad),
+        })
+        .expect("an array");
+        assert_eq!(count, 3);
+        assert_eq!(scanned, parsed);
+
+        let err = |body: &str| {
+            scan_records(body.as_bytes(), drop)
+                .expect_err(body)
+                .to_string()
+        };
+        assert_eq!(err("  \n"), "the body is empty");
+        assert!(err(r#"{"a": 1}"#).contains("expected a JSON array of posts"));
+        assert!(err("[1, 2").contains("EOF"));
+        assert!(err("[] x").contains("trailing characters"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -13,11 +13,13 @@ use pipeline_core::aws::describe;
 use pipeline_core::object::ObjectRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 use uuid::Uuid;
+
+use crate::body::Body;
 
 /// Object metadata keys (sent as `x-amz-meta-<key>`).
 pub mod meta {
@@ -66,10 +68,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Puts `body` at `object`, unchanged or gzip-compressed
 /// (`Content-Encoding: gzip`). `sha256` is of `body` as the API sent it;
 /// S3 verifies a checksum of what it stores before it stores anything.
+///
+/// A body in memory is one PUT; a body in a file is a multipart upload of
+/// [`PART_BYTES`] parts, read from the file one part at a time, so memory
+/// stays bounded whatever the size. A failed multipart upload is aborted:
+/// no object appears.
 pub async fn put(
     s3: &aws_sdk_s3::Client,
     object: &ObjectRef,
-    body: Bytes,
+    body: &Body,
     sha256: &str,
     provenance: Provenance<'_>,
     gzip: bool,
@@ -78,41 +85,220 @@ pub async fn put(
         object: object.clone(),
         reason,
     };
-    let stored = if gzip {
-        let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-        encoder
-            .write_all(&body)
-            .and_then(|()| encoder.finish())
-            .map(Bytes::from)
-            .map_err(|e| failed(format!("compressing: {e}")))?
-    } else {
-        body
-    };
-    let checksum = BASE64.encode(Sha256::digest(&stored));
-    let fetched_at = provenance
-        .fetched_at
-        .format(&Rfc3339)
-        .unwrap_or_else(|e| unreachable!("formatting a UTC time: {e}"));
-    let mut request = s3
-        .put_object()
+    let metadata = Metadata::new(sha256, provenance);
+    match body {
+        Body::Memory(bytes) => {
+            let stored = if gzip {
+                let mut encoder =
+                    GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
+                encoder
+                    .write_all(bytes)
+                    .and_then(|()| encoder.finish())
+                    .map(Bytes::from)
+                    .map_err(|e| failed(format!("compressing: {e}")))?
+            } else {
+                bytes.clone()
+            };
+            let checksum = BASE64.encode(Sha256::digest(&stored));
+            let mut request = s3
+                .put_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .content_type("application/json")
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_sha256(checksum)
+                .set_metadata(Some(metadata.0));
+            if gzip {
+                request = request.content_encoding("gzip");
+            }
+            request
+                .body(ByteStream::from(stored))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| failed(describe(&e)))
+        }
+        Body::File { .. } => {
+            let reader = body
+                .reader()
+                .map_err(|e| failed(format!("reading the body back: {e}")))?;
+            multipart(s3, object, reader, metadata, gzip)
+                .await
+                .map_err(failed)
+        }
+    }
+}
+
+/// Size of one part of a multipart upload (S3 wants at least 5 MiB).
+pub const PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// The object metadata every archived object carries.
+struct Metadata(std::collections::HashMap<String, String>);
+
+impl Metadata {
+    fn new(sha256: &str, provenance: Provenance<'_>) -> Self {
+        let fetched_at = provenance
+            .fetched_at
+            .format(&Rfc3339)
+            .unwrap_or_else(|e| unreachable!("formatting a UTC time: {e}"));
+        Self(
+            [
+                (meta::SOURCE_URL, provenance.source_url.to_string()),
+                (meta::FETCHED_AT, fetched_at),
+                (meta::RECORD_COUNT, provenance.record_count.to_string()),
+                (meta::SHA256, sha256.to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        )
+    }
+}
+
+async fn multipart(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+    reader: Box<dyn Read + Send>,
+    metadata: Metadata,
+    gzip: bool,
+) -> Result<(), String> {
+    let mut create = s3
+        .create_multipart_upload()
         .bucket(&object.bucket)
         .key(&object.key)
         .content_type("application/json")
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .checksum_sha256(checksum)
-        .metadata(meta::SOURCE_URL, provenance.source_url.as_str())
-        .metadata(meta::FETCHED_AT, fetched_at)
-        .metadata(meta::RECORD_COUNT, provenance.record_count.to_string())
-        .metadata(meta::SHA256, sha256);
+        .set_metadata(Some(metadata.0));
     if gzip {
-        request = request.content_encoding("gzip");
+        create = create.content_encoding("gzip");
     }
-    request
-        .body(ByteStream::from(stored))
+    let upload_id = create
         .send()
         .await
-        .map(drop)
-        .map_err(|e| failed(describe(&e)))
+        .map_err(|e| format!("starting a multipart upload: {}", describe(&e)))?
+        .upload_id
+        .ok_or("S3 gave no upload id")?;
+    match upload_parts(s3, object, &upload_id, reader, gzip).await {
+        Ok(parts) => s3
+            .complete_multipart_upload()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| format!("completing the multipart upload: {}", describe(&e))),
+        Err(reason) => {
+            // Nothing may stay half-written.
+            let _ = s3
+                .abort_multipart_upload()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            Err(reason)
+        }
+    }
+}
+
+/// Reads the body part by part (compressing on the way when asked) on a
+/// blocking thread, and uploads each part as it is ready.
+async fn upload_parts(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+    upload_id: &str,
+    reader: Box<dyn Read + Send>,
+    gzip: bool,
+) -> Result<Vec<CompletedPart>, String> {
+    // One part read ahead while one uploads: two parts in memory at most.
+    let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let producer = tokio::task::spawn_blocking(move || {
+        let result = produce_parts(reader, gzip, |part| {
+            parts_tx.blocking_send(Ok(part)).is_ok()
+        });
+        if let Err(e) = result {
+            let _ = parts_tx.blocking_send(Err(e));
+        }
+    });
+    let mut completed = Vec::new();
+    while let Some(part) = parts_rx.recv().await {
+        let part = part.map_err(|e| format!("reading the body back: {e}"))?;
+        let number = completed.len() as i32 + 1;
+        let checksum = BASE64.encode(Sha256::digest(&part));
+        let uploaded = s3
+            .upload_part()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(&checksum)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| format!("uploading part {number}: {}", describe(&e)))?;
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(uploaded.e_tag)
+                .checksum_sha256(checksum)
+                .build(),
+        );
+    }
+    producer.await.map_err(|e| e.to_string())?;
+    Ok(completed)
+}
+
+/// Cuts what `reader` yields (gzip-compressed when asked) into parts of
+/// [`PART_BYTES`] and hands each to `emit`, which returns false to stop.
+fn produce_parts(
+    mut reader: Box<dyn Read + Send>,
+    gzip: bool,
+    mut emit: impl FnMut(Bytes) -> bool,
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut encoder =
+        gzip.then(|| GzEncoder::new(Vec::with_capacity(PART_BYTES), Compression::fast()));
+    let mut part: Vec<u8> = Vec::with_capacity(PART_BYTES);
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        let full = match &mut encoder {
+            Some(encoder) => {
+                encoder.write_all(&chunk[..n])?;
+                encoder.get_ref().len() >= PART_BYTES
+            }
+            None => {
+                part.extend_from_slice(&chunk[..n]);
+                part.len() >= PART_BYTES
+            }
+        };
+        if full {
+            let ready = match &mut encoder {
+                Some(encoder) => std::mem::take(encoder.get_mut()),
+                None => std::mem::replace(&mut part, Vec::with_capacity(PART_BYTES)),
+            };
+            if !emit(Bytes::from(ready)) {
+                return Ok(());
+            }
+        }
+    }
+    let last = match encoder {
+        Some(encoder) => encoder.finish()?,
+        None => part,
+    };
+    if !last.is_empty() {
+        emit(Bytes::from(last));
+    }
+    Ok(())
 }
 
 /// Removes an object that could not be announced, so that nothing stays
@@ -213,6 +399,36 @@ impl PageState {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn parts_are_cut_at_the_part_size_and_put_back_together() {
+        let data: Vec<u8> = (0..PART_BYTES * 2 + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut parts = Vec::new();
+        produce_parts(Box::new(std::io::Cursor::new(data.clone())), false, |p| {
+            parts.push(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [PART_BYTES, PART_BYTES, 12345]
+        );
+        assert_eq!(parts.concat(), data);
+
+        let mut gzipped = Vec::new();
+        produce_parts(Box::new(std::io::Cursor::new(data.clone())), true, |p| {
+            gzipped.push(p);
+            true
+        })
+        .unwrap();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&gzipped.concat()[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, data);
+    }
 
     #[test]
     fn keys_are_dated_and_sort_by_time() {

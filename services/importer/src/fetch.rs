@@ -2,8 +2,6 @@
 //! anything is written.
 
 use backon::{ExponentialBuilder, Retryable as _};
-use bytes::Bytes;
-use pipeline_core::post::parse_records;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +10,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 use url::Url;
 
+use crate::body::{self, Body, BodyWriter};
 use crate::settings::RetryPolicy;
 
 /// A Retry-After longer than this is not waited for in full.
@@ -22,7 +21,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub struct Page {
     pub url: Url,
     /// The exact bytes the API sent: what goes to S3.
-    pub body: Bytes,
+    pub body: Body,
+    /// Of `body`, lowercase hex.
+    pub sha256: String,
     pub fetched_at: OffsetDateTime,
     /// Elements in the array.
     pub record_count: u64,
@@ -158,21 +159,29 @@ impl Fetcher {
             .headers()
             .get("x-total-count")
             .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        let body = response.bytes().await.map_err(request_failed)?;
-        let records = parse_records(&body).map_err(|e| FetchError::Invalid {
+        // Streamed: hashed on the way in, spilled to a file when large.
+        let mut response = response;
+        let mut writer = BodyWriter::default();
+        let spill_failed = |e: std::io::Error| FetchError::Request {
+            url: url.clone(),
+            reason: format!("cannot keep the body in a temporary file: {e}"),
+        };
+        while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
+            writer.write(&chunk).map_err(spill_failed)?;
+        }
+        let (body, sha256) = writer.finish().map_err(spill_failed)?;
+        let checked = body::check(&body).await.map_err(|e| FetchError::Invalid {
             url: url.clone(),
             reason: e.to_string(),
         })?;
         Ok(Page {
             url: url.clone(),
             body,
+            sha256,
             fetched_at,
-            record_count: records.total() as u64,
-            bad_records: records.bad.len() as u64,
-            first_bad: records
-                .bad
-                .first()
-                .map(|b| format!("record {}: {}", b.index, b.reason)),
+            record_count: checked.record_count,
+            bad_records: checked.bad_records,
+            first_bad: checked.first_bad,
             next,
             total,
             attempts: 1,

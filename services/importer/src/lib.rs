@@ -22,6 +22,7 @@
 
 pub mod announce;
 pub mod archive;
+pub mod body;
 pub mod fetch;
 pub mod settings;
 
@@ -318,7 +319,7 @@ impl Importer {
     /// Archives a page (unless it is unchanged) and queues its message.
     async fn archive(&self, page: Page, ready: &mpsc::Sender<Announcement>) -> PageOutcome {
         let config = &self.config;
-        let sha256 = archive::sha256_hex(&page.body);
+        let sha256 = page.sha256.clone();
         if let Some(first_bad) = &page.first_bad {
             warn!(
                 records.bad = page.bad_records,
@@ -349,7 +350,7 @@ impl Importer {
             &config.bucket,
             archive::object_key(&config.key_prefix, page.fetched_at),
         );
-        let bytes = page.body.len();
+        let bytes = page.body.len() as usize;
         let provenance = Provenance {
             source_url: &page.url,
             fetched_at: page.fetched_at,
@@ -358,7 +359,7 @@ impl Importer {
         let put = archive::put(
             &self.aws.s3,
             &object,
-            page.body.clone(),
+            &page.body,
             &sha256,
             provenance,
             config.gzip,

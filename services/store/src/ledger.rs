@@ -158,3 +158,112 @@ pub async fn apply(
     })
     .await
 }
+
+/// One batch of a streamed object: its valid posts and its bad records.
+pub type Batch = Records;
+
+/// How a streamed object ended, known only once every byte was read.
+#[derive(Debug, Clone)]
+pub struct StreamEnd {
+    /// Of the bytes read, lowercase hex.
+    pub sha256: String,
+    pub records: u64,
+}
+
+/// Why a streamed application stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError<E> {
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// The stream itself failed or was refused (not JSON, checksum...).
+    #[error(transparent)]
+    Stream(E),
+    /// Rolls the transaction back; not an error to callers.
+    #[error("already applied")]
+    AlreadyApplied(Box<(LedgerEntry, StreamEnd)>),
+}
+
+/// Applies an object that arrives in batches, for objects too large to
+/// hold in memory: each batch of posts is upserted as it comes, in one
+/// transaction with everything else. The ledger row, known only once the
+/// last byte is read (its key holds the sha256), is written last: if the
+/// bytes were applied meanwhile, or `finish` refuses the end (checksum or
+/// record count), the whole transaction rolls back.
+///
+/// Bad records are kept until the end (their rows reference the ledger row).
+pub async fn apply_stream<E: Send>(
+    conn: &mut AsyncPgConnection,
+    source_object: &str,
+    message_id: &str,
+    fetched_at: OffsetDateTime,
+    batches: &mut tokio::sync::mpsc::Receiver<Batch>,
+    finish: impl Future<Output = Result<StreamEnd, E>> + Send,
+) -> Result<(Outcome, StreamEnd), StreamError<E>> {
+    let lineage = Lineage {
+        source_object,
+        fetched_at,
+    };
+    conn.transaction(async |conn| {
+        let mut rows = UpsertCounts::default();
+        let mut bad = Vec::new();
+        while let Some(batch) = batches.recv().await {
+            rows += posts::upsert(conn, &batch.posts, lineage).await?;
+            bad.extend(batch.bad);
+        }
+        let end = finish.await.map_err(StreamError::Stream)?;
+        let claimed = diesel::insert_into(applied_objects::table)
+            .values(NewLedgerEntry {
+                source_object,
+                sha256: &end.sha256,
+                message_id,
+                fetched_at,
+                records: end.records as i64,
+            })
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        if claimed == 0 {
+            let entry = find(conn, source_object, &end.sha256)
+                .await?
+                .ok_or(diesel::result::Error::NotFound)?;
+            // Undo the upserts: these bytes were applied by someone else.
+            return Err(StreamError::AlreadyApplied(Box::new((entry, end))));
+        }
+        let quarantined = bad.len() as u64;
+        for chunk in bad.chunks(QUARANTINE_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|b| NewQuarantined {
+                    source_object,
+                    sha256: &end.sha256,
+                    record_index: b.index as i64,
+                    reason: &b.reason,
+                    raw: &b.raw,
+                })
+                .collect();
+            diesel::insert_into(quarantined_records::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        diesel::update(applied_objects::table.find((source_object, end.sha256.as_str())))
+            .set((
+                applied_objects::inserted.eq(rows.inserted as i64),
+                applied_objects::updated.eq(rows.updated as i64),
+                applied_objects::unchanged.eq(rows.unchanged as i64),
+                applied_objects::superseded.eq(rows.superseded as i64),
+                applied_objects::quarantined.eq(quarantined as i64),
+            ))
+            .execute(conn)
+            .await?;
+        Ok((Outcome::Applied { rows, quarantined }, end))
+    })
+    .await
+    .or_else(|e| match e {
+        StreamError::AlreadyApplied(done) => {
+            let (entry, end) = *done;
+            Ok((Outcome::AlreadyApplied(entry), end))
+        }
+        other => Err(other),
+    })
+}

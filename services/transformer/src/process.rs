@@ -3,16 +3,16 @@
 //! transaction).
 
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
-use aws_sdk_s3::primitives::DateTime as S3DateTime;
+use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
 use bytes::Bytes;
 use pipeline_core::aws::describe;
 use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
-use pipeline_core::post::{PostsError, parse_records};
-use pipeline_store::ledger::{self, LedgerEntry, Outcome};
+use pipeline_core::post::{PostsError, parse_records, scan_records};
+use pipeline_store::ledger::{self, LedgerEntry, Outcome, StreamEnd, StreamError};
 use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
 use sha2::{Digest, Sha256};
-use std::io::Read as _;
+use std::io::Read;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -104,6 +104,13 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
+/// Objects up to this size are read whole into memory and parsed at once;
+/// larger ones are streamed, so memory stays bounded whatever their size.
+pub const IN_MEMORY_BYTES: i64 = 16 * 1024 * 1024;
+
+/// Posts per batch when an object is streamed.
+const STREAM_BATCH: usize = 5_000;
+
 /// Applies the object a message names, unless the ledger says it was.
 pub async fn apply_object(
     cx: &Context,
@@ -131,8 +138,24 @@ pub async fn apply_object(
         }
     }
 
-    let fetched = fetch(&cx.s3, &object).await?;
-    let actual = hex::encode(Sha256::digest(&fetched.body));
+    let opened = open(&cx.s3, &object).await?;
+    // The version of these rows: when the importer fetched them. A message
+    // written by hand may not say; the object's metadata or, failing that,
+    // its upload time stands in.
+    let fetched_at = message
+        .fetched_at
+        .or(opened.fetched_at)
+        .or_else(|| {
+            let modified = opened.last_modified?;
+            OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos()).ok()
+        })
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    if opened.length > IN_MEMORY_BYTES {
+        return apply_streamed(cx, message_id, message, object, opened, fetched_at).await;
+    }
+
+    let body = read_whole(&object, opened).await?;
+    let actual = hex::encode(Sha256::digest(&body));
     if let Some(expected) = &message.sha256
         && *expected != actual
     {
@@ -142,10 +165,11 @@ pub async fn apply_object(
             actual,
         });
     }
-    let records = match parse_records(&fetched.body) {
+    let records = match parse_records(&body) {
         Ok(records) => records,
         Err(source) => return Err(ProcessError::Parse { object, source }),
     };
+    drop(body);
     let total = records.total() as u64;
     if let Some(expected) = message.record_count
         && expected != total
@@ -156,18 +180,6 @@ pub async fn apply_object(
             actual: total,
         });
     }
-
-    // The version of these rows: when the importer fetched them. A message
-    // written by hand may not say; the object's metadata or, failing that,
-    // its upload time stands in.
-    let fetched_at = message
-        .fetched_at
-        .or(fetched.fetched_at)
-        .or_else(|| {
-            let modified = fetched.last_modified?;
-            OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos()).ok()
-        })
-        .unwrap_or_else(OffsetDateTime::now_utc);
 
     let mut conn = checkout(&cx.pool, &cx.database_url)
         .await
@@ -189,6 +201,147 @@ pub async fn apply_object(
     })
 }
 
+/// Streams a large object: S3 body -> (gunzip) -> sha256 -> JSON array,
+/// element by element, on a blocking thread -> batches of posts upserted
+/// as they come, in one transaction. The checksum and record count are
+/// checked once the last byte is read; a mismatch rolls everything back.
+async fn apply_streamed(
+    cx: &Context,
+    message_id: &str,
+    message: &ObjectMessage,
+    object: ObjectRef,
+    opened: Opened,
+    fetched_at: OffsetDateTime,
+) -> Result<Applied, ProcessError> {
+    let source_object = object.to_string();
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel::<ledger::Batch>(2);
+
+    // S3 -> channel: reading the body is async.
+    let mut body = opened.body;
+    let read_object = object.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ProcessError::Fetch {
+                object: read_object.clone(),
+                reason: format!("reading the body: {}", describe(&e)),
+                missing: false,
+            })?;
+            if chunks_tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), ProcessError>(())
+    });
+
+    // Channel -> parser: serde_json reads a blocking `Read`.
+    let gzip = opened.gzip;
+    let parse_object = object.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        let input = ChannelReader::new(chunks_rx);
+        let abandoned = input.abandoned();
+        let input: Box<dyn Read> = if gzip {
+            Box::new(flate2::read::GzDecoder::new(input))
+        } else {
+            Box::new(input)
+        };
+        let mut hashing = HashingReader::new(input);
+        let mut batch = ledger::Batch::default();
+        let scanned = scan_records(&mut hashing, |record| {
+            match record {
+                Ok(post) => batch.posts.push(post),
+                Err(bad) => batch.bad.push(bad),
+            }
+            if batch.posts.len() >= STREAM_BATCH
+                && batches_tx
+                    .blocking_send(std::mem::take(&mut batch))
+                    .is_err()
+            {
+                // The transaction gave up (database error, lost heartbeat):
+                // make the next read fail, which ends the parse.
+                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let _ = batches_tx.blocking_send(batch);
+        drop(batches_tx);
+        match scanned {
+            Ok(records) => Ok(StreamEnd {
+                sha256: hashing.finish(),
+                records,
+            }),
+            Err(source) => Err(ProcessError::Parse {
+                object: parse_object,
+                source,
+            }),
+        }
+    });
+
+    let checks = |end: StreamEnd| -> Result<StreamEnd, ProcessError> {
+        if let Some(expected) = &message.sha256
+            && *expected != end.sha256
+        {
+            return Err(ProcessError::Checksum {
+                object: object.clone(),
+                expected: expected.clone(),
+                actual: end.sha256,
+            });
+        }
+        if let Some(expected) = message.record_count
+            && expected != end.records
+        {
+            return Err(ProcessError::RecordCount {
+                object: object.clone(),
+                expected,
+                actual: end.records,
+            });
+        }
+        Ok(end)
+    };
+    let finish = async {
+        // A failed read shows as a parse error at the cut: report the read.
+        let read = reader.await.map_err(|e| ProcessError::Fetch {
+            object: object.clone(),
+            reason: e.to_string(),
+            missing: false,
+        })?;
+        let parsed = parser.await.map_err(|e| ProcessError::Fetch {
+            object: object.clone(),
+            reason: e.to_string(),
+            missing: false,
+        })?;
+        read?;
+        checks(parsed?)
+    };
+
+    let store_failed = |source: StoreError| ProcessError::Store {
+        object: object.clone(),
+        source,
+    };
+    let mut conn = checkout(&cx.pool, &cx.database_url)
+        .await
+        .map_err(store_failed)?;
+    let applied = ledger::apply_stream(
+        &mut conn,
+        &source_object,
+        message_id,
+        fetched_at,
+        &mut batches_rx,
+        finish,
+    )
+    .await;
+    match applied {
+        Ok((outcome, end)) => Ok(Applied {
+            object,
+            sha256: end.sha256,
+            records: end.records,
+            outcome,
+        }),
+        Err(StreamError::Stream(e)) => Err(e),
+        Err(StreamError::Query(e)) => Err(store_failed(StoreError::Query(e))),
+        Err(StreamError::AlreadyApplied(_)) => unreachable!("apply_stream answers it"),
+    }
+}
+
 fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
     Applied {
         object,
@@ -198,14 +351,16 @@ fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
     }
 }
 
-/// The object a message names, its bytes and when it was fetched.
-struct Fetched {
-    body: Bytes,
+/// An object being read: its body and what its headers say.
+struct Opened {
+    body: ByteStream,
+    length: i64,
+    gzip: bool,
     fetched_at: Option<OffsetDateTime>,
     last_modified: Option<S3DateTime>,
 }
 
-async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, ProcessError> {
+async fn open(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Opened, ProcessError> {
     let output = s3
         .get_object()
         .bucket(&object.bucket)
@@ -220,15 +375,24 @@ async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, P
                 missing: matches!(code, Some("NoSuchKey" | "NoSuchBucket")),
             }
         })?;
-    let fetched_at = output
-        .metadata()
-        .and_then(|m| m.get(FETCHED_AT_METADATA))
-        .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
-    let last_modified = output.last_modified;
-    let gzip = output
-        .content_encoding()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-    let mut body = output
+    Ok(Opened {
+        length: output.content_length.unwrap_or(0),
+        gzip: output
+            .content_encoding()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
+        fetched_at: output
+            .metadata()
+            .and_then(|m| m.get(FETCHED_AT_METADATA))
+            .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok()),
+        last_modified: output.last_modified,
+        body: output.body,
+    })
+}
+
+/// The whole (small) object, gunzipped if it was stored compressed: the
+/// sha256 and the records are those of the bytes the API sent.
+async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, ProcessError> {
+    let body = opened
         .body
         .collect()
         .await
@@ -238,21 +402,81 @@ async fn fetch(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Fetched, P
             missing: false,
         })?
         .into_bytes();
-    if gzip {
-        // The importer's GZIP setting: the sha256 and the records are those
-        // of the bytes the API sent.
-        let mut raw = Vec::with_capacity(body.len() * 4);
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut raw)
-            .map_err(|e| ProcessError::Parse {
-                object: object.clone(),
-                source: PostsError::Encoding(format!("Content-Encoding is gzip but {e}")),
-            })?;
-        body = Bytes::from(raw);
+    if !opened.gzip {
+        return Ok(body);
     }
-    Ok(Fetched {
-        body,
-        fetched_at,
-        last_modified,
-    })
+    let mut raw = Vec::with_capacity(body.len() * 4);
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut raw)
+        .map_err(|e| ProcessError::Parse {
+            object: object.clone(),
+            source: PostsError::Encoding(format!("Content-Encoding is gzip but {e}")),
+        })?;
+    Ok(Bytes::from(raw))
+}
+
+/// A blocking `Read` over chunks sent from async code.
+struct ChannelReader {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ChannelReader {
+    fn new(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            chunks,
+            current: Bytes::new(),
+            abandoned: Default::default(),
+        }
+    }
+
+    /// Set it to make the next read fail.
+    fn abandoned(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        std::sync::Arc::clone(&self.abandoned)
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("abandoned"));
+        }
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Hashes what goes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }

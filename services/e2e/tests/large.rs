@@ -1,0 +1,156 @@
+//! Objects too large for memory: the importer spills to a file and uploads
+//! in parts, the transformer streams the parse and upserts in batches, with
+//! the ledger's exactly-once intact. (`scripts/bench` measures a 1 GiB one.)
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use importer::Importer;
+use importer::settings::Config;
+use pipeline_store::schema::{applied_objects, posts};
+use testkit::fake_api::{self, FakeApi};
+use testkit::{TestAws, TestDb};
+use tokio_util::sync::CancellationToken;
+use transformer::{Mode, Transformer};
+
+/// About 20 MB as one answer: more than the importer keeps in memory and
+/// than the transformer reads whole, so both take their streaming paths.
+const POSTS: u32 = 60_000;
+
+async fn drain(aws: &TestAws, db: &TestDb) -> transformer::RunReport {
+    let config = transformer::settings::Config::new(aws.queue_url.clone(), db.url().clone());
+    Transformer::new(config, aws.clients.clone())
+        .run(Mode::Drain, CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+async fn large_object_round_trip(gzip: bool) {
+    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
+    let api = fake_api::spawn(FakeApi {
+        posts: POSTS,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::new(
+        api.join("posts").unwrap(),
+        aws.bucket.clone(),
+        aws.queue_url.clone(),
+    );
+    config.gzip = gzip;
+
+    let report = Importer::new(config, aws.clients.clone())
+        .unwrap()
+        .import_once()
+        .await
+        .unwrap();
+
+    let page = report.single().clone();
+    assert!(
+        page.bytes > importer::body::SPILL_BYTES,
+        "{} bytes",
+        page.bytes
+    );
+    assert_eq!(page.sha256, hex_sha256(&fake_api::body(POSTS, 0)));
+    let head = aws
+        .clients
+        .s3
+        .head_object()
+        .bucket(&aws.bucket)
+        .key(&page.object.key)
+        .send()
+        .await
+        .unwrap();
+    if !gzip {
+        // A multipart upload's ETag ends in -<number of parts>.
+        assert!(head.e_tag().unwrap().contains("-2"), "{:?}", head.e_tag());
+        assert_eq!(
+            aws.object_bytes(&page.object.key).await,
+            fake_api::body(POSTS, 0)
+        );
+    }
+    assert_eq!(head.metadata().unwrap()["sha256"], page.sha256);
+    assert_eq!(head.metadata().unwrap()["record-count"], POSTS.to_string());
+    let body = aws.peek_messages().await[0].body().unwrap().to_owned();
+
+    let run = drain(&aws, &db).await;
+
+    assert_eq!(
+        (run.messages_applied, run.dead_lettered, run.records),
+        (1, 0, u64::from(POSTS))
+    );
+    assert_eq!(run.rows.inserted, u64::from(POSTS));
+    let mut conn = db.connect().await;
+    let rows: Vec<(i64, String, String)> = posts::table
+        .select((posts::id, posts::title, posts::body))
+        .order(posts::id)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
+        .into_iter()
+        .map(|p| (p.id, p.title, p.body))
+        .collect();
+    assert!(rows == expected, "every post, exactly");
+    let ledger: Vec<(String, i64)> = applied_objects::table
+        .select((applied_objects::sha256, applied_objects::records))
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ledger, [(page.sha256.clone(), i64::from(POSTS))]);
+
+    // The same message again: answered from the ledger. A hand-written one
+    // without the sha256: streamed again, then rolled back at the ledger.
+    aws.send(&body).await;
+    aws.send(&format!(
+        r#"{{"bucket": "{}", "key": "{}"}}"#,
+        aws.bucket, page.object.key
+    ))
+    .await;
+    let again = drain(&aws, &db).await;
+    assert_eq!((again.messages_applied, again.duplicates), (2, 2));
+    assert_eq!(again.rows, Default::default());
+    let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(count, i64::from(POSTS));
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    importer::archive::sha256_hex(bytes)
+}
+
+#[tokio::test]
+async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres() {
+    large_object_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn a_large_gzip_object_round_trips_too() {
+    large_object_round_trip(true).await;
+}
+
+#[tokio::test]
+async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered() {
+    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
+    aws.put("big.json", fake_api::body(POSTS, 0)).await;
+    let message = format!(
+        r#"{{"bucket": "{}", "key": "big.json", "sha256": "{}"}}"#,
+        aws.bucket,
+        "0".repeat(64)
+    );
+    aws.send(&message).await;
+
+    let run = drain(&aws, &db).await;
+
+    assert_eq!((run.messages_applied, run.dead_lettered), (0, 1));
+    let mut conn = db.connect().await;
+    let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(count, 0, "the batches already upserted were rolled back");
+    let letters = aws.dead_letters().await;
+    let reason = letters[0].message_attributes().unwrap()["dead_letter_reason"]
+        .string_value()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("but the message says 0000"), "{reason}");
+}

@@ -1,0 +1,200 @@
+//! The bytes of one page: in memory while small, in a temporary file once
+//! large, with the SHA-256 computed on the way in. Memory stays bounded
+//! whatever the size of an answer.
+
+use bytes::{Bytes, BytesMut};
+use pipeline_core::post::{PostsError, Records, parse_records, scan_records};
+use sha2::{Digest, Sha256};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+
+/// Beyond this, a body goes to a temporary file.
+pub const SPILL_BYTES: usize = 8 * 1024 * 1024;
+
+/// A whole body, as the API sent it.
+#[derive(Debug)]
+pub enum Body {
+    Memory(Bytes),
+    /// An unlinked temporary file: it disappears with the handle.
+    File {
+        file: std::fs::File,
+        len: u64,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(bytes) => bytes.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A reader over the whole body, from its start (blocking I/O).
+    pub fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        match self {
+            Self::Memory(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+            Self::File { file, .. } => {
+                let mut file = file.try_clone()?;
+                file.seek(SeekFrom::Start(0))?;
+                Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+            }
+        }
+    }
+}
+
+/// What checking a body found.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub record_count: u64,
+    pub bad_records: u64,
+    /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
+    pub first_bad: Option<String>,
+}
+
+/// Checks that a body is a JSON array, counting its elements and the ones
+/// that are not valid posts. A large body is read back from its file one
+/// element at a time.
+pub async fn check(body: &Body) -> Result<Checked, PostsError> {
+    match body {
+        Body::Memory(bytes) => parse_records(bytes).map(|records| summary(&records)),
+        Body::File { .. } => {
+            let reader = body
+                .reader()
+                .map_err(|e| PostsError::Encoding(e.to_string()))?;
+            tokio::task::spawn_blocking(move || {
+                let mut checked = Checked::default();
+                let count = scan_records(reader, |record| {
+                    if let Err(bad) = record {
+                        checked.bad_records += 1;
+                        if checked.first_bad.is_none() {
+                            checked.first_bad =
+                                Some(format!("record {}: {}", bad.index, bad.reason));
+                        }
+                    }
+                })?;
+                checked.record_count = count;
+                Ok(checked)
+            })
+            .await
+            .map_err(|e| PostsError::Encoding(e.to_string()))?
+        }
+    }
+}
+
+fn summary(records: &Records) -> Checked {
+    Checked {
+        record_count: records.total() as u64,
+        bad_records: records.bad.len() as u64,
+        first_bad: records
+            .bad
+            .first()
+            .map(|b| format!("record {}: {}", b.index, b.reason)),
+    }
+}
+
+/// Collects a body chunk by chunk.
+#[derive(Debug)]
+pub struct BodyWriter {
+    buffer: BytesMut,
+    file: Option<std::fs::File>,
+    len: u64,
+    hasher: Sha256,
+}
+
+impl Default for BodyWriter {
+    fn default() -> Self {
+        Self {
+            buffer: BytesMut::new(),
+            file: None,
+            len: 0,
+            hasher: Sha256::new(),
+        }
+    }
+}
+
+impl BodyWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+        match &mut self.file {
+            // Writes to a fresh temporary file land in the page cache: cheap
+            // enough not to need a thread of their own.
+            Some(file) => file.write_all(chunk),
+            None if self.buffer.len() + chunk.len() > SPILL_BYTES => {
+                let mut file = tempfile::tempfile()?;
+                file.write_all(&self.buffer)?;
+                file.write_all(chunk)?;
+                self.buffer = BytesMut::new();
+                self.file = Some(file);
+                Ok(())
+            }
+            None => {
+                self.buffer.extend_from_slice(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    /// The body and the lowercase hex SHA-256 of its bytes.
+    pub fn finish(self) -> std::io::Result<(Body, String)> {
+        let sha256 = hex::encode(self.hasher.finalize());
+        let body = match self.file {
+            Some(mut file) => {
+                file.flush()?;
+                Body::File {
+                    file,
+                    len: self.len,
+                }
+            }
+            None => Body::Memory(self.buffer.freeze()),
+        };
+        Ok((body, sha256))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_bodies_spill_to_a_file_and_read_back_the_same() {
+        let post = br#"{"userId":1,"id":1,"title":"t","body":"b"},"#;
+        let mut expected = b"[".to_vec();
+        let mut writer = BodyWriter::default();
+        writer.write(b"[").unwrap();
+        while expected.len() < SPILL_BYTES + 1000 {
+            writer.write(post).unwrap();
+            expected.extend_from_slice(post);
+        }
+        writer.write(b"7]").unwrap();
+        expected.extend_from_slice(b"7]");
+
+        let (body, sha256) = writer.finish().unwrap();
+
+        assert!(matches!(body, Body::File { .. }));
+        assert_eq!(body.len(), expected.len() as u64);
+        assert_eq!(sha256, hex::encode(Sha256::digest(&expected)));
+        let mut read_back = Vec::new();
+        body.reader().unwrap().read_to_end(&mut read_back).unwrap();
+        assert_eq!(read_back, expected);
+        let checked = check(&body).await.unwrap();
+        assert_eq!(
+            checked.record_count as usize,
+            (expected.len() - 3) / post.len() + 1
+        );
+        assert_eq!(checked.bad_records, 1);
+    }
+
+    #[tokio::test]
+    async fn small_bodies_stay_in_memory() {
+        let mut writer = BodyWriter::default();
+        writer.write(b"[]").unwrap();
+        let (body, _) = writer.finish().unwrap();
+        assert!(matches!(body, Body::Memory(_)));
+        assert_eq!(check(&body).await.unwrap().record_count, 0);
+    }
+}
