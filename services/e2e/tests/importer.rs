@@ -128,6 +128,7 @@ async fn ten_thousand_posts_in_pages_of_100_through_a_failing_api_arrive_exactly
     let api = fake_api::spawn(FakeApi {
         posts: 10_000,
         faults,
+        ..FakeApi::default()
     })
     .await
     .unwrap();
@@ -176,6 +177,7 @@ async fn a_page_that_keeps_failing_fails_the_run_and_leaves_no_orphan() {
     let api = fake_api::spawn(FakeApi {
         posts: 1_000,
         faults,
+        ..FakeApi::default()
     })
     .await
     .unwrap();
@@ -207,9 +209,13 @@ async fn pages_are_followed_by_link_header_when_the_total_is_unknown() {
         hide_total: true,
         ..Faults::default()
     };
-    let api = fake_api::spawn(FakeApi { posts: 250, faults })
-        .await
-        .unwrap();
+    let api = fake_api::spawn(FakeApi {
+        posts: 250,
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
     // The first page by hand; the rest only through `Link: rel="next"`.
     let mut config = config(&aws, api.join("posts?_page=1&_limit=60").unwrap(), None);
     config.page_size = None;
@@ -268,6 +274,7 @@ async fn two_overlapping_runs_end_in_the_right_state() {
     let api = fake_api::spawn(FakeApi {
         posts: 2_000,
         faults,
+        ..FakeApi::default()
     })
     .await
     .unwrap();
@@ -298,9 +305,13 @@ async fn retry_after_is_honoured() {
         retry_after_secs: 1,
         ..Faults::default()
     };
-    let api = fake_api::spawn(FakeApi { posts: 10, faults })
-        .await
-        .unwrap();
+    let api = fake_api::spawn(FakeApi {
+        posts: 10,
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
 
     let started = Instant::now();
     let report = import(&aws, config(&aws, api.join("posts").unwrap(), None))

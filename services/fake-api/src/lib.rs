@@ -35,6 +35,8 @@ use url::Url;
 pub struct FakeApi {
     /// Number of posts at `/posts`, with ids 1..=posts.
     pub posts: u32,
+    /// Sentences added to every body ([`post_with`]).
+    pub extra_sentences: u32,
     pub faults: Faults,
 }
 
@@ -43,6 +45,7 @@ impl Default for FakeApi {
         // JSONPlaceholder's own count.
         Self {
             posts: 100,
+            extra_sentences: 0,
             faults: Faults::default(),
         }
     }
@@ -97,12 +100,18 @@ const SENTENCES: &[&str] = &[
 /// Post `id` of revision `rev`: a pure function, so tests can recompute
 /// exactly what the API served.
 pub fn post(id: u32, rev: u32) -> Post {
+    post_with(id, rev, 0)
+}
+
+/// Post `id` of revision `rev` with `extra` more sentences in its body:
+/// 14 make posts of about 1.1 kB, as in the benchmark.
+pub fn post_with(id: u32, rev: u32, extra: u32) -> Post {
     let i = id as usize;
     let mut title = format!("{} #{id}", TITLES[i % TITLES.len()]);
     if rev > 0 && id.is_multiple_of(7) {
         title.push_str(&format!(" (revised {rev})"));
     }
-    let sentences = 2 + i % 4;
+    let sentences = 2 + i % 4 + extra as usize;
     let body = (0..sentences)
         .map(|s| SENTENCES[(i + s * 3) % SENTENCES.len()])
         .collect::<Vec<_>>()
@@ -122,7 +131,28 @@ pub fn posts(count: u32, rev: u32) -> Vec<Post> {
 
 /// The exact bytes `/posts?rev={rev}` serves.
 pub fn body(count: u32, rev: u32) -> Vec<u8> {
-    to_json(&posts(count, rev))
+    body_chunks(1, count, rev, 0).flatten().collect()
+}
+
+/// Posts `first..=last` as a JSON array, in chunks of 1,000 posts: a body
+/// of any size is generated as it is sent, never held whole.
+fn body_chunks(first: u32, last: u32, rev: u32, extra: u32) -> impl Iterator<Item = Vec<u8>> {
+    const CHUNK: u32 = 1_000;
+    let starts = (first..=last).step_by(CHUNK as usize);
+    std::iter::once(b"[".to_vec())
+        .chain(starts.map(move |start| {
+            let end = start.saturating_add(CHUNK - 1).min(last);
+            let mut chunk = Vec::with_capacity(CHUNK as usize * 400);
+            for id in start..=end {
+                if id != first {
+                    chunk.push(b',');
+                }
+                serde_json::to_writer(&mut chunk, &post_with(id, rev, extra))
+                    .unwrap_or_else(|e| unreachable!("posts serialize: {e}"));
+            }
+            chunk
+        }))
+        .chain(std::iter::once(b"]".to_vec()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,7 +211,7 @@ fn json(body: Vec<u8>) -> Response {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec_pretty(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
+    serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
 }
 
 async fn list_posts(
@@ -222,12 +252,25 @@ async fn list_posts(
     let truncate = draw < faults.failure_rate + faults.throttle_rate + faults.truncate_rate;
 
     let Some(limit) = q.limit.filter(|l| *l > 0) else {
-        return json(cut(body(api.posts, q.rev), truncate));
+        // The whole array, generated as it is sent; a truncated answer
+        // stops halfway, without its closing bracket.
+        let (rev, extra, posts) = (q.rev, api.extra_sentences, api.posts);
+        let last = if truncate { posts / 2 } else { posts };
+        let chunks = body_chunks(1, last, rev, extra)
+            .filter(move |c| !(truncate && c.as_slice() == b"]"))
+            .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c)));
+        return (
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            axum::body::Body::from_stream(futures::stream::iter(chunks)),
+        )
+            .into_response();
     };
     let page = q.page.unwrap_or(1).max(1);
     let first = (page - 1).saturating_mul(limit) + 1;
     let last = page.saturating_mul(limit).min(api.posts);
-    let posts: Vec<Post> = (first..=last).map(|id| post(id, q.rev)).collect();
+    let posts: Vec<Post> = (first..=last)
+        .map(|id| post_with(id, q.rev, api.extra_sentences))
+        .collect();
     let pages = api.posts.div_ceil(limit);
     let link = |n: u32| {
         let query = format!("_page={n}&_limit={limit}&rev={}", q.rev);

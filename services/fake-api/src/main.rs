@@ -25,6 +25,9 @@ struct Cli {
         default_value_t = 100
     )]
     posts: u32,
+    /// Sentences added to every body: 14 make posts of about 1.1 kB.
+    #[arg(long, default_value_t = 0)]
+    extra_sentences: u32,
     /// Fraction of requests to /posts answered 503.
     #[arg(long, default_value_t = 0.0)]
     failure_rate: f64,
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("fake-api listening on {}", base_url(addr));
     let api = FakeApi {
         posts: cli.posts,
+        extra_sentences: cli.extra_sentences,
         faults: Faults {
             failure_rate: cli.failure_rate,
             throttle_rate: cli.throttle_rate,

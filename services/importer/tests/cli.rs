@@ -130,11 +130,17 @@ async fn an_import_archives_one_object_and_sends_one_message() {
     assert_eq!(aws.message_count().await, 1);
     let log = stderr_lines(&output).join("\n");
     let archived = format!(
-        "Archived 100 records (35381 bytes) from {api}posts to s3://{}/{}",
-        aws.bucket, keys[0]
+        "Archived 100 records ({} bytes) from {api}posts to s3://{}/{}",
+        fake_api::body(100, 0).len(),
+        aws.bucket,
+        keys[0]
     );
     assert!(log.contains(&archived), "{log}");
-    assert!(log.contains("1 page(s) archived and announced, 100 records, 35381 bytes, 0 skipped as unchanged, 0 retries, 0 failed"), "{log}");
+    let summary = format!(
+        "1 page(s) archived and announced, 100 records, {} bytes, 0 skipped as unchanged, 0 retries, 0 failed",
+        fake_api::body(100, 0).len()
+    );
+    assert!(log.contains(&summary), "{log}");
 }
 
 #[tokio::test]
@@ -211,9 +217,13 @@ async fn a_page_that_keeps_failing_exits_1_naming_it_and_logs_every_page() {
         fail_page: Some(2),
         ..Default::default()
     };
-    let api = fake_api::spawn(FakeApi { posts: 100, faults })
-        .await
-        .unwrap();
+    let api = fake_api::spawn(FakeApi {
+        posts: 100,
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
 
     let output = command(IMPORTER)
         .arg("run")

@@ -52,9 +52,11 @@ pub enum Mode {
     Drain,
 }
 
-/// In drain mode long polls are short, so that the end of the work is
-/// noticed promptly; a one-off run does not care about the extra requests.
-const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// In drain mode receives do not wait (short polls), so that the end of
+/// the work is noticed at once; after one that found nothing, the next
+/// waits for a message in hand to finish, or [`DRAIN_RECHECK`].
+const DRAIN_POLL: Duration = Duration::ZERO;
+const DRAIN_RECHECK: Duration = Duration::from_millis(200);
 
 /// Once nothing is in hand, how long a pending receive is still given to
 /// return what it may have taken, so that it can be handed back.
@@ -214,6 +216,8 @@ impl Transformer {
         let mut receiving: Option<JoinHandle<Result<Vec<Message>, String>>> = None;
         let mut report = RunReport::default();
         let mut backoff = Backoff::default();
+        // The last receive came back empty.
+        let mut found_nothing = false;
 
         loop {
             if shutdown.is_cancelled() {
@@ -228,9 +232,22 @@ impl Transformer {
                     }
                     continue;
                 }
+                if mode == Mode::Drain && found_nothing && !tasks.is_empty() {
+                    // Nothing visible: poll again when a slot frees up,
+                    // not in a busy loop.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        Some(done) = tasks.join_next() => tally(&mut report, done),
+                    }
+                    found_nothing = false;
+                    continue;
+                }
                 if mode == Mode::Drain && tasks.is_empty() {
                     match self.queue.is_drained().await {
                         Ok(true) => break,
+                        // Messages are hidden elsewhere (another worker, a
+                        // retry delay): look again shortly.
+                        Ok(false) if found_nothing => tokio::time::sleep(DRAIN_RECHECK).await,
                         Ok(false) => {}
                         Err(e) => {
                             warn!("{e}");
@@ -272,6 +289,7 @@ impl Transformer {
                 Err(e) => bail!("the receive task failed: {e}"),
             };
             backoff.reset();
+            found_nothing = messages.is_empty();
             for message in messages {
                 let permit = Arc::clone(&permits)
                     .acquire_owned()
