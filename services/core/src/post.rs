@@ -72,6 +72,17 @@ pub fn parse_records(body: &[u8]) -> Result<Records, PostsError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PostsError::Empty);
     }
+    // Fast path, one pass: the whole array as posts, each within range. Only
+    // when that fails is the body read again element by element, to tell
+    // the good records from the bad.
+    if let Ok(posts) = serde_json::from_slice::<Vec<Post>>(body)
+        && posts.iter().all(|post| check(post).is_ok())
+    {
+        return Ok(Records {
+            posts,
+            bad: Vec::new(),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let elements = ArraySeed.deserialize(&mut deserializer)?;
     deserializer.end()?;

@@ -178,15 +178,23 @@ impl Importer {
                 if let (Some(limit), Some(total)) = (page_size, total) {
                     // The number of pages is known: fetch the rest at once.
                     let pages = total.div_ceil(u64::from(limit)).min(u64::from(u32::MAX)) as u32;
+                    // Two stages, each FETCH_CONCURRENCY wide: a page being
+                    // archived does not hold up the fetching of the next.
+                    let width = config.fetch_concurrency.get();
+                    let retries = &retries;
                     let rest: Vec<PageOutcome> = futures::stream::iter(2..=pages)
                         .map(|n| {
-                            self.fetch_and_archive(
-                                page_url(&config.source_url, n, limit),
-                                &retries,
-                                &ready,
-                            )
+                            let url = page_url(&config.source_url, n, limit);
+                            async move { self.fetch(&url, retries).await }
                         })
-                        .buffer_unordered(config.fetch_concurrency.get())
+                        .buffer_unordered(width)
+                        .map(|fetched| async {
+                            match fetched {
+                                Ok(page) => self.archive(page, &ready).await,
+                                Err(e) => PageOutcome::Failed(e),
+                            }
+                        })
+                        .buffer_unordered(width)
                         .collect()
                         .await;
                     outcomes.extend(rest);
@@ -302,18 +310,6 @@ impl Importer {
         };
         retries.fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
         result.map_err(|e| e.to_string())
-    }
-
-    async fn fetch_and_archive(
-        &self,
-        url: Url,
-        retries: &AtomicU64,
-        ready: &mpsc::Sender<Announcement>,
-    ) -> PageOutcome {
-        match self.fetch(&url, retries).await {
-            Ok(page) => self.archive(page, ready).await,
-            Err(e) => PageOutcome::Failed(e),
-        }
     }
 
     /// Archives a page (unless it is unchanged) and queues its message.
