@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
-use pipeline_core::post::Records;
+use pipeline_core::post::{BadRecord, Records};
 use time::OffsetDateTime;
 
 use crate::posts::{self, Lineage, UpsertCounts};
@@ -126,37 +126,59 @@ pub async fn apply(
         };
         let rows = posts::upsert(conn, &records.posts, lineage).await?;
 
-        for chunk in records.bad.chunks(QUARANTINE_CHUNK) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|bad| NewQuarantined {
-                    source_object: object.source_object,
-                    sha256: object.sha256,
-                    record_index: bad.index as i64,
-                    reason: &bad.reason,
-                    raw: &bad.raw,
-                })
-                .collect();
-            diesel::insert_into(quarantined_records::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-        }
-        let quarantined = records.bad.len() as u64;
-
-        diesel::update(applied_objects::table.find((object.source_object, object.sha256)))
-            .set((
-                applied_objects::inserted.eq(rows.inserted as i64),
-                applied_objects::updated.eq(rows.updated as i64),
-                applied_objects::unchanged.eq(rows.unchanged as i64),
-                applied_objects::superseded.eq(rows.superseded as i64),
-                applied_objects::quarantined.eq(quarantined as i64),
-            ))
-            .execute(conn)
-            .await?;
+        let quarantined =
+            quarantine(conn, object.source_object, object.sha256, &records.bad).await?;
+        record_counts(conn, object.source_object, object.sha256, rows, quarantined).await?;
         Ok(Outcome::Applied { rows, quarantined })
     })
     .await
+}
+
+/// Keeps an object's bad records, in chunks of [`QUARANTINE_CHUNK`].
+async fn quarantine(
+    conn: &mut AsyncPgConnection,
+    source_object: &str,
+    sha256: &str,
+    bad: &[BadRecord],
+) -> QueryResult<u64> {
+    for chunk in bad.chunks(QUARANTINE_CHUNK) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|b| NewQuarantined {
+                source_object,
+                sha256,
+                record_index: b.index as i64,
+                reason: &b.reason,
+                raw: &b.raw,
+            })
+            .collect();
+        diesel::insert_into(quarantined_records::table)
+            .values(rows)
+            .execute(conn)
+            .await?;
+    }
+    Ok(bad.len() as u64)
+}
+
+/// Fills in the counts of an object's ledger row.
+async fn record_counts(
+    conn: &mut AsyncPgConnection,
+    source_object: &str,
+    sha256: &str,
+    rows: UpsertCounts,
+    quarantined: u64,
+) -> QueryResult<()> {
+    diesel::update(applied_objects::table.find((source_object, sha256)))
+        .set((
+            applied_objects::inserted.eq(rows.inserted as i64),
+            applied_objects::updated.eq(rows.updated as i64),
+            applied_objects::unchanged.eq(rows.unchanged as i64),
+            applied_objects::superseded.eq(rows.superseded as i64),
+            applied_objects::quarantined.eq(quarantined as i64),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// One batch of a streamed object: its valid posts and its bad records.
@@ -229,33 +251,8 @@ pub async fn apply_stream<E: Send>(
             // Undo the upserts: these bytes were applied by someone else.
             return Err(StreamError::AlreadyApplied(Box::new((entry, end))));
         }
-        let quarantined = bad.len() as u64;
-        for chunk in bad.chunks(QUARANTINE_CHUNK) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|b| NewQuarantined {
-                    source_object,
-                    sha256: &end.sha256,
-                    record_index: b.index as i64,
-                    reason: &b.reason,
-                    raw: &b.raw,
-                })
-                .collect();
-            diesel::insert_into(quarantined_records::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-        }
-        diesel::update(applied_objects::table.find((source_object, end.sha256.as_str())))
-            .set((
-                applied_objects::inserted.eq(rows.inserted as i64),
-                applied_objects::updated.eq(rows.updated as i64),
-                applied_objects::unchanged.eq(rows.unchanged as i64),
-                applied_objects::superseded.eq(rows.superseded as i64),
-                applied_objects::quarantined.eq(quarantined as i64),
-            ))
-            .execute(conn)
-            .await?;
+        let quarantined = quarantine(conn, source_object, &end.sha256, &bad).await?;
+        record_counts(conn, source_object, &end.sha256, rows, quarantined).await?;
         Ok((Outcome::Applied { rows, quarantined }, end))
     })
     .await
