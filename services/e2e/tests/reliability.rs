@@ -397,12 +397,8 @@ async fn s3_event_notifications_are_applied_and_test_events_deleted() {
 async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
     let setup = Setup::new().await;
     setup.import("posts").await;
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
-    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
-    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
-        .await
-        .unwrap();
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.cut();
 
     let stop = CancellationToken::new();
@@ -480,12 +476,8 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
     for rev in 0..6 {
         setup.import(&format!("posts?rev={rev}")).await;
     }
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
-    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
-    let mut settings = TestAws::settings();
-    settings.endpoint_url = Some(through_proxy);
-    let aws = AwsClients::new(&settings).await.unwrap();
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_through(&proxy).await;
     let mut config = setup.config();
     config.concurrency = NonZeroUsize::new(2).unwrap();
     // Messages whose retry could not be scheduled (SQS was down too)
@@ -527,12 +519,8 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
 async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
     let setup = Setup::new().await;
     setup.import("posts").await;
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
-    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
-    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
-        .await
-        .unwrap();
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.slow_down(Duration::from_secs(2));
     let mut config = setup.config();
     config.visibility_timeout = Duration::from_secs(3);
@@ -575,14 +563,10 @@ async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
 async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
     let setup = Setup::new().await;
     setup.import("posts").await;
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
-    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
-    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
-        .await
-        .unwrap();
-    // The 35 kB object arrives in chunks of 8 kB, one every 1.2 s: about
-    // 6 s in all, three times the visibility timeout.
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_with_s3_through(&proxy).await;
+    // The 30 kB object arrives in chunks of 8 kB, one every 1.2 s: about
+    // 5 s in all, more than twice the visibility timeout.
     proxy.slow_down(Duration::from_millis(1200));
     let mut config = setup.config();
     config.visibility_timeout = Duration::from_secs(2);
@@ -605,12 +589,8 @@ async fn it_never_holds_more_messages_than_it_can_work_on() {
     for rev in 0..8 {
         setup.import(&format!("posts?rev={rev}")).await;
     }
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
-    let through_proxy = Url::parse(&format!("http://{}", proxy.addr())).unwrap();
-    let aws = AwsClients::new(&TestAws::settings_with_s3_at(&through_proxy))
-        .await
-        .unwrap();
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.slow_down(Duration::from_millis(100));
     let mut config = setup.config();
     config.concurrency = NonZeroUsize::new(2).unwrap();

@@ -370,19 +370,7 @@ impl TestAws {
 
     /// Reads up to 10 messages of the dead-letter queue, leaving them there.
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {
-        let received = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(self.dead_letter_url.as_str())
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .visibility_timeout(0)
-            .wait_time_seconds(0)
-            .send()
-            .await
-            .expect("receive");
-        received.messages.unwrap_or_default()
+        self.peek(&self.dead_letter_url).await
     }
 
     /// Takes every visible message off the queue and returns their bodies,
@@ -464,14 +452,19 @@ impl TestAws {
             .collect()
     }
 
-    /// Reads the visible messages and leaves them on the queue: each is
-    /// received with a visibility timeout of 0, so it is visible again at once.
+    /// Reads the visible messages and leaves them on the queue.
     pub async fn peek_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        self.peek(&self.queue_url).await
+    }
+
+    /// Up to 10 visible messages of `queue`, each received with a visibility
+    /// timeout of 0, so it is visible again at once.
+    async fn peek(&self, queue: &Url) -> Vec<aws_sdk_sqs::types::Message> {
         let received = self
             .clients
             .sqs
             .receive_message()
-            .queue_url(self.queue_url.as_str())
+            .queue_url(queue.as_str())
             .max_number_of_messages(10)
             .message_attribute_names("All")
             .visibility_timeout(0)
@@ -550,13 +543,23 @@ impl TestAws {
         )
     }
 
-    /// Settings that send S3 requests to `endpoint` (a proxy) and SQS
-    /// requests straight to LocalStack.
-    pub fn settings_with_s3_at(endpoint: &Url) -> AwsSettings {
-        AwsSettings {
-            endpoint_url_s3: Some(endpoint.clone()),
+    /// Clients whose S3 requests go through `proxy` and whose SQS requests
+    /// go straight to LocalStack.
+    pub async fn clients_with_s3_through(proxy: &proxy::Proxy) -> AwsClients {
+        let settings = AwsSettings {
+            endpoint_url_s3: Some(proxy.url()),
             ..Self::settings()
-        }
+        };
+        AwsClients::new(&settings).await.expect("AWS settings")
+    }
+
+    /// Clients whose S3 and SQS requests both go through `proxy`.
+    pub async fn clients_through(proxy: &proxy::Proxy) -> AwsClients {
+        let settings = AwsSettings {
+            endpoint_url: Some(proxy.url()),
+            ..Self::settings()
+        };
+        AwsClients::new(&settings).await.expect("AWS settings")
     }
 
     /// The bytes of an object.

@@ -60,9 +60,23 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the test LocalStack.
+    pub async fn to_localstack() -> Self {
+        let endpoint = crate::TestAws::endpoint();
+        let target = endpoint
+            .socket_addrs(|| None)
+            .expect("LocalStack's address")[0];
+        Self::start(target).await
+    }
+
     /// The proxy's address, to give the service instead of the target's.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://<addr>`, as an endpoint URL.
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}", self.addr)).expect("an address is a URL")
     }
 
     /// Closes every open connection and refuses new ones, as a server that

@@ -180,7 +180,7 @@ async fn slow_transformer(
 ) -> tokio::process::Child {
     transformer(aws, db)
         .arg("run")
-        .env("AWS_ENDPOINT_URL_S3", format!("http://{}", proxy.addr()))
+        .env("AWS_ENDPOINT_URL_S3", proxy.url().as_str())
         .env("SHUTDOWN_TIMEOUT", shutdown_timeout)
         .env("VISIBILITY_TIMEOUT", "60s")
         .stderr(std::process::Stdio::piped())
@@ -205,8 +205,7 @@ async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap()).await;
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
+    let proxy = Proxy::to_localstack().await;
     proxy.slow_down(Duration::from_secs(5));
     let child = slow_transformer(&aws, &db, &proxy, "1s").await;
     wait_until_in_hand(&aws).await;
@@ -255,8 +254,7 @@ async fn on_sigterm_work_that_can_finish_in_time_is_finished() {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap()).await;
-    let localstack = TestAws::endpoint().socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(localstack).await;
+    let proxy = Proxy::to_localstack().await;
     proxy.slow_down(Duration::from_millis(300));
     let mut child = slow_transformer(&aws, &db, &proxy, "20s").await;
     wait_until_in_hand(&aws).await;
