@@ -99,7 +99,12 @@ pub async fn put(
             } else {
                 bytes.clone()
             };
-            let checksum = BASE64.encode(Sha256::digest(&stored));
+            // Uncompressed, the stored bytes are the API's: their digest is
+            // known already, and hashing 1 MB again is not free.
+            let checksum = match hex::decode(sha256) {
+                Ok(digest) if !gzip => BASE64.encode(digest),
+                _ => BASE64.encode(Sha256::digest(&stored)),
+            };
             let mut request = s3
                 .put_object()
                 .bucket(&object.bucket)

@@ -28,9 +28,10 @@ pub mod settings;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use futures::future::Either;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::object::ObjectRef;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -122,6 +123,17 @@ pub struct Importer {
     state: Option<PageState>,
 }
 
+/// Where a page-by-page walk starts: after the first page.
+struct Walk {
+    first_url: Url,
+    /// The first page's `Link: rel="next"`.
+    next: Option<Url>,
+    /// Records on the first page.
+    count: u64,
+    /// Pages of the first wave, by URL: used if the walk reaches them.
+    prefetched: HashMap<Url, Result<Page, String>>,
+}
+
 impl Importer {
     pub fn new(config: Config, aws: AwsClients) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -166,28 +178,56 @@ impl Importer {
 
         let mut outcomes = Vec::new();
         let page_size = config.page_size.map(|n| n.get());
-        let first_url = match page_size {
-            Some(limit) => page_url(&config.source_url, 1, limit),
-            None => config.source_url.clone(),
+        let width = config.fetch_concurrency.get();
+        // With page numbers, the first wave asks for FETCH_CONCURRENCY pages
+        // at once instead of waiting a round trip for page 1 to tell how
+        // many there are. Pages past the end come back empty and are
+        // dropped.
+        let first_wave: Vec<Url> = match page_size {
+            Some(limit) => (1..=width.min(u32::MAX as usize) as u32)
+                .map(|n| page_url(&config.source_url, n, limit))
+                .collect(),
+            None => vec![config.source_url.clone()],
         };
-        match self.fetch(&first_url, &retries).await {
+        let mut wave: Vec<(Url, Result<Page, String>)> =
+            futures::future::join_all(first_wave.into_iter().map(|url| async {
+                let fetched = self.fetch(&url, &retries).await;
+                (url, fetched)
+            }))
+            .await;
+        let rest_of_wave = wave.split_off(1);
+        let (first_url, first) = wave.pop().expect("the first wave has the first page");
+        match first {
             Err(e) => outcomes.push(PageOutcome::Failed(e)),
             Ok(first) => {
                 let (next, total, count) = (first.next.clone(), first.total, first.record_count);
-                outcomes.push(self.archive(first, &ready).await);
                 if let (Some(limit), Some(total)) = (page_size, total) {
                     // The number of pages is known: fetch the rest at once.
                     let pages = total.div_ceil(u64::from(limit)).min(u64::from(u32::MAX)) as u32;
-                    // Two stages, each FETCH_CONCURRENCY wide: a page being
-                    // archived does not hold up the fetching of the next.
-                    let width = config.fetch_concurrency.get();
+                    let fetched = std::iter::once(Ok(first)).chain(
+                        rest_of_wave
+                            .into_iter()
+                            .take(pages.saturating_sub(1) as usize)
+                            .map(|(_, fetched)| fetched),
+                    );
                     let retries = &retries;
-                    let rest: Vec<PageOutcome> = futures::stream::iter(2..=pages)
-                        .map(|n| {
-                            let url = page_url(&config.source_url, n, limit);
-                            async move { self.fetch(&url, retries).await }
-                        })
+                    let to_fetch = (width.min(u32::MAX as usize) as u32 + 1..=pages).map(|n| {
+                        let url = page_url(&config.source_url, n, limit);
+                        async move { self.fetch(&url, retries).await }
+                    });
+                    // Two stages, each FETCH_CONCURRENCY wide, joined by a
+                    // channel as wide: a page being archived does not hold
+                    // up the fetching of the next. (Chained directly, the
+                    // archive stage would stop polling, and so stall, the
+                    // fetches in flight whenever it is full.)
+                    let (fetched_tx, fetched_rx) = futures::channel::mpsc::channel(width);
+                    let fetching = futures::stream::iter(fetched)
+                        .map(|f| Either::Left(futures::future::ready(f)))
+                        .chain(futures::stream::iter(to_fetch).map(Either::Right))
                         .buffer_unordered(width)
+                        .map(Ok)
+                        .forward(fetched_tx);
+                    let archiving = fetched_rx
                         .map(|fetched| async {
                             match fetched {
                                 Ok(page) => self.archive(page, &ready).await,
@@ -195,12 +235,21 @@ impl Importer {
                             }
                         })
                         .buffer_unordered(width)
-                        .collect()
-                        .await;
+                        .collect::<Vec<PageOutcome>>();
+                    // The receiver lives until every page is archived, so
+                    // forwarding cannot fail.
+                    let (_, rest) = tokio::join!(fetching, archiving);
                     outcomes.extend(rest);
                 } else {
-                    self.follow(first_url, next, count, &retries, &ready, &mut outcomes)
-                        .await;
+                    outcomes.push(self.archive(first, &ready).await);
+                    let prefetched = rest_of_wave.into_iter().collect();
+                    let walk = Walk {
+                        first_url,
+                        next,
+                        count,
+                        prefetched,
+                    };
+                    self.follow(walk, &retries, &ready, &mut outcomes).await;
                 }
             }
         }
@@ -262,13 +311,17 @@ impl Importer {
     /// where the next one is.
     async fn follow(
         &self,
-        first_url: Url,
-        mut next: Option<Url>,
-        mut count: u64,
+        walk: Walk,
         retries: &AtomicU64,
         ready: &mpsc::Sender<Announcement>,
         outcomes: &mut Vec<PageOutcome>,
     ) {
+        let Walk {
+            first_url,
+            mut next,
+            mut count,
+            mut prefetched,
+        } = walk;
         let page_size = self.config.page_size.map(|n| n.get());
         let mut visited = HashSet::from([first_url]);
         let mut number = 1;
@@ -285,7 +338,11 @@ impl Importer {
             if !visited.insert(url.clone()) {
                 return;
             }
-            match self.fetch(&url, retries).await {
+            let fetched = match prefetched.remove(&url) {
+                Some(fetched) => fetched,
+                None => self.fetch(&url, retries).await,
+            };
+            match fetched {
                 Err(e) => {
                     // Without this page there is no link to the next one.
                     outcomes.push(PageOutcome::Failed(e));

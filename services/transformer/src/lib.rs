@@ -3,6 +3,7 @@
 //! - [`settings`]: command line and environment.
 //! - [`queue`]: the SQS queue and its dead-letter queue.
 //! - [`process`]: one object: fetch, verify, parse, apply exactly once.
+//! - [`acks`]: deleting finished messages, ten per call.
 //! - [`Transformer::run`]: the receive loop, with bounded concurrency, a
 //!   visibility heartbeat per message and graceful shutdown.
 //!
@@ -10,7 +11,7 @@
 //!
 //! | outcome                                   | the message                                  |
 //! |-------------------------------------------|----------------------------------------------|
-//! | applied, or already applied (ledger)      | deleted after the commit                     |
+//! | applied, or already applied (ledger)      | deleted after the commit, in batches of ten  |
 //! | S3 test event, non-create S3 event        | deleted                                      |
 //! | can never succeed (not JSON, unknown format, object missing, checksum or record count mismatch, not an array) | moved to the dead-letter queue with the reason |
 //! | failed for a passing reason (database or S3 unreachable) | hidden for RETRY_DELAY, doubling per receive; the redrive policy catches what keeps failing |
@@ -21,6 +22,7 @@
 //! twice changes nothing, so any crash at any moment loses and duplicates
 //! nothing.
 
+pub mod acks;
 pub mod process;
 pub mod queue;
 pub mod settings;
@@ -39,6 +41,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
+use crate::acks::{Ack, Acks};
 use crate::process::{Applied, Context, ProcessError};
 use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue, receive_count};
 use crate::settings::Config;
@@ -210,6 +213,10 @@ impl Transformer {
         // are then handed back to the queue.
         let hand_back = CancellationToken::new();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let acks = Arc::new(Acks::start(self.queue.clone()));
+        // Receive only once this many slots are free (or none is busy): one
+        // receive per freed slot would cost as many SQS calls as messages.
+        let receive_batch = (concurrency / 2).clamp(1, MAX_RECEIVE);
         // At most one receive at a time. It is never dropped while pending:
         // SQS would still hand its messages out, to nobody, and they would
         // stay hidden for their whole visibility timeout.
@@ -225,7 +232,7 @@ impl Transformer {
             }
             if receiving.is_none() {
                 let free = permits.available_permits();
-                if free == 0 {
+                if free < receive_batch && !tasks.is_empty() {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         Some(done) = tasks.join_next() => tally(&mut report, done),
@@ -243,6 +250,8 @@ impl Transformer {
                     continue;
                 }
                 if mode == Mode::Drain && tasks.is_empty() {
+                    // Messages waiting to be deleted count as in flight.
+                    acks.flush().await;
                     match self.queue.is_drained().await {
                         Ok(true) => break,
                         // Messages are hidden elsewhere (another worker, a
@@ -256,6 +265,11 @@ impl Transformer {
                         }
                     }
                 }
+                // Finished messages still count as in flight on SQS until
+                // deleted: deleting them before each receive keeps that
+                // count within the concurrency, and batches the deletes by
+                // about `receive_batch`.
+                acks.flush().await;
                 let wait = if mode == Mode::Drain {
                     DRAIN_POLL
                 } else {
@@ -297,8 +311,9 @@ impl Transformer {
                     .context("the permit semaphore is never closed")?;
                 let this = Arc::clone(&self);
                 let hand_back = hand_back.clone();
+                let acks = Arc::clone(&acks);
                 tasks.spawn(async move {
-                    let outcome = this.handle(message, hand_back).await;
+                    let outcome = this.handle(message, hand_back, &acks).await;
                     drop(permit);
                     outcome
                 });
@@ -339,6 +354,7 @@ impl Transformer {
                 () = tokio::time::sleep(RECEIVE_GRACE), if tasks.is_empty() => break,
             }
         }
+        acks.flush().await;
         info!(
             messages.applied = report.messages_applied,
             messages.duplicates = report.duplicates,
@@ -362,7 +378,7 @@ impl Transformer {
     }
 
     /// Processes one message while keeping it hidden, then tells the queue.
-    async fn handle(&self, message: Message, hand_back: CancellationToken) -> Outcome {
+    async fn handle(&self, message: Message, hand_back: CancellationToken, acks: &Acks) -> Outcome {
         let id = message.message_id.clone().unwrap_or_default();
         let span = info_span!("message", messaging.message.id = %id);
         async {
@@ -391,10 +407,10 @@ impl Transformer {
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match result {
                 Ok(handled) => {
-                    if let Err(e) = self.queue.delete(&receipt).await {
-                        // Committed already: the redelivery will find the ledger row.
-                        warn!("Message {id}: applied, but {e}");
-                    }
+                    acks.delete(Ack {
+                        message_id: id.clone(),
+                        receipt_handle: receipt,
+                    });
                     match handled {
                         Handled::Applied(applied) => {
                             for one in &applied {

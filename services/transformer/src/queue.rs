@@ -1,7 +1,8 @@
 //! The SQS queue the transformer reads, and its dead-letter queue.
 
 use aws_sdk_sqs::types::{
-    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
 };
 use pipeline_core::aws::describe;
 use std::time::Duration;
@@ -131,6 +132,51 @@ impl SqsQueue {
             .await
             .map(drop)
             .map_err(|e| format!("cannot delete it from {}: {}", self.url, describe(&e)))
+    }
+
+    /// Deletes up to [`MAX_RECEIVE`] messages, given as (message id, receipt
+    /// handle), in one call. Returns the ones SQS did not delete, with why.
+    pub async fn delete_batch(
+        &self,
+        messages: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, String> {
+        // Entry ids only need to be unique within the call; the message id
+        // could repeat (a redelivery while the first copy is pending).
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*receipt)
+                    .build()
+                    .unwrap_or_else(|e| unreachable!("id and receipt handle are set: {e}"))
+            })
+            .collect();
+        let output = self
+            .client
+            .delete_message_batch()
+            .queue_url(self.url.as_str())
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| format!("cannot delete it from {}: {}", self.url, describe(&e)))?;
+        Ok(output
+            .failed
+            .iter()
+            .map(|f| {
+                let id =
+                    f.id.parse::<usize>()
+                        .ok()
+                        .and_then(|i| messages.get(i))
+                        .map_or(f.id.as_str(), |(id, _)| id);
+                let why = f.message.as_deref().unwrap_or(f.code.as_str());
+                (
+                    id.to_owned(),
+                    format!("{} refused to delete it: {why}", self.url),
+                )
+            })
+            .collect())
     }
 
     /// Hides a message for `timeout` from now: extends the time to work on
