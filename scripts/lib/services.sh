@@ -17,6 +17,8 @@
 # (default off: these clusters are thrown away).
 
 SERVICES_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=scripts/lib/common.sh
+source "$SERVICES_ROOT/scripts/lib/common.sh"
 LOCALSTACK_LOCK="$SERVICES_ROOT/localstack/host/requirements.lock"
 LOCALSTACK_LAUNCHER="$SERVICES_ROOT/localstack/host/launch.py"
 
@@ -28,16 +30,6 @@ _free_port() {
 
 _http_ok() {
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" >/dev/null 2>&1
-}
-
-_as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-_apt_install() {
-  _log "installing $* with apt-get"
-  _as_root apt-get update -qq >/dev/null
-  _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # The directory with initdb, pg_ctl and postgres; installs PostgreSQL if there is none.
@@ -95,22 +87,7 @@ CONF
 
 # A virtualenv with LocalStack, built once from the lock file and kept in the cache.
 _localstack_venv() {
-  local cache hash venv
-  cache="${PIPELINE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/api-pipeline}"
-  hash="$(sha256sum "$LOCALSTACK_LOCK" | cut -c1-12)"
-  venv="$cache/localstack-$hash"
-  if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-    _log "installing LocalStack into $venv (about a minute, once)"
-    rm -rf "$venv"
-    mkdir -p "$cache"
-    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-      _apt_install python3-venv
-      python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$LOCALSTACK_LOCK"
-    touch "$venv/.complete"
-  fi
-  echo "$venv"
+  venv_from_lock localstack "$LOCALSTACK_LOCK"
 }
 
 _start_localstack() {

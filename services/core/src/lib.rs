@@ -16,10 +16,12 @@
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
 //! - [`telemetry`]: logging set-up.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`health`]: a file a running service keeps fresh, for health checks.
 //! - [`exit`]: how a service reports the error that ends it.
 
 pub mod aws;
 pub mod exit;
+pub mod health;
 pub mod message;
 pub mod object;
 pub mod post;

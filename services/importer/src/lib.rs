@@ -30,6 +30,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use futures::future::Either;
 use pipeline_core::aws::{AwsClients, check_queue};
+use pipeline_core::health;
 use pipeline_core::object::ObjectRef;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -469,6 +470,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     importer.check().await?;
+    // Healthy from here: the queue answered.
+    let stop_pulse = CancellationToken::new();
+    let _stop_pulse_on_return = stop_pulse.clone().drop_guard();
+    if let Some(path) = importer.config.health_file.clone() {
+        health::pulse(path, stop_pulse);
+    }
     let Some(every) = every else {
         importer.import_once().await?;
         return Ok(());

@@ -2,14 +2,23 @@ use anyhow::Context as _;
 use importer::settings::{Cli, Command};
 use importer::{Importer, run};
 use pipeline_core::aws::AwsClients;
-use pipeline_core::{exit, settings, shutdown, telemetry};
+use pipeline_core::{exit, health, settings, shutdown, telemetry};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = settings::parse_or_exit();
-    let Command::Run = cli.command;
-    let config = settings::or_exit(cli.settings.resolve());
+    if let Command::Healthcheck { max_age } = cli.command {
+        return match health::check(&cli.health.path("importer"), max_age) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(unhealthy) => {
+                eprintln!("{unhealthy}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut config = settings::or_exit(cli.settings.resolve());
+    config.health_file = Some(cli.health.path("importer"));
     settings::or_exit(cli.aws.region());
     telemetry::init(cli.log.format);
     exit::report(start(cli, config).await)

@@ -15,15 +15,18 @@
 //! | `HTTP_RETRY_MAX`  | `--http-retry-max` | `30s`                                         |
 //! | `SKIP_UNCHANGED`  | `--skip-unchanged` | `true`                                        |
 //! | `GZIP`            | `--gzip`           | `false`                                       |
+//! | `HEALTH_FILE`     | `--health-file`    | `$TMPDIR/importer.healthy`                    |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
 use clap::{Args, Parser, Subcommand};
+use pipeline_core::health::HealthSettings;
 use pipeline_core::settings::{
     AwsSettings, LogSettings, SettingError, parse_bucket_name, parse_http_url, parse_queue_url,
     required,
 };
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
@@ -42,12 +45,21 @@ pub struct Cli {
     pub aws: AwsSettings,
     #[command(flatten)]
     pub log: LogSettings,
+    #[command(flatten)]
+    pub health: HealthSettings,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Import once and exit, or with --every, import repeatedly until SIGTERM/SIGINT.
     Run,
+    /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
+    /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
+    Healthcheck {
+        /// How old the health file may be.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        max_age: Duration,
+    },
 }
 
 /// What to import and where to put it.
@@ -147,6 +159,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub skip_unchanged: bool,
     pub gzip: bool,
+    /// Touched while running, for `healthcheck`; `None` writes nothing.
+    pub health_file: Option<PathBuf>,
 }
 
 /// How a failed request is retried.
@@ -176,6 +190,7 @@ impl Config {
             },
             skip_unchanged: true,
             gzip: false,
+            health_file: None,
         }
     }
 }
@@ -198,6 +213,7 @@ impl Settings {
             },
             skip_unchanged: self.skip_unchanged,
             gzip: self.gzip,
+            health_file: None,
         })
     }
 }

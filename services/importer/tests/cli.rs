@@ -322,3 +322,52 @@ async fn on_a_schedule_it_imports_repeatedly_and_exits_0_on_sigterm() {
         "one message per object"
     );
 }
+
+#[test]
+fn the_compose_file_gives_the_importer_every_setting_it_needs() {
+    let services = testkit::compose::services();
+    let (code, stderr) = testkit::compose::run_with_compose_env(IMPORTER, &services["importer"]);
+    // Past the settings (exit 2 with "missing setting" otherwise), as far
+    // as the queue, which is not there.
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot reach SQS queue"), "{stderr}");
+}
+
+#[tokio::test]
+async fn healthcheck_passes_while_a_run_is_alive_and_fails_after() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let health_file = dir.path().join("importer.healthy");
+    let healthcheck = || {
+        std::process::Command::new(IMPORTER)
+            .arg("healthcheck")
+            .env_clear()
+            .env("HEALTH_FILE", &health_file)
+            .output()
+            .unwrap()
+    };
+    let before = healthcheck();
+    assert_eq!(before.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&before.stderr).contains("importer.healthy"));
+
+    let mut importer = command(IMPORTER)
+        .args(["run", "--every", "1h"])
+        .envs(aws.env())
+        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+        .env("HEALTH_FILE", &health_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(importer.stderr.take().unwrap()).lines();
+    wait_for_line(&mut lines, "Importing every", Duration::from_secs(30)).await;
+    assert!(healthcheck().status.success(), "healthy while running");
+
+    sigterm(&importer).await;
+    assert!(importer.wait().await.unwrap().success());
+    assert_eq!(
+        healthcheck().status.code(),
+        Some(1),
+        "unhealthy once stopped"
+    );
+}

@@ -30,6 +30,7 @@ pub mod settings;
 use anyhow::{Context as _, bail};
 use aws_sdk_sqs::types::Message;
 use pipeline_core::aws::{AwsClients, check_queue};
+use pipeline_core::health;
 use pipeline_core::message::Incoming;
 use pipeline_store::ledger::Outcome as LedgerOutcome;
 use pipeline_store::posts::UpsertCounts;
@@ -185,8 +186,20 @@ impl Transformer {
                 Err(e) => warn!("{e}"),
             }
         }
+        // Healthy from here: the database and the queue answered.
+        let stop_pulse = CancellationToken::new();
+        let pulse = self
+            .config
+            .health_file
+            .clone()
+            .map(|path| health::pulse(path, stop_pulse.clone()));
         let this = Arc::new(self);
-        this.receive_loop(mode, shutdown).await
+        let report = this.receive_loop(mode, shutdown).await;
+        stop_pulse.cancel();
+        if let Some(pulse) = pulse {
+            pulse.await.ok();
+        }
+        report
     }
 
     async fn receive_loop(

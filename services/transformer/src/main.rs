@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use pipeline_core::aws::AwsClients;
-use pipeline_core::{exit, settings, shutdown, telemetry};
+use pipeline_core::{exit, health, settings, shutdown, telemetry};
 use std::process::ExitCode;
 use transformer::settings::{Cli, Command, Config};
 use transformer::{Mode, Transformer, migrate};
@@ -14,8 +14,18 @@ async fn main() -> ExitCode {
             telemetry::init(cli.log.format);
             exit::report(migrate(&url).await)
         }
+        Command::Healthcheck { max_age } => {
+            match health::check(&cli.health.path("transformer"), max_age) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(unhealthy) => {
+                    eprintln!("{unhealthy}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { drain } => {
-            let config = settings::or_exit(cli.settings.resolve());
+            let mut config = settings::or_exit(cli.settings.resolve());
+            config.health_file = Some(cli.health.path("transformer"));
             settings::or_exit(cli.aws.region());
             telemetry::init(cli.log.format);
             let mode = if drain { Mode::Drain } else { Mode::Serve };

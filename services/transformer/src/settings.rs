@@ -9,13 +9,16 @@
 //! | `VISIBILITY_TIMEOUT`      | `--visibility-timeout`      | `60s`          |
 //! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
 //! | `SHUTDOWN_TIMEOUT`        | `--shutdown-timeout`        | `20s`          |
+//! | `HEALTH_FILE`             | `--health-file`             | `$TMPDIR/transformer.healthy` |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
 use clap::{Args, Parser, Subcommand};
+use pipeline_core::health::HealthSettings;
 use pipeline_core::settings::{AwsSettings, LogSettings, SettingError, parse_queue_url, required};
 use pipeline_store::DatabaseUrl;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
@@ -32,6 +35,8 @@ pub struct Cli {
     pub aws: AwsSettings,
     #[command(flatten)]
     pub log: LogSettings,
+    #[command(flatten)]
+    pub health: HealthSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +48,13 @@ pub enum Command {
         /// Exit 0 once the queue has no visible, delayed or in-flight messages.
         #[arg(long)]
         drain: bool,
+    },
+    /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
+    /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
+    Healthcheck {
+        /// How old the health file may be.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        max_age: Duration,
     },
 }
 
@@ -108,6 +120,8 @@ pub struct Config {
     pub visibility_timeout: Duration,
     pub retry_delay: Duration,
     pub shutdown_timeout: Duration,
+    /// Touched while running, for `healthcheck`; `None` writes nothing.
+    pub health_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -121,6 +135,7 @@ impl Config {
             visibility_timeout: Duration::from_secs(60),
             retry_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
+            health_file: None,
         }
     }
 }
@@ -139,6 +154,7 @@ impl Settings {
             visibility_timeout: self.visibility_timeout,
             retry_delay: self.retry_delay,
             shutdown_timeout: self.shutdown_timeout,
+            health_file: None,
         })
     }
 }

@@ -275,3 +275,19 @@ async fn sigterm_stops_it_with_exit_0() {
     )
     .await;
 }
+
+#[test]
+fn the_compose_file_gives_the_transformer_and_migrate_every_setting_they_need() {
+    let services = testkit::compose::services();
+    for service in ["transformer", "migrate"] {
+        let (code, stderr) =
+            testkit::compose::run_with_compose_env(TRANSFORMER, &services[service]);
+        // Past the settings (exit 2 with "missing setting" otherwise), as
+        // far as the database, which is not there.
+        assert_eq!(code, 1, "{service}: {stderr}");
+        assert!(
+            stderr.contains("cannot connect to PostgreSQL"),
+            "{service}: {stderr}"
+        );
+    }
+}
