@@ -14,7 +14,9 @@
 //!   reads. This is the contract between the two services.
 //! - [`post`]: the record type the pipeline moves.
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logs, traces and metrics (OpenTelemetry over OTLP).
+//! - [`trace_context`]: the W3C trace context the importer hands the
+//!   transformer through S3 metadata and SQS message attributes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`health`]: a file a running service keeps fresh, for health checks.
 //! - [`exit`]: how a service reports the error that ends it.
@@ -28,6 +30,7 @@ pub mod post;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 
 use std::error::Error;
 

@@ -1,11 +1,37 @@
-//! Logging set-up.
+//! Logs, traces and metrics.
 //!
-//! Logs go to stderr, human-readable by default or one JSON object per line
-//! with `LOG_FORMAT=json`. `RUST_LOG` filters them (default `info`).
+//! - **Logs** go to stderr, human-readable by default or one JSON object
+//!   per line with `LOG_FORMAT=json`; `RUST_LOG` filters them (default
+//!   `info`). A line emitted inside a span carries its `trace_id` and
+//!   `span_id`, so logs and traces lead to each other.
+//! - **Traces and metrics** go to an OTLP endpoint, configured only by the
+//!   standard `OTEL_*` variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (or the
+//!   per-signal `..._TRACES_ENDPOINT` / `..._METRICS_ENDPOINT`),
+//!   `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the default, or
+//!   `http/json`), `..._HEADERS`, `..._TIMEOUT`, `OTEL_SERVICE_NAME`,
+//!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`,
+//!   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SDK_DISABLED`. With no endpoint
+//!   nothing is exported and nothing complains; spans still get ids, for
+//!   the logs and the ledger.
+//!
+//! [`init`] returns a guard: [`Telemetry::shutdown`] flushes what is
+//! buffered. Call it when `main` is done, SIGTERM included.
 
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal as _;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::writer::MakeWriterExt as _;
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// The format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,20 +40,183 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(format: LogFormat) {
+/// Flushes and stops the exporters when shut down.
+#[derive(Debug)]
+pub struct Telemetry {
+    tracer: SdkTracerProvider,
+    meter: Option<SdkMeterProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is buffered and stops. Outside any async runtime: the
+    /// HTTP exporter blocks.
+    pub fn shutdown(self) {
+        if let Some(meter) = self.meter
+            && let Err(e) = meter.shutdown()
+        {
+            eprintln!("OpenTelemetry: flushing metrics failed: {e}");
+        }
+        if let Err(e) = self.tracer.shutdown() {
+            eprintln!("OpenTelemetry: flushing spans failed: {e}");
+        }
+    }
+}
+
+/// Installs logging, tracing and metrics for `service` (the default
+/// `service.name`). Call once, first thing in `main`, before the async
+/// runtime starts: the OTLP HTTP client is a blocking one.
+pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
+    let (export_traces, export_metrics) = (exporting("TRACES"), exporting("METRICS"));
+    let resource = resource(service);
+    let mut problems = Vec::new();
+
+    let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+    if export_traces {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => tracer = tracer.with_batch_exporter(exporter),
+            Err(e) => problems.push(format!("cannot export spans over OTLP: {e}")),
+        }
+    }
+    let tracer = tracer.build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let meter = export_metrics
+        .then(|| {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .build()
+                .map_err(|e| problems.push(format!("cannot export metrics over OTLP: {e}")))
+                .ok()
+        })
+        .flatten()
+        .map(|exporter| {
+            SdkMeterProvider::builder()
+                .with_periodic_exporter(exporter)
+                .with_resource(resource)
+                .build()
+        });
+    if let Some(meter) = &meter {
+        opentelemetry::global::set_meter_provider(meter.clone());
+    }
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colour codes only where a person reads them, never in files or CloudWatch.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr.with_max_level(tracing::Level::TRACE));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer(service));
+    // Colour codes only where a person reads them, never in files or CloudWatch.
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format().with_ansi(ansi),
+            ))
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields::new())
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            ))
+            .boxed(),
+    };
+    // Spans worth a trace: ours, and one per AWS call (`S3.GetObject`, a
+    // debug span of the SDK); not the SDK runtime's internals, a dozen
+    // spans per call.
+    let traced = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("aws_sdk_s3", LevelFilter::DEBUG)
+        .with_target("aws_sdk_sqs", LevelFilter::DEBUG)
+        .with_target("aws_smithy_runtime", LevelFilter::OFF)
+        .with_target("aws_smithy_runtime_api", LevelFilter::OFF);
+    tracing_subscriber::registry()
+        .with(otel.with_filter(traced))
+        .with(fmt.with_filter(filter))
+        .init();
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    Telemetry { tracer, meter }
+}
+
+/// True when an OTLP endpoint is configured for `signal` (`TRACES`,
+/// `METRICS`), by `OTEL_EXPORTER_OTLP_<signal>_ENDPOINT` or the common
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, and the SDK is not disabled. An empty
+/// per-signal endpoint turns that signal off.
+fn exporting(signal: &str) -> bool {
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let endpoint = std::env::var(format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    !disabled && endpoint.is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` (read by the SDK's
+/// detectors), with `service` as the name when neither gives one.
+fn resource(service: &'static str) -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    let builder = Resource::builder();
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name(service).build()
+    }
+}
+
+/// The trace id of the current span, lowercase hex; `None` outside spans.
+pub fn current_trace_id() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| context.trace_id().to_string())
+}
+
+/// Adds the current span's `trace_id` and `span_id` to each line another
+/// formatter writes: `trace_id=... span_id=...` at the end of a text line,
+/// two more keys in a JSON object.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx.lookup_current().and_then(|_| {
+            let cx = tracing::Span::current().context();
+            let span = cx.span();
+            let context = span.span_context();
+            context
+                .is_valid()
+                .then(|| (context.trace_id(), context.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end_matches('\n');
+        if let Some(object) = body.strip_suffix('}')
+            && body.starts_with('{')
+        {
+            writeln!(
+                writer,
+                r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+            )
+        } else {
+            writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}")
+        }
     }
 }

@@ -12,12 +12,23 @@ use testkit::compose::{environment, services as compose_services, workspace};
 use testkit::{TestAws, unique_name};
 
 /// Read by a library rather than by a command-line setting: the AWS SDK's
-/// credentials and the log filter.
+/// credentials, the log filter, and the OpenTelemetry SDK's settings.
 const LIBRARY_VARIABLES: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "RUST_LOG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_SDK_DISABLED",
 ];
 
 /// Every environment variable a binary's command line reads.

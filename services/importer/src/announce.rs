@@ -22,6 +22,8 @@ const ATTEMPTS: u32 = 4;
 pub struct Announcement {
     pub page_url: Url,
     pub message: ObjectMessage,
+    /// W3C trace context of the archiving span, sent as message attributes.
+    pub trace: HashMap<String, String>,
 }
 
 /// What the announcer did.
@@ -101,10 +103,8 @@ async fn send_batch(
         if attempt > 1 {
             tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 2))).await;
         }
-        let entries: Vec<SendMessageBatchRequestEntry> = pending
-            .iter()
-            .map(|&i| entry(i, &batch[i].message))
-            .collect();
+        let entries: Vec<SendMessageBatchRequestEntry> =
+            pending.iter().map(|&i| entry(i, &batch[i])).collect();
         match sqs
             .send_message_batch()
             .queue_url(queue_url.as_str())
@@ -155,7 +155,7 @@ async fn send_batch(
     (sent, failed)
 }
 
-fn entry(index: usize, message: &ObjectMessage) -> SendMessageBatchRequestEntry {
+fn entry(index: usize, announcement: &Announcement) -> SendMessageBatchRequestEntry {
     let attribute = |value: String| {
         MessageAttributeValue::builder()
             .data_type("String")
@@ -163,12 +163,16 @@ fn entry(index: usize, message: &ObjectMessage) -> SendMessageBatchRequestEntry 
             .build()
             .unwrap_or_else(|e| unreachable!("data type and value are set: {e}"))
     };
-    SendMessageBatchRequestEntry::builder()
+    let mut entry = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
-        .message_body(message.encode())
+        .message_body(announcement.message.encode())
         // Lets consumers route or filter without parsing the body.
         .message_attributes("content_type", attribute("application/json".into()))
-        .message_attributes("schema_version", attribute(MESSAGE_VERSION.to_string()))
+        .message_attributes("schema_version", attribute(MESSAGE_VERSION.to_string()));
+    for (name, value) in &announcement.trace {
+        entry = entry.message_attributes(name, attribute(value.clone()));
+    }
+    entry
         .build()
         .unwrap_or_else(|e| unreachable!("id and body are set: {e}"))
 }

@@ -13,6 +13,7 @@ use pipeline_core::aws::describe;
 use pipeline_core::object::ObjectRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::{Read, Write as _};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -36,6 +37,8 @@ pub struct Provenance<'a> {
     pub source_url: &'a Url,
     pub fetched_at: OffsetDateTime,
     pub record_count: u64,
+    /// W3C trace context of the archiving span (`traceparent`, ...).
+    pub trace: &'a HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +141,7 @@ pub async fn put(
 pub const PART_BYTES: usize = 16 * 1024 * 1024;
 
 /// The object metadata every archived object carries.
-struct Metadata(std::collections::HashMap<String, String>);
+struct Metadata(HashMap<String, String>);
 
 impl Metadata {
     fn new(sha256: &str, provenance: Provenance<'_>) -> Self {
@@ -155,6 +158,7 @@ impl Metadata {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
+            .chain(provenance.trace.clone())
             .collect(),
         )
     }

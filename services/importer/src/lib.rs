@@ -24,14 +24,15 @@ pub mod announce;
 pub mod archive;
 pub mod body;
 pub mod fetch;
+pub mod metrics;
 pub mod settings;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use futures::future::Either;
 use pipeline_core::aws::{AwsClients, check_queue};
-use pipeline_core::health;
 use pipeline_core::object::ObjectRef;
+use pipeline_core::{health, trace_context};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ use url::Url;
 use crate::announce::Announcement;
 use crate::archive::{PageState, Provenance};
 use crate::fetch::{Fetcher, Page, page_url};
+use crate::metrics::Metrics;
 use crate::settings::Config;
 
 /// A page archived and announced.
@@ -122,6 +124,7 @@ pub struct Importer {
     fetcher: Fetcher,
     aws: AwsClients,
     state: Option<PageState>,
+    metrics: Metrics,
 }
 
 /// Where a page-by-page walk starts: after the first page.
@@ -151,6 +154,7 @@ impl Importer {
             fetcher,
             aws,
             state,
+            metrics: Metrics::new(),
         })
     }
 
@@ -163,7 +167,7 @@ impl Importer {
     }
 
     /// Fetches, archives and announces every page of the source once.
-    #[instrument(skip_all, fields(source.url = %self.config.source_url))]
+    #[instrument(name = "import", skip_all, fields(source.url = %self.config.source_url))]
     pub async fn import_once(&self) -> Result<ImportReport, ImportError> {
         let started = Instant::now();
         let config = &self.config;
@@ -256,6 +260,14 @@ impl Importer {
         }
         drop(ready);
         let announced = announcer.await.unwrap_or_default();
+        let queue = queue_name(&config.queue_url);
+        self.metrics.messages_sent.add(
+            announced.message_ids.len() as u64,
+            &metrics::sqs_destination(queue),
+        );
+        for _ in &announced.failed {
+            self.metrics.error("announce");
+        }
 
         let mut report = ImportReport {
             retries: retries.load(Ordering::Relaxed),
@@ -359,6 +371,7 @@ impl Importer {
         }
     }
 
+    #[instrument(name = "fetch page", skip_all, fields(url.full = %url))]
     async fn fetch(&self, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
         let result = self.fetcher.fetch(url).await;
         let attempts = match &result {
@@ -366,11 +379,18 @@ impl Importer {
             Err(fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
             Err(_) => 1,
         };
-        retries.fetch_add(u64::from(attempts.saturating_sub(1)), Ordering::Relaxed);
+        let retried = u64::from(attempts.saturating_sub(1));
+        retries.fetch_add(retried, Ordering::Relaxed);
+        self.metrics.fetch_retries.add(retried, &[]);
+        match &result {
+            Ok(page) => self.metrics.records_fetched.add(page.record_count, &[]),
+            Err(_) => self.metrics.error("fetch"),
+        }
         result.map_err(|e| e.to_string())
     }
 
     /// Archives a page (unless it is unchanged) and queues its message.
+    #[instrument(name = "archive page", skip_all, fields(url.full = %page.url, otel.kind = "producer"))]
     async fn archive(&self, page: Page, ready: &mpsc::Sender<Announcement>) -> PageOutcome {
         let config = &self.config;
         let sha256 = page.sha256.clone();
@@ -405,10 +425,13 @@ impl Importer {
             archive::object_key(&config.key_prefix, page.fetched_at),
         );
         let bytes = page.body.len() as usize;
+        // The transformer continues this span's trace.
+        let trace = trace_context::current();
         let provenance = Provenance {
             source_url: &page.url,
             fetched_at: page.fetched_at,
             record_count: page.record_count,
+            trace: &trace,
         };
         let put = archive::put(
             &self.aws.s3,
@@ -419,8 +442,11 @@ impl Importer {
             config.gzip,
         );
         if let Err(e) = put.await {
+            self.metrics.error("archive");
             return PageOutcome::Failed(e.to_string());
         }
+        self.metrics.objects_archived.add(1, &[]);
+        self.metrics.records_archived.add(page.record_count, &[]);
         info!(
             source.url = %page.url,
             s3.bucket = %object.bucket,
@@ -444,6 +470,7 @@ impl Importer {
         let announcement = Announcement {
             page_url: page.url.clone(),
             message,
+            trace,
         };
         if ready.send(announcement).await.is_err() {
             return PageOutcome::Failed(format!("archived {object} but the announcer stopped"));
@@ -497,4 +524,11 @@ pub async fn run(
     }
     info!("Stopped");
     Ok(())
+}
+
+/// The queue's name: the last segment of its URL.
+fn queue_name(url: &Url) -> &str {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or_default()
 }

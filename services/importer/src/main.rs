@@ -1,12 +1,11 @@
 use anyhow::Context as _;
-use importer::settings::{Cli, Command};
+use importer::settings::{Cli, Command, Config};
 use importer::{Importer, run};
 use pipeline_core::aws::AwsClients;
-use pipeline_core::{exit, health, settings, shutdown, telemetry};
+use pipeline_core::{exit, health, settings, shutdown};
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli: Cli = settings::parse_or_exit();
     if let Command::Healthcheck { max_age } = cli.command {
         return match health::check(&cli.health.path("importer"), max_age) {
@@ -20,11 +19,10 @@ async fn main() -> ExitCode {
     let mut config = settings::or_exit(cli.settings.resolve());
     config.health_file = Some(cli.health.path("importer"));
     settings::or_exit(cli.aws.region());
-    telemetry::init(cli.log.format);
-    exit::report(start(cli, config).await)
+    exit::run(cli.log.format, "importer", start(cli, config))
 }
 
-async fn start(cli: Cli, config: importer::settings::Config) -> anyhow::Result<()> {
+async fn start(cli: Cli, config: Config) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
     let every = config.every;

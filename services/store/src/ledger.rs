@@ -24,6 +24,8 @@ pub struct Object<'a> {
     pub message_id: &'a str,
     /// The version of its rows.
     pub fetched_at: OffsetDateTime,
+    /// The OpenTelemetry trace applying it, lowercase hex.
+    pub trace_id: Option<&'a str>,
 }
 
 /// What applying an object did.
@@ -52,6 +54,7 @@ pub struct LedgerEntry {
     pub superseded: i64,
     pub quarantined: i64,
     pub applied_at: OffsetDateTime,
+    pub trace_id: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -62,6 +65,7 @@ struct NewLedgerEntry<'a> {
     message_id: &'a str,
     fetched_at: OffsetDateTime,
     records: i64,
+    trace_id: Option<&'a str>,
 }
 
 #[derive(Insertable)]
@@ -109,6 +113,7 @@ pub async fn apply(
                 message_id: object.message_id,
                 fetched_at: object.fetched_at,
                 records: records.total() as i64,
+                trace_id: object.trace_id,
             })
             .on_conflict_do_nothing()
             .execute(conn)
@@ -218,6 +223,7 @@ pub async fn apply_stream<E: Send>(
     source_object: &str,
     message_id: &str,
     fetched_at: OffsetDateTime,
+    trace_id: Option<&str>,
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
 ) -> Result<(Outcome, StreamEnd), StreamError<E>> {
@@ -240,6 +246,7 @@ pub async fn apply_stream<E: Send>(
                 message_id,
                 fetched_at,
                 records: end.records as i64,
+                trace_id,
             })
             .on_conflict_do_nothing()
             .execute(conn)

@@ -13,6 +13,7 @@ diesel::table! {
         superseded -> Int8,
         quarantined -> Int8,
         applied_at -> Timestamptz,
+        trace_id -> Nullable<Text>,
     }
 }
 

@@ -87,7 +87,8 @@ pub fn run_with_compose_env(binary: &str, service: &Yaml) -> (i32, String) {
     for value in env.values_mut() {
         *value = value
             .replace("//localstack:4566", "//127.0.0.1:9")
-            .replace("@postgres:5432", "@127.0.0.1:9");
+            .replace("@postgres:5432", "@127.0.0.1:9")
+            .replace("//jaeger:4318", "//127.0.0.1:9");
     }
     let args: Vec<&str> = service["command"]
         .as_vec()

@@ -7,6 +7,7 @@
 //! - [`fake_api`] (re-exported): the stand-in for the external HTTP API.
 //! - [`proxy::Proxy`]: a TCP proxy to cut or slow the way to a server.
 //! - [`compose`]: the services of `docker-compose.yml` and their environment.
+//! - [`otlp::Receiver`]: an OTLP/HTTP endpoint that keeps what it receives.
 //!
 //! The services themselves are started by `scripts/test`, which passes
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
@@ -27,6 +28,7 @@ use url::Url;
 pub use fake_api;
 
 pub mod compose;
+pub mod otlp;
 pub mod proxy;
 
 const HOW_TO_RUN: &str =

@@ -23,18 +23,21 @@
 //! nothing.
 
 pub mod acks;
+pub mod metrics;
 pub mod process;
 pub mod queue;
 pub mod settings;
 
 use anyhow::{Context as _, bail};
-use aws_sdk_sqs::types::Message;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use opentelemetry::KeyValue;
 use pipeline_core::aws::{AwsClients, check_queue};
-use pipeline_core::health;
 use pipeline_core::message::Incoming;
+use pipeline_core::{health, trace_context};
 use pipeline_store::ledger::Outcome as LedgerOutcome;
 use pipeline_store::posts::UpsertCounts;
 use pipeline_store::{DatabaseUrl, migrations};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -43,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::acks::{Ack, Acks};
+use crate::metrics::Metrics;
 use crate::process::{Applied, Context, ProcessError};
 use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue, receive_count};
 use crate::settings::Config;
@@ -60,7 +64,7 @@ pub enum Mode {
 /// the work is noticed at once; after one that found nothing, the next
 /// waits for a message in hand to finish, or [`DRAIN_RECHECK`].
 const DRAIN_POLL: Duration = Duration::ZERO;
-const DRAIN_RECHECK: Duration = Duration::from_millis(200);
+const DRAIN_RECHECK: Duration = Duration::from_millis(50);
 
 /// Once nothing is in hand, how long a pending receive is still given to
 /// return what it may have taken, so that it can be handed back.
@@ -93,6 +97,7 @@ pub struct Transformer {
     aws: AwsClients,
     queue: SqsQueue,
     cx: Context,
+    metrics: Metrics,
 }
 
 /// How one message ended.
@@ -100,8 +105,9 @@ pub struct Transformer {
 enum Outcome {
     Applied(Vec<Applied>),
     Ignored,
-    DeadLettered,
-    Retrying,
+    /// With the failure's kind.
+    DeadLettered(&'static str),
+    Retrying(&'static str),
     HandedBack,
     Abandoned,
 }
@@ -117,12 +123,15 @@ enum Handled {
 struct Failure {
     reason: String,
     permanent: bool,
+    /// For metrics: `error.type`.
+    kind: &'static str,
 }
 
 impl From<ProcessError> for Failure {
     fn from(e: ProcessError) -> Self {
         Self {
             permanent: e.is_permanent(),
+            kind: e.kind(),
             reason: e.to_string(),
         }
     }
@@ -146,6 +155,7 @@ impl Transformer {
             aws,
             queue,
             cx,
+            metrics: Metrics::new(),
         }
     }
 
@@ -393,8 +403,19 @@ impl Transformer {
     /// Processes one message while keeping it hidden, then tells the queue.
     async fn handle(&self, message: Message, hand_back: CancellationToken, acks: &Acks) -> Outcome {
         let id = message.message_id.clone().unwrap_or_default();
-        let span = info_span!("message", messaging.message.id = %id);
-        async {
+        let queue = queue_name(self.queue.url());
+        let span = info_span!(
+            "process message",
+            otel.kind = "consumer",
+            messaging.system = "aws_sqs",
+            messaging.operation.name = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = %id,
+        );
+        // Continue the importer's trace: it sent its context along.
+        trace_context::set_parent(&span, &trace_headers(&message));
+        let started = Instant::now();
+        let outcome = async {
             let Some(receipt) = message.receipt_handle.clone() else {
                 error!("Message {id} has no receipt handle: skipped");
                 return Outcome::Abandoned;
@@ -444,21 +465,60 @@ impl Transformer {
                             "Message {id}: {}; moved to the dead-letter queue",
                             failure.reason
                         );
-                        Outcome::DeadLettered
+                        Outcome::DeadLettered(failure.kind)
                     }
                     Err(e) => {
                         error!("Message {id}: {}; could not dead-letter it: {e}", failure.reason);
-                        self.retry_later(&message, &receipt, &id).await
+                        self.retry_later(&message, &receipt, &id, failure.kind).await
                     }
                 },
                 Err(failure) => {
                     warn!("Message {id}: {}", failure.reason);
-                    self.retry_later(&message, &receipt, &id).await
+                    self.retry_later(&message, &receipt, &id, failure.kind).await
                 }
             }
         }
         .instrument(span)
-        .await
+        .await;
+        self.record(&message, &outcome, started.elapsed());
+        outcome
+    }
+
+    /// Metrics of one handled message.
+    fn record(&self, message: &Message, outcome: &Outcome, took: Duration) {
+        let m = &self.metrics;
+        let source = metrics::sqs_source(queue_name(self.queue.url()));
+        m.consumed.add(1, &source);
+        m.process_duration.record(took.as_secs_f64(), &source);
+        if let Some(age) = message_age(message) {
+            m.message_age.record(age.as_secs_f64(), &source);
+        }
+        let outcome_is = |value: &'static str| [KeyValue::new("outcome", value)];
+        let error = |kind: &'static str| [KeyValue::new("error.type", kind)];
+        match outcome {
+            Outcome::Applied(applied) => {
+                for one in applied {
+                    match &one.outcome {
+                        LedgerOutcome::Applied { rows, quarantined } => {
+                            m.objects.add(1, &outcome_is("applied"));
+                            m.rows.add(rows.inserted, &outcome_is("inserted"));
+                            m.rows.add(rows.updated, &outcome_is("updated"));
+                            m.rows.add(rows.unchanged, &outcome_is("unchanged"));
+                            m.quarantined.add(*quarantined, &[]);
+                        }
+                        LedgerOutcome::AlreadyApplied(_) => {
+                            m.objects.add(1, &outcome_is("already_applied"));
+                        }
+                    }
+                }
+            }
+            Outcome::DeadLettered(kind) => {
+                m.dead_lettered.add(1, &[]);
+                m.errors.add(1, &error(kind));
+            }
+            Outcome::Retrying(kind) => m.errors.add(1, &error(kind)),
+            Outcome::Ignored | Outcome::HandedBack | Outcome::Abandoned => {}
+        }
     }
 
     /// Makes messages that were received but never started visible again.
@@ -488,6 +548,7 @@ impl Transformer {
         let incoming = Incoming::decode(body).map_err(|e| Failure {
             reason: format!("message body is in no known format: {e}"),
             permanent: true,
+            kind: "unknown_format",
         })?;
         match incoming {
             Incoming::TestEvent => Ok(Handled::Ignored("S3 test event".into())),
@@ -515,7 +576,13 @@ impl Transformer {
     }
 
     /// Hides a failed message for a delay that doubles with each receive.
-    async fn retry_later(&self, message: &Message, receipt: &str, id: &str) -> Outcome {
+    async fn retry_later(
+        &self,
+        message: &Message,
+        receipt: &str,
+        id: &str,
+        kind: &'static str,
+    ) -> Outcome {
         let attempts = receive_count(message);
         let delay = retry_delay(self.config.retry_delay, attempts);
         match self.queue.set_visibility(receipt, delay).await {
@@ -525,7 +592,7 @@ impl Transformer {
             ),
             Err(e) => warn!("Message {id}: {e}; it reappears after its visibility timeout"),
         }
-        Outcome::Retrying
+        Outcome::Retrying(kind)
     }
 }
 
@@ -597,8 +664,8 @@ fn tally(report: &mut RunReport, done: Result<Outcome, tokio::task::JoinError>) 
             }
         }
         Ok(Outcome::Ignored) => report.ignored += 1,
-        Ok(Outcome::DeadLettered) => report.dead_lettered += 1,
-        Ok(Outcome::Retrying) => report.retried += 1,
+        Ok(Outcome::DeadLettered(_)) => report.dead_lettered += 1,
+        Ok(Outcome::Retrying(_)) => report.retried += 1,
         Ok(Outcome::HandedBack) => report.handed_back += 1,
         Ok(Outcome::Abandoned) => report.abandoned += 1,
         Err(e) => {
@@ -629,6 +696,39 @@ impl Backoff {
     fn reset(&mut self) {
         self.failures = 0;
     }
+}
+
+/// The queue's name: the last segment of its URL.
+fn queue_name(url: &url::Url) -> &str {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or_default()
+}
+
+/// The W3C trace context the sender put in the message's attributes.
+fn trace_headers(message: &Message) -> HashMap<String, String> {
+    let attributes = message.message_attributes();
+    trace_context::FIELDS
+        .iter()
+        .filter_map(|name| {
+            let value = attributes?.get(*name)?.string_value()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// How long ago SQS received the message (its `SentTimestamp`).
+fn message_age(message: &Message) -> Option<Duration> {
+    let sent_ms: u64 = message
+        .attributes()?
+        .get(&MessageSystemAttributeName::SentTimestamp)?
+        .parse()
+        .ok()?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some(Duration::from_millis(now_ms.saturating_sub(sent_ms)))
 }
 
 #[cfg(test)]

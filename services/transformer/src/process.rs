@@ -9,6 +9,7 @@ use pipeline_core::aws::describe;
 use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records, scan_records};
+use pipeline_core::telemetry;
 use pipeline_store::ledger::{self, LedgerEntry, Outcome, StreamEnd, StreamError};
 use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
 use sha2::{Digest, Sha256};
@@ -184,11 +185,13 @@ pub async fn apply_object(
     let mut conn = checkout(&cx.pool, &cx.database_url)
         .await
         .map_err(store_failed)?;
+    let trace_id = telemetry::current_trace_id();
     let target = ledger::Object {
         source_object: &source_object,
         sha256: &actual,
         message_id,
         fetched_at,
+        trace_id: trace_id.as_deref(),
     };
     let outcome = ledger::apply(&mut conn, target, &records)
         .await
@@ -320,11 +323,13 @@ async fn apply_streamed(
     let mut conn = checkout(&cx.pool, &cx.database_url)
         .await
         .map_err(store_failed)?;
+    let trace_id = telemetry::current_trace_id();
     let applied = ledger::apply_stream(
         &mut conn,
         &source_object,
         message_id,
         fetched_at,
+        trace_id.as_deref(),
         &mut batches_rx,
         finish,
     )
