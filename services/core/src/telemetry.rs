@@ -103,7 +103,14 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
     }
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer(service));
+    // Cheap spans: an async span is entered and left on every poll, and
+    // timing each of those (busy/idle) or tagging thread and source
+    // location costs more than it tells.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer.tracer(service))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false);
     // Colour codes only where a person reads them, never in files or CloudWatch.
     let ansi = std::io::stderr().is_terminal();
     let fmt = match format {
@@ -125,15 +132,20 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
             ))
             .boxed(),
     };
-    // Spans worth a trace: ours, and one per AWS call (`S3.GetObject`, a
-    // debug span of the SDK); not the SDK runtime's internals, a dozen
-    // spans per call.
+    // Spans worth a trace: ours, and when traces are exported, one per AWS
+    // call (`S3.GetObject`, a debug span of the SDK); never the SDK
+    // runtime's internals, a dozen spans per call.
+    let aws_calls = if export_traces {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::OFF
+    };
     let traced = Targets::new()
-        .with_default(LevelFilter::INFO)
-        .with_target("aws_sdk_s3", LevelFilter::DEBUG)
-        .with_target("aws_sdk_sqs", LevelFilter::DEBUG)
-        .with_target("aws_smithy_runtime", LevelFilter::OFF)
-        .with_target("aws_smithy_runtime_api", LevelFilter::OFF);
+        .with_target(service, LevelFilter::INFO)
+        .with_target("pipeline_core", LevelFilter::INFO)
+        .with_target("pipeline_store", LevelFilter::INFO)
+        .with_target("aws_sdk_s3", aws_calls)
+        .with_target("aws_sdk_sqs", aws_calls);
     tracing_subscriber::registry()
         .with(otel.with_filter(traced))
         .with(fmt.with_filter(filter))
