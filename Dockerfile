@@ -31,6 +31,9 @@ RUN cargo build --release --locked -p importer -p transformer -p fake-api --bins
  && cp target/release/importer target/release/transformer target/release/fake-api /out/
 
 FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
+# CA certificates of RDS, for DATABASE_URL's
+# sslrootcert=/etc/ssl/certs/rds-global-bundle.pem with sslmode=verify-full.
+ADD --chmod=644 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem
 # The health file lives here (see `healthcheck`); distroless has no shell,
 # so the check is a subcommand of the binary itself.
 ENV HEALTH_FILE=/tmp/service.healthy

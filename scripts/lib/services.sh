@@ -8,6 +8,7 @@
 #   source scripts/lib/services.sh
 #   services_start          # installs what is missing, starts both, exports:
 #                           #   DATABASE_URL      postgres://... (superuser, random password)
+#                           #   DATABASE_CA, DATABASE_OTHER_CA  the server certificate's CA, and another
 #                           #   AWS_ENDPOINT_URL  http://127.0.0.1:<port>
 #                           #   AWS_REGION, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (LocalStack's)
 #   trap services_stop EXIT # stops what services_start started, whatever happens
@@ -30,6 +31,27 @@ _free_port() {
 
 _http_ok() {
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" >/dev/null 2>&1
+}
+
+# A throwaway CA, a server certificate it signs for the name localhost
+# (not 127.0.0.1: the TLS tests check that a wrong name is refused), and a
+# second, unrelated CA.
+_make_certificates() { # DIR
+  local dir="$1"
+  command -v openssl >/dev/null || _apt_install openssl
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=api-pipeline test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=unrelated CA" -keyout "$dir/other-ca.key" -out "$dir/other-ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=localhost" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName = DNS:localhost\nextendedKeyUsage = serverAuth\n' > "$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$dir"
+  chmod 755 "$dir"; chmod 644 "$dir"/*.crt
 }
 
 # The directory with initdb, pg_ctl and postgres; installs PostgreSQL if there is none.
@@ -78,10 +100,17 @@ fsync = ${PG_FSYNC:-off}
 synchronous_commit = ${PG_FSYNC:-off}
 full_page_writes = ${PG_FSYNC:-off}
 max_connections = 200
+ssl = on
+ssl_cert_file = '$PG_DIR/tls/server.crt'
+ssl_key_file = '$PG_DIR/tls/server.key'
 CONF
+  _make_certificates "$PG_DIR/tls"
   _as_pg "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start >/dev/null
   PG_CTL="$bindir/pg_ctl"
   export DATABASE_URL="postgres://postgres:$password@127.0.0.1:$port/postgres"
+  # For the TLS tests: the CA that signed the server's certificate (valid
+  # for the name localhost only), and an unrelated one.
+  export DATABASE_CA="$PG_DIR/tls/ca.crt" DATABASE_OTHER_CA="$PG_DIR/tls/other-ca.crt"
   _log "PostgreSQL ready on 127.0.0.1:$port (log: $PG_DIR/server.log)"
 }
 

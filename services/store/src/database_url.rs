@@ -1,9 +1,15 @@
-//! `DATABASE_URL`, e.g. `postgres://pipeline:secret@127.0.0.1:5432/pipeline`.
+//! `DATABASE_URL`, e.g. `postgres://pipeline:secret@127.0.0.1:5432/pipeline`
+//! or, to RDS, `postgres://pipeline@db.xxxx.rds.amazonaws.com/pipeline?sslmode=verify-full&sslrootcert=/etc/ssl/certs/rds-global-bundle.pem`
+//! (see [`crate::tls`]).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::Host;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::{self, SslMode};
 
 /// A PostgreSQL connection string, checked when the settings are read.
 ///
@@ -14,6 +20,9 @@ pub struct DatabaseUrl {
     raw: String,
     config: tokio_postgres::Config,
     target: String,
+    ssl_mode: SslMode,
+    /// `None` with `sslmode=disable`.
+    tls: Option<MakeRustlsConnect>,
 }
 
 /// Used when the URL sets no `connect_timeout`: without one, a host that
@@ -30,6 +39,23 @@ impl DatabaseUrl {
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }
+
+    /// The TLS connector for `sslmode`; `None` when it is `disable`.
+    pub fn tls(&self) -> Option<&MakeRustlsConnect> {
+        self.tls.as_ref()
+    }
+
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The same URL with another password, e.g. one a secret store
+    /// injects apart from the URL (`DATABASE_PASSWORD` on ECS).
+    #[must_use]
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.config.password(password);
+        self
+    }
 }
 
 impl FromStr for DatabaseUrl {
@@ -39,9 +65,14 @@ impl FromStr for DatabaseUrl {
         if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
             return Err("expected postgres://user:password@host:port/dbname".into());
         }
-        // tokio-postgres' own parser: what it accepts here it will connect with.
-        // Its error messages name the bad part, never the password.
-        let mut config = tokio_postgres::Config::from_str(raw).map_err(|e| e.to_string())?;
+        // sslmode and sslrootcert are ours (tokio-postgres knows neither
+        // verify-full nor sslrootcert); the rest goes to tokio-postgres' own
+        // parser: what it accepts here it will connect with. Its error
+        // messages name the bad part, never the password.
+        let (rest, ssl_mode, root_cert) = split_tls_options(raw)?;
+        let tls = tls::connector(ssl_mode, root_cert.as_deref())?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string())?;
+        config.ssl_mode(ssl_mode.negotiation());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -61,8 +92,37 @@ impl FromStr for DatabaseUrl {
             raw: raw.to_owned(),
             config,
             target,
+            ssl_mode,
+            tls,
         })
     }
+}
+
+/// Takes `sslmode` (default `prefer`, as libpq) and `sslrootcert` out of
+/// the URL's query string.
+fn split_tls_options(raw: &str) -> Result<(String, SslMode, Option<PathBuf>), String> {
+    let Some((base, query)) = raw.split_once('?') else {
+        return Ok((raw.to_owned(), SslMode::Prefer, None));
+    };
+    let mut mode = SslMode::Prefer;
+    let mut root_cert = None;
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "sslmode" => mode = value.parse()?,
+            "sslrootcert" => root_cert = Some(PathBuf::from(&*value)),
+            _ => {
+                rest.append_pair(&key, &value);
+            }
+        }
+    }
+    let rest = rest.finish();
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{rest}")
+    };
+    Ok((url, mode, root_cert))
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -89,6 +149,40 @@ mod tests {
         assert_eq!(url.to_string(), "db.local:6543/posts as pipeline");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(url.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn takes_sslmode_and_sslrootcert_like_libpq() {
+        let url: DatabaseUrl = "postgres://u@h/db?connect_timeout=3&sslmode=require"
+            .parse()
+            .expect("valid");
+        assert_eq!(url.ssl_mode(), SslMode::Require);
+        assert!(url.tls().is_some());
+        assert_eq!(
+            url.config().get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+
+        let plain: DatabaseUrl = "postgres://u@h/db?sslmode=disable".parse().expect("valid");
+        assert!(plain.tls().is_none());
+        let default: DatabaseUrl = "postgres://u@h/db".parse().expect("valid");
+        assert_eq!(default.ssl_mode(), SslMode::Prefer);
+
+        let err = |raw: &str| raw.parse::<DatabaseUrl>().expect_err(raw);
+        assert!(err("postgres://u@h/db?sslmode=verify-full").contains("needs sslrootcert"));
+        assert!(err("postgres://u@h/db?sslmode=allow").contains("sslmode=allow is not one of"));
+        assert!(
+            err("postgres://u@h/db?sslmode=verify-full&sslrootcert=/no/such.pem")
+                .contains("sslrootcert /no/such.pem")
+        );
+    }
+
+    #[test]
+    fn a_password_from_elsewhere_replaces_the_urls() {
+        let url: DatabaseUrl = "postgres://pipeline@h/db".parse().expect("valid");
+        let url = url.with_password("from-the-secret");
+        assert_eq!(url.config().get_password(), Some(&b"from-the-secret"[..]));
+        assert!(!format!("{url} {url:?}").contains("from-the-secret"));
     }
 
     #[test]

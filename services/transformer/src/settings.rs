@@ -4,6 +4,7 @@
 //! |---------------------------|-----------------------------|----------------|
 //! | `QUEUE_URL`               | `--queue-url`               | none: required for `run` |
 //! | `DATABASE_URL`            | `--database-url`            | none: required |
+//! | `DATABASE_PASSWORD`       | `--database-password`       | the URL's      |
 //! | `TRANSFORMER_CONCURRENCY` | `--transformer-concurrency` | `4`            |
 //! | `DEAD_LETTER_QUEUE_URL`   | `--dead-letter-queue-url`   | the queue's redrive policy target |
 //! | `VISIBILITY_TIMEOUT`      | `--visibility-timeout`      | `60s`          |
@@ -65,7 +66,9 @@ pub struct Settings {
           global = true)]
     pub queue_url: Option<Url>,
 
-    /// PostgreSQL connection URL, postgres://user:password@host:port/dbname.
+    /// PostgreSQL connection URL, postgres://user:password@host:port/dbname; TLS by
+    /// ?sslmode=disable|prefer|require|verify-ca|verify-full (default prefer) and
+    /// &sslrootcert=<CA bundle, PEM>.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -74,6 +77,17 @@ pub struct Settings {
         global = true
     )]
     pub database_url: Option<DatabaseUrl>,
+
+    /// Password of DATABASE_URL's user, when a secret store injects it apart from the
+    /// URL (on ECS, from the RDS-managed secret). Replaces the URL's password.
+    #[arg(
+        long,
+        env = "DATABASE_PASSWORD",
+        value_name = "DATABASE_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_password: Option<String>,
 
     /// Messages processed at once; also the size of the connection pool.
     #[arg(
@@ -142,7 +156,11 @@ impl Config {
 
 impl Settings {
     pub fn database_url(&self) -> Result<DatabaseUrl, SettingError> {
-        required(self.database_url.clone(), "DATABASE_URL", "--database-url")
+        let url = required(self.database_url.clone(), "DATABASE_URL", "--database-url")?;
+        Ok(match &self.database_password {
+            Some(password) => url.with_password(password),
+            None => url,
+        })
     }
 
     pub fn resolve(&self) -> Result<Config, SettingError> {

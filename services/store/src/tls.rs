@@ -1,0 +1,223 @@
+//! TLS to PostgreSQL over rustls, chosen as libpq chooses it: by `sslmode`
+//! and `sslrootcert` in `DATABASE_URL`'s query string.
+//!
+//! | `sslmode`          | encrypted                  | CA verified | host name verified |
+//! |--------------------|----------------------------|-------------|--------------------|
+//! | `disable`          | no                         | no          | no                 |
+//! | `prefer` (default) | if the server offers it    | no          | no                 |
+//! | `require`          | yes                        | no          | no                 |
+//! | `verify-ca`        | yes                        | yes         | no                 |
+//! | `verify-full`      | yes                        | yes         | yes                |
+//!
+//! `sslrootcert` is a PEM file of CA certificates (any number: the RDS
+//! global bundle holds one per region); `verify-ca` and `verify-full`
+//! need it. It is read when the URL is parsed, so a missing or empty file
+//! is reported with the other settings, before any connection.
+
+use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use std::path::Path;
+use std::sync::Arc;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// libpq's `sslmode` values this client supports (`allow` is not one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(match value {
+            "disable" => Self::Disable,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(format!(
+                    "sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
+                ));
+            }
+        })
+    }
+}
+
+impl SslMode {
+    /// What tokio-postgres should do: the verification is the connector's.
+    pub fn negotiation(self) -> tokio_postgres::config::SslMode {
+        match self {
+            Self::Disable => tokio_postgres::config::SslMode::Disable,
+            Self::Prefer => tokio_postgres::config::SslMode::Prefer,
+            Self::Require | Self::VerifyCa | Self::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        }
+    }
+}
+
+/// The rustls connector for `mode`, trusting the CAs in `root_cert`;
+/// `None` for `disable`.
+pub fn connector(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+) -> Result<Option<MakeRustlsConnect>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = match root_cert {
+        Some(path) => Some(Arc::new(load_roots(path)?)),
+        None => None,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
+        (SslMode::Disable, _) => return Ok(None),
+        (SslMode::Prefer | SslMode::Require, _) => {
+            Arc::new(Unverified(provider.signature_verification_algorithms))
+        }
+        (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+            return Err(format!(
+                "sslmode={} needs sslrootcert=<path of a PEM file of CA certificates>",
+                if mode == SslMode::VerifyCa {
+                    "verify-ca"
+                } else {
+                    "verify-full"
+                }
+            ));
+        }
+        (SslMode::VerifyCa | SslMode::VerifyFull, Some(roots)) => {
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+                .build()
+                .map_err(|e| format!("cannot use the CA certificates: {e}"))?;
+            if mode == SslMode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(AnyName(webpki, Arc::clone(&provider)))
+            }
+        }
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let shown = path.display();
+    let mut roots = RootCertStore::empty();
+    let certificates =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("sslrootcert {shown} holds no PEM certificate"));
+    }
+    Ok(roots)
+}
+
+/// `prefer` and `require`: encrypted, but any certificate is accepted, as
+/// libpq does. Signatures are still checked, so the handshake is sound.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted CA; the name in the
+/// certificate may be any.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>, Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => {
+                // rustls checks the chain before the name: it passed.
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
