@@ -15,6 +15,7 @@
 //! - [`post`]: the record type the pipeline moves.
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
 //! - [`telemetry`]: logs, traces and metrics (OpenTelemetry over OTLP).
+//! - [`metrics`]: how the services make their instruments.
 //! - [`trace_context`]: the W3C trace context the importer hands the
 //!   transformer through S3 metadata and SQS message attributes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
@@ -25,6 +26,7 @@ pub mod aws;
 pub mod exit;
 pub mod health;
 pub mod message;
+pub mod metrics;
 pub mod object;
 pub mod post;
 pub mod settings;

@@ -260,10 +260,9 @@ impl Importer {
         }
         drop(ready);
         let announced = announcer.await.unwrap_or_default();
-        let queue = queue_name(&config.queue_url);
         self.metrics.messages_sent.add(
             announced.message_ids.len() as u64,
-            &metrics::sqs_destination(queue),
+            &pipeline_core::metrics::sqs("send", &config.queue_url),
         );
         for _ in &announced.failed {
             self.metrics.error("announce");
@@ -524,11 +523,4 @@ pub async fn run(
     }
     info!("Stopped");
     Ok(())
-}
-
-/// The queue's name: the last segment of its URL.
-fn queue_name(url: &Url) -> &str {
-    url.path_segments()
-        .and_then(|mut segments| segments.next_back())
-        .unwrap_or_default()
 }

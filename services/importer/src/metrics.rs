@@ -3,6 +3,7 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
+use pipeline_core::metrics::counter;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -22,13 +23,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("importer");
-        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
-            meter
-                .u64_counter(name)
-                .with_unit(unit)
-                .with_description(description)
-                .build()
-        };
+        let counter = |name, unit, description| counter(&meter, name, unit, description);
         Self {
             records_fetched: counter(
                 "pipeline.records.fetched",
@@ -72,13 +67,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The attributes of a sent message, by the messaging semantic conventions.
-pub fn sqs_destination(queue_name: &str) -> [KeyValue; 3] {
-    [
-        KeyValue::new("messaging.system", "aws_sqs"),
-        KeyValue::new("messaging.operation.name", "send"),
-        KeyValue::new("messaging.destination.name", queue_name.to_owned()),
-    ]
 }

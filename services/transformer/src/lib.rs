@@ -33,6 +33,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use opentelemetry::KeyValue;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::message::Incoming;
+use pipeline_core::metrics::queue_name;
 use pipeline_core::{health, trace_context};
 use pipeline_store::ledger::Outcome as LedgerOutcome;
 use pipeline_store::posts::UpsertCounts;
@@ -487,7 +488,7 @@ impl Transformer {
     /// Metrics of one handled message.
     fn record(&self, message: &Message, outcome: &Outcome, took: Duration) {
         let m = &self.metrics;
-        let source = metrics::sqs_source(queue_name(self.queue.url()));
+        let source = pipeline_core::metrics::sqs("process", self.queue.url());
         m.consumed.add(1, &source);
         m.process_duration.record(took.as_secs_f64(), &source);
         if let Some(age) = message_age(message) {
@@ -696,13 +697,6 @@ impl Backoff {
     fn reset(&mut self) {
         self.failures = 0;
     }
-}
-
-/// The queue's name: the last segment of its URL.
-fn queue_name(url: &url::Url) -> &str {
-    url.path_segments()
-        .and_then(|mut segments| segments.next_back())
-        .unwrap_or_default()
 }
 
 /// The W3C trace context the sender put in the message's attributes.

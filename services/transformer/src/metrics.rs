@@ -2,8 +2,8 @@
 //! endpoint is configured (no-ops otherwise). Names follow the messaging
 //! semantic conventions where they have one.
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
+use pipeline_core::metrics::{counter, seconds};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -26,20 +26,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("transformer");
-        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
-            meter
-                .u64_counter(name)
-                .with_unit(unit)
-                .with_description(description)
-                .build()
-        };
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(description)
-                .build()
-        };
+        let counter = |name, unit, description| counter(&meter, name, unit, description);
+        let seconds = |name, description| seconds(&meter, name, description);
         Self {
             consumed: counter(
                 "messaging.client.consumed.messages",
@@ -84,13 +72,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The attributes of a consumed message, by the messaging semantic conventions.
-pub fn sqs_source(queue_name: &str) -> [KeyValue; 3] {
-    [
-        KeyValue::new("messaging.system", "aws_sqs"),
-        KeyValue::new("messaging.operation.name", "process"),
-        KeyValue::new("messaging.destination.name", queue_name.to_owned()),
-    ]
 }
