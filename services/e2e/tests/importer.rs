@@ -337,15 +337,7 @@ async fn gzip_objects_are_stored_compressed_and_applied_the_same() {
     let report = import(&aws, config).await.unwrap();
 
     let page = report.single();
-    let head = aws
-        .clients
-        .s3
-        .head_object()
-        .bucket(&aws.bucket)
-        .key(&page.object.key)
-        .send()
-        .await
-        .unwrap();
+    let head = aws.head(&page.object.key).await;
     assert_eq!(head.content_encoding(), Some("gzip"));
     let stored = aws.object_bytes(&page.object.key).await;
     assert!(

@@ -104,16 +104,7 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     assert_eq!(pipeline.aws.keys().await, vec![report.object.key.clone()]);
     let stored = pipeline.aws.object_bytes(&report.object.key).await;
     assert_eq!(stored, fake_api::body(100, 0));
-    let head = pipeline
-        .aws
-        .clients
-        .s3
-        .head_object()
-        .bucket(&pipeline.aws.bucket)
-        .key(&report.object.key)
-        .send()
-        .await
-        .unwrap();
+    let head = pipeline.aws.head(&report.object.key).await;
     let metadata = head.metadata().unwrap();
     let source_url = pipeline.api.join("posts").unwrap().to_string();
     assert_eq!(metadata["source-url"], source_url);

@@ -567,6 +567,18 @@ impl TestAws {
     }
 
     /// The bytes of an object.
+    /// The object's metadata, content type and encoding, as S3 reports them.
+    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        self.clients
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head object")
+    }
+
     pub async fn object_bytes(&self, key: &str) -> Vec<u8> {
         let object = self
             .clients
