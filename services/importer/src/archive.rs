@@ -121,6 +121,11 @@ pub async fn put(
             }
             request
                 .body(ByteStream::from(stored))
+                // The checksum header above is signed and S3 verifies the
+                // bytes against it, so signing the payload as well would
+                // only hash every byte a second time.
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map(drop)
@@ -249,6 +254,9 @@ async fn upload_parts(
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(&checksum)
             .body(ByteStream::from(part))
+            // Covered by the signed checksum header, as for a single PUT.
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| format!("uploading part {number}: {}", describe(&e)))?;
