@@ -58,6 +58,20 @@ pub fn pulse(path: PathBuf, stop: CancellationToken) -> tokio::task::JoinHandle<
     })
 }
 
+/// Runs `work` with the health file at `path` (if any) touched every
+/// [`PULSE`], and removed before returning, so that a stopped service is
+/// unhealthy whatever ends the process right after.
+pub async fn while_healthy<F: Future>(path: Option<PathBuf>, work: F) -> F::Output {
+    let stop = CancellationToken::new();
+    let pulse = path.map(|path| pulse(path, stop.clone()));
+    let output = work.await;
+    stop.cancel();
+    if let Some(pulse) = pulse {
+        pulse.await.ok();
+    }
+    output
+}
+
 /// Passes when `path` was touched within `max_age`. The error is one line
 /// naming the file.
 pub fn check(path: &Path, max_age: Duration) -> Result<Duration, String> {
@@ -124,5 +138,23 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn while_healthy_removes_the_file_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.healthy");
+        let seen = while_healthy(Some(path.clone()), async {
+            for _ in 0..100 {
+                if path.exists() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        })
+        .await;
+        assert!(seen, "the file exists while the work runs");
+        assert!(!path.exists(), "and is gone as soon as it returns");
     }
 }

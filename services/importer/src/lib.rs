@@ -497,11 +497,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     importer.check().await?;
     // Healthy from here: the queue answered.
-    let stop_pulse = CancellationToken::new();
-    let _stop_pulse_on_return = stop_pulse.clone().drop_guard();
-    if let Some(path) = importer.config.health_file.clone() {
-        health::pulse(path, stop_pulse);
-    }
+    health::while_healthy(
+        importer.config.health_file.clone(),
+        run_checked(importer, every, shutdown),
+    )
+    .await
+}
+
+async fn run_checked(
+    importer: &Importer,
+    every: Option<Duration>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let Some(every) = every else {
         importer.import_once().await?;
         return Ok(());

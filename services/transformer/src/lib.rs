@@ -198,19 +198,9 @@ impl Transformer {
             }
         }
         // Healthy from here: the database and the queue answered.
-        let stop_pulse = CancellationToken::new();
-        let pulse = self
-            .config
-            .health_file
-            .clone()
-            .map(|path| health::pulse(path, stop_pulse.clone()));
+        let health_file = self.config.health_file.clone();
         let this = Arc::new(self);
-        let report = this.receive_loop(mode, shutdown).await;
-        stop_pulse.cancel();
-        if let Some(pulse) = pulse {
-            pulse.await.ok();
-        }
-        report
+        health::while_healthy(health_file, this.receive_loop(mode, shutdown)).await
     }
 
     async fn receive_loop(
