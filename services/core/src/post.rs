@@ -199,6 +199,15 @@ fn parse_post(raw: &RawValue) -> Result<Post, String> {
 
 /// What serde cannot check: ranges, and what PostgreSQL `text` cannot hold.
 fn check(post: &Post) -> Result<(), String> {
+    check_fields(&PostShape {
+        user_id: post.user_id,
+        id: post.id,
+        title: TextShape::of(&post.title),
+        body: TextShape::of(&post.body),
+    })
+}
+
+fn check_fields(post: &PostShape) -> Result<(), String> {
     for (field, value) in [("id", post.id), ("userId", post.user_id)] {
         if value < 1 {
             return Err(format!(
@@ -211,19 +220,102 @@ fn check(post: &Post) -> Result<(), String> {
         ("title", &post.title, MAX_TITLE_BYTES),
         ("body", &post.body, MAX_BODY_BYTES),
     ] {
-        if value.contains('\0') {
+        if value.nul {
             return Err(format!(
                 "field `{field}` contains a NUL character, which PostgreSQL text cannot store"
             ));
         }
-        if value.len() > limit {
+        if value.len > limit {
             return Err(format!(
                 "field `{field}` is {} bytes, more than the limit of {limit}",
-                value.len()
+                value.len
             ));
         }
     }
     Ok(())
+}
+
+/// Counts the elements of `body` if it is a JSON array of valid posts, and
+/// keeps none of them: all that the importer needs to know before it
+/// archives a page. Reading text fields without copying them makes this
+/// about a third cheaper than [`parse_records`]. `None` when anything is
+/// wrong; [`parse_records`] then tells what.
+pub fn count_if_all_valid(body: &[u8]) -> Option<u64> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let count = CountSeed.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(count)
+}
+
+/// What [`check_fields`] looks at in a post.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostShape {
+    user_id: i64,
+    id: i64,
+    title: TextShape,
+    body: TextShape,
+}
+
+/// What [`check_fields`] looks at in a text field, read from the JSON text
+/// in place (serde_json unescapes into a scratch buffer it reuses).
+struct TextShape {
+    len: usize,
+    nul: bool,
+}
+
+impl TextShape {
+    fn of(text: &str) -> Self {
+        Self {
+            len: text.len(),
+            nul: text.contains('\0'),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TextShape {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = TextShape;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TextShape, E> {
+                Ok(TextShape::of(text))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct CountSeed;
+
+impl<'de> DeserializeSeed<'de> for CountSeed {
+    type Value = u64;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CountSeed {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of valid posts")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut count = 0;
+        while let Some(post) = seq.next_element::<PostShape>()? {
+            check_fields(&post).map_err(serde::de::Error::custom)?;
+            count += 1;
+        }
+        Ok(count)
+    }
 }
 
 fn strip_position(message: &str) -> &str {
@@ -391,6 +483,40 @@ mod tests {
         assert!(err(r#"{"a": 1}"#).contains("expected a JSON array of posts"));
         assert!(err("[1, 2").contains("EOF"));
         assert!(err("[] x").contains("trailing characters"));
+    }
+
+    #[test]
+    fn counting_valid_posts_agrees_with_parsing() {
+        let good = r#"{"userId":1,"id":1,"title":"caf\u00e9 \"x\"","body":"a\nb","extra":[1]}"#;
+        let all_good = format!(" [{good}, {good}]\n");
+        assert_eq!(count_if_all_valid(all_good.as_bytes()), Some(2));
+        assert_eq!(count_if_all_valid(b"[]"), Some(0));
+
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        for bad in [
+            r#"{"userId":1,"id":"2","title":"a","body":"b"}"#,
+            r#"{"userId":1,"id":3,"body":"b"}"#,
+            r#"{"userId":1,"id":0,"title":"a","body":"b"}"#,
+            r#"{"userId":-3,"id":3,"title":"a","body":"b"}"#,
+            r#"{"userId":1,"id":4,"title":"a\u0000b","body":"b"}"#,
+            &format!(r#"{{"userId":1,"id":5,"title":"a","body":"{big}"}}"#),
+            r#"{"userId":1,"id":6,"title":7,"body":"b"}"#,
+            "7",
+        ] {
+            let body = format!("[{good}, {bad}]");
+            assert_eq!(count_if_all_valid(body.as_bytes()), None, "{bad}");
+            assert_eq!(
+                parse_records(body.as_bytes()).expect("an array").bad.len(),
+                1
+            );
+        }
+        for not_an_array in ["", " ", r#"{"id":1}"#, "[", "[] []", "<html>"] {
+            assert_eq!(
+                count_if_all_valid(not_an_array.as_bytes()),
+                None,
+                "{not_an_array}"
+            );
+        }
     }
 
     #[test]
