@@ -298,6 +298,37 @@ async fn two_overlapping_runs_end_in_the_right_state() {
 }
 
 #[tokio::test]
+async fn no_more_requests_are_in_flight_than_fetch_concurrency() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi {
+        posts: 3_000,
+        extra_sentences: 12,
+        faults: Faults {
+            delay: Duration::from_millis(20),
+            ..Faults::default()
+        },
+    })
+    .await
+    .unwrap();
+    let mut config = config(&aws, api.join("posts").unwrap(), Some(100));
+    config.fetch_concurrency = NonZeroUsize::new(3).unwrap();
+
+    let report = import(&aws, config).await.unwrap();
+
+    assert_eq!(report.pages.len(), 30);
+    let stats = reqwest::get(api.join("stats").unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let stats: fake_api::Stats = serde_json::from_slice(&stats).unwrap();
+    // Pages are checked after their request is done: more pages are on
+    // their way than requests are in flight, and the API must not see it.
+    assert_eq!(stats.most_in_flight, 3, "FETCH_CONCURRENCY is 3");
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured() {
     let aws = TestAws::new().await;
     let faults = Faults {

@@ -17,6 +17,7 @@
 //! - `GET /fault/not-json`: an HTML page.
 //! - `GET /fault/bad-record`: an array whose record 3 has a string `id`.
 //! - `GET /fault/status/{code}`: an empty answer with that status.
+//! - `GET /stats`: [`Stats`] of the requests to `/posts` so far, as JSON.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -24,9 +25,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pipeline_core::post::Post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -170,7 +172,34 @@ struct PostsQuery {
 struct Served {
     api: FakeApi,
     rng: std::sync::Mutex<fastrand::Rng>,
-    requests: std::sync::atomic::AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
+}
+
+/// What `GET /stats` reports, so that a test can check how a client
+/// treated the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// The most requests to `/posts` that were being answered at once.
+    pub most_in_flight: u64,
+}
+
+/// Counts a request to `/posts` as in flight until it is dropped.
+struct InFlight<'a>(&'a Served);
+
+impl<'a> InFlight<'a> {
+    fn start(served: &'a Served) -> Self {
+        let now = served.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        served.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(served)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The routes, for serving with any listener.
@@ -181,9 +210,12 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/not-json", get(not_json))
         .route("/fault/bad-record", get(bad_record))
         .route("/fault/status/{code}", get(status))
+        .route("/stats", get(stats))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
-            requests: std::sync::atomic::AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
             api,
         }))
 }
@@ -219,6 +251,7 @@ async fn list_posts(
     Query(q): Query<PostsQuery>,
     uri: axum::http::Uri,
 ) -> Response {
+    let _in_flight = InFlight::start(&served);
     let (api, faults) = (&served.api, &served.api.faults);
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
@@ -226,9 +259,7 @@ async fn list_posts(
     if q.page.is_some() && q.page == faults.fail_page {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    let request = served
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let request = served.requests.fetch_add(1, Ordering::SeqCst);
     let draw = served.rng.lock().map(|mut r| r.f64()).unwrap_or(1.0);
     if request < u64::from(faults.throttle_first) {
         let retry_after = faults.retry_after_secs.to_string();
@@ -301,6 +332,12 @@ fn cut(mut body: Vec<u8>, truncate: bool) -> Vec<u8> {
         body.truncate(body.len() / 2);
     }
     body
+}
+
+async fn stats(State(served): State<Arc<Served>>) -> Response {
+    json(to_json(&Stats {
+        most_in_flight: served.most_in_flight.load(Ordering::SeqCst),
+    }))
 }
 
 async fn not_an_array() -> Response {

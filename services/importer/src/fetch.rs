@@ -4,9 +4,12 @@
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 use tracing::warn;
 use url::Url;
 
@@ -87,11 +90,21 @@ impl FetchError {
 pub struct Fetcher {
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// One per request in flight to the API. A permit is held while a
+    /// body arrives and given back before the body is checked, so that
+    /// the next request does not wait on the CPU.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Fetcher {
-    pub fn new(http: reqwest::Client, retry: RetryPolicy) -> Self {
-        Self { http, retry }
+    /// At most `concurrency` requests at a time, however many pages are
+    /// being fetched.
+    pub fn new(http: reqwest::Client, retry: RetryPolicy, concurrency: NonZeroUsize) -> Self {
+        Self {
+            http,
+            retry,
+            in_flight: Arc::new(Semaphore::new(concurrency.get())),
+        }
     }
 
     /// GETs `url` until it answers a JSON array, a non-retryable error, or
@@ -139,6 +152,11 @@ impl Fetcher {
             url: url.clone(),
             reason: pipeline_core::error_chain(&e),
         };
+        let permit = self
+            .in_flight
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         let fetched_at = OffsetDateTime::now_utc();
         let response = self
             .http
@@ -170,6 +188,7 @@ impl Fetcher {
             writer.write(&chunk).map_err(spill_failed)?;
         }
         let (body, sha256) = writer.finish().map_err(spill_failed)?;
+        drop(permit);
         let checked = body::check(&body).await.map_err(|e| FetchError::Invalid {
             url: url.clone(),
             reason: e.to_string(),

@@ -145,7 +145,7 @@ impl Importer {
             .user_agent(concat!("api-pipeline-importer/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("Failed to build the HTTP client")?;
-        let fetcher = Fetcher::new(http, config.retry);
+        let fetcher = Fetcher::new(http, config.retry, config.fetch_concurrency);
         let state = config
             .skip_unchanged
             .then(|| PageState::new(aws.s3.clone(), config.bucket.clone(), &config.key_prefix));
@@ -220,16 +220,18 @@ impl Importer {
                         let url = page_url(&config.source_url, n, limit);
                         async move { self.fetch(&url, retries).await }
                     });
-                    // Two stages, each FETCH_CONCURRENCY wide, joined by a
-                    // channel as wide: a page being archived does not hold
-                    // up the fetching of the next. (Chained directly, the
-                    // archive stage would stop polling, and so stall, the
-                    // fetches in flight whenever it is full.)
+                    // Two stages joined by a channel FETCH_CONCURRENCY wide:
+                    // a page being archived does not hold up the fetching of
+                    // the next. (Chained directly, the archive stage would
+                    // stop polling, and so stall, the fetches in flight
+                    // whenever it is full.) The fetch stage is twice as wide
+                    // as the requests the fetcher lets through, so that the
+                    // pages being checked do not leave a request slot idle.
                     let (fetched_tx, fetched_rx) = futures::channel::mpsc::channel(width);
                     let fetching = futures::stream::iter(fetched)
                         .map(|f| Either::Left(futures::future::ready(f)))
                         .chain(futures::stream::iter(to_fetch).map(Either::Right))
-                        .buffer_unordered(width)
+                        .buffer_unordered(2 * width)
                         .map(Ok)
                         .forward(fetched_tx);
                     let archiving = fetched_rx
