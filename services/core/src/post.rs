@@ -238,7 +238,8 @@ fn check_fields(post: &PostShape) -> Result<(), String> {
 /// Counts the elements of `body` if it is a JSON array of valid posts, and
 /// keeps none of them: all that the importer needs to know before it
 /// archives a page. Reading text fields without copying them makes this
-/// about a third cheaper than [`parse_records`]. `None` when anything is
+/// a quarter cheaper than [`parse_records`] (2.2 ms instead of 2.9 ms for a
+/// page of 1,000 posts of 1.1 kB). `None` when anything is
 /// wrong; [`parse_records`] then tells what.
 pub fn count_if_all_valid(body: &[u8]) -> Option<u64> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
