@@ -1,6 +1,7 @@
 //! S3 and SQS clients built from [`AwsSettings`].
 
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::ResponseChecksumValidation;
 use std::error::Error;
 use url::Url;
 
@@ -26,7 +27,11 @@ impl AwsClients {
             .load()
             .await;
 
-        let mut s3 = aws_sdk_s3::config::Builder::from(&shared);
+        // Responses are checked against S3's checksum only when a GET asks
+        // for it (`checksum_mode`): the transformer hashes every object it
+        // reads anyway, and asks S3 only when it has no digest to compare.
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = settings.s3_endpoint() {
             // Virtual-hosted addressing needs DNS for `<bucket>.<endpoint>`,
             // which emulators such as LocalStack do not have.

@@ -4,6 +4,7 @@
 
 use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
+use aws_sdk_s3::types::ChecksumMode;
 use bytes::Bytes;
 use pipeline_core::aws::describe;
 use pipeline_core::message::ObjectMessage;
@@ -139,7 +140,9 @@ pub async fn apply_object(
         }
     }
 
-    let opened = open(&cx.s3, &object).await?;
+    // With the importer's digest at hand, the body's own hash is the check,
+    // end to end; without one (an S3 event), S3's checksum is.
+    let opened = open(&cx.s3, &object, message.sha256.is_none()).await?;
     // The version of these rows: when the importer fetched them. A message
     // written by hand may not say; the object's metadata or, failing that,
     // its upload time stands in.
@@ -365,11 +368,18 @@ struct Opened {
     last_modified: Option<S3DateTime>,
 }
 
-async fn open(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<Opened, ProcessError> {
+/// Opens `object`; with `verify`, the SDK checks the body against the
+/// checksum S3 stored with it.
+async fn open(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+    verify: bool,
+) -> Result<Opened, ProcessError> {
     let output = s3
         .get_object()
         .bucket(&object.bucket)
         .key(&object.key)
+        .set_checksum_mode(verify.then_some(ChecksumMode::Enabled))
         .send()
         .await
         .map_err(|e| {
