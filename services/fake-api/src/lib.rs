@@ -242,7 +242,7 @@ fn json(body: Vec<u8>) -> Response {
         .into_response()
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
 }
 
