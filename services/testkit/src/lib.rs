@@ -8,6 +8,7 @@
 //! - [`proxy::Proxy`]: a TCP proxy to cut or slow the way to a server.
 //! - [`compose`]: the services of `docker-compose.yml` and their environment.
 //! - [`otlp::Receiver`]: an OTLP/HTTP endpoint that keeps what it receives.
+//! - [`ecs_agent::FakeAgent`]: the ECS agent's task-protection endpoint.
 //!
 //! The services themselves are started by `scripts/test`, which passes
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
@@ -28,6 +29,7 @@ use url::Url;
 pub use fake_api;
 
 pub mod compose;
+pub mod ecs_agent;
 pub mod otlp;
 pub mod proxy;
 
@@ -566,7 +568,6 @@ impl TestAws {
         AwsClients::new(&settings).await.expect("AWS settings")
     }
 
-    /// The bytes of an object.
     /// The object's metadata, content type and encoding, as S3 reports them.
     pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
         self.clients
@@ -579,6 +580,7 @@ impl TestAws {
             .expect("head object")
     }
 
+    /// The bytes of an object.
     pub async fn object_bytes(&self, key: &str) -> Vec<u8> {
         let object = self
             .clients

@@ -4,6 +4,7 @@
 //! - [`queue`]: the SQS queue and its dead-letter queue.
 //! - [`process`]: one object: fetch, verify, parse, apply exactly once.
 //! - [`acks`]: deleting finished messages, ten per call.
+//! - [`protection`]: ECS task scale-in protection while messages are in hand.
 //! - [`Transformer::run`]: the receive loop, with bounded concurrency, a
 //!   visibility heartbeat per message and graceful shutdown.
 //!
@@ -25,6 +26,7 @@
 pub mod acks;
 pub mod metrics;
 pub mod process;
+pub mod protection;
 pub mod queue;
 pub mod settings;
 
@@ -49,6 +51,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 use crate::acks::{Ack, Acks};
 use crate::metrics::Metrics;
 use crate::process::{Applied, Context, ProcessError};
+use crate::protection::ScaleInProtection;
 use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue, receive_count};
 use crate::settings::Config;
 
@@ -199,14 +202,20 @@ impl Transformer {
         }
         // Healthy from here: the database and the queue answered.
         let health_file = self.config.health_file.clone();
+        let protection = ScaleInProtection::start(self.config.ecs_agent_uri.as_ref());
         let this = Arc::new(self);
-        health::while_healthy(health_file, this.receive_loop(mode, shutdown)).await
+        let report =
+            health::while_healthy(health_file, this.receive_loop(mode, shutdown, &protection))
+                .await;
+        protection.stop().await;
+        report
     }
 
     async fn receive_loop(
         self: Arc<Self>,
         mode: Mode,
         shutdown: CancellationToken,
+        protection: &ScaleInProtection,
     ) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let concurrency = self.config.concurrency.get();
@@ -244,6 +253,9 @@ impl Transformer {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Every way through the loop passes here after the messages in
+            // hand changed.
+            protection.set_busy(!tasks.is_empty());
             if receiving.is_none() {
                 let free = permits.available_permits();
                 if free < receive_batch && !tasks.is_empty() {
@@ -318,6 +330,9 @@ impl Transformer {
             };
             backoff.reset();
             found_nothing = messages.is_empty();
+            if !messages.is_empty() {
+                protection.hold().await;
+            }
             for message in messages {
                 let permit = Arc::clone(&permits)
                     .acquire_owned()

@@ -122,6 +122,17 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "20s",
           value_parser = humantime::parse_duration, global = true)]
     pub shutdown_timeout: Duration,
+
+    /// The ECS agent's endpoint, which ECS sets in every container: while messages are in
+    /// hand, the task protects itself from scale-in through it. Unset outside ECS: no
+    /// protection.
+    #[arg(
+        long,
+        env = "ECS_AGENT_URI",
+        value_name = "ECS_AGENT_URI",
+        global = true
+    )]
+    pub ecs_agent_uri: Option<Url>,
 }
 
 /// The settings `transformer run` needs, all present and checked.
@@ -136,6 +147,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Touched while running, for `healthcheck`; `None` writes nothing.
     pub health_file: Option<PathBuf>,
+    /// For scale-in protection; `None` outside ECS.
+    pub ecs_agent_uri: Option<Url>,
 }
 
 impl Config {
@@ -150,6 +163,7 @@ impl Config {
             retry_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
             health_file: None,
+            ecs_agent_uri: None,
         }
     }
 }
@@ -173,6 +187,7 @@ impl Settings {
             retry_delay: self.retry_delay,
             shutdown_timeout: self.shutdown_timeout,
             health_file: None,
+            ecs_agent_uri: self.ecs_agent_uri.clone(),
         })
     }
 }

@@ -33,6 +33,7 @@ async fn help_lists_every_setting_and_hides_the_database_url() {
         "VISIBILITY_TIMEOUT",
         "RETRY_DELAY",
         "SHUTDOWN_TIMEOUT",
+        "ECS_AGENT_URI",
         "AWS_REGION",
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_S3",
@@ -249,6 +250,55 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
         .await
         .unwrap();
     assert_eq!(count.n, 250);
+}
+
+#[tokio::test]
+async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_on() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    let agent = testkit::ecs_agent::FakeAgent::start().await;
+    agent.refuse();
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let config = importer::settings::Config::new(
+        api.join("posts").unwrap(),
+        aws.bucket.clone(),
+        aws.queue_url.clone(),
+    );
+    importer::Importer::new(config, aws.clients.clone())
+        .unwrap()
+        .import_once()
+        .await
+        .unwrap();
+
+    let output = command(TRANSFORMER)
+        .args(["run", "--drain"])
+        .envs(aws.env())
+        .env("DATABASE_URL", db.url().expose())
+        .env("ECS_AGENT_URI", agent.uri().as_str())
+        .output()
+        .await
+        .unwrap();
+
+    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    assert_eq!(aws.message_count().await, 0, "the message was applied");
+    let calls = agent.calls();
+    assert!(
+        !calls.is_empty() && calls.iter().all(|c| c.refused),
+        "{calls:?}"
+    );
+    let warnings: Vec<String> = stderr_lines(&output)
+        .into_iter()
+        .filter(|line| line.contains("scale-in protection"))
+        .filter(|line| line.contains("WARN"))
+        .collect();
+    let expected = format!(
+        "cannot turn scale-in protection on with PUT {}/task-protection/v1/state: \
+         the agent answered HTTP 400 Bad Request, AccessDeniedException: \
+         User is not authorized to perform: ecs:UpdateTaskProtection; trying again every 5s",
+        agent.uri()
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(&expected), "{warnings:?}");
 }
 
 #[tokio::test]

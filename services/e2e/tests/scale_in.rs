@@ -1,0 +1,124 @@
+//! ECS task scale-in protection: a transformer protects its task through
+//! the agent's endpoint (here [`FakeAgent`]) while it holds messages, and
+//! lifts the protection once idle or stopping. On the real PostgreSQL and
+//! LocalStack.
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use importer::Importer;
+use importer::settings::Config as ImporterConfig;
+use pipeline_store::schema::{applied_objects, posts};
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+use testkit::ecs_agent::FakeAgent;
+use testkit::fake_api::{self, FakeApi};
+use testkit::{TestAws, TestDb};
+use tokio_util::sync::CancellationToken;
+use transformer::protection::{EXPIRY, IDLE_GRACE};
+use transformer::settings::Config;
+use transformer::{Mode, Transformer};
+use url::Url;
+
+/// Imports `posts` posts of revision `rev` in pages of 100: one message each.
+async fn import(aws: &TestAws, api: &Url, rev: u32) {
+    let source = api.join(&format!("posts?rev={rev}")).unwrap();
+    let mut config = ImporterConfig::new(source, aws.bucket.clone(), aws.queue_url.clone());
+    config.page_size = NonZeroU32::new(100);
+    config.skip_unchanged = false;
+    Importer::new(config, aws.clients.clone())
+        .unwrap()
+        .import_once()
+        .await
+        .unwrap();
+}
+
+async fn row_count(db: &TestDb) -> i64 {
+    let mut conn = db.connect().await;
+    posts::table.count().get_result(&mut conn).await.unwrap()
+}
+
+/// When the first and the last object were applied, by the database's clock
+/// (the same host's as the agent's).
+async fn applied_between(db: &TestDb) -> (SystemTime, SystemTime) {
+    let mut conn = db.connect().await;
+    let times: Vec<time::OffsetDateTime> = applied_objects::table
+        .select(applied_objects::applied_at)
+        .order(applied_objects::applied_at)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    (first.into(), last.into())
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_idle_or_stopping() {
+    let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
+    let agent = FakeAgent::start().await;
+    let api = fake_api::spawn(FakeApi {
+        posts: 1_000,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    import(&aws, &api, 0).await;
+
+    let mut config = Config::new(aws.queue_url.clone(), db.url().clone());
+    config.ecs_agent_uri = Some(agent.uri().clone());
+    let stop = CancellationToken::new();
+    let transformer = Transformer::new(config, aws.clients.clone());
+    let run = tokio::spawn(transformer.run(Mode::Serve, stop.clone()));
+
+    // Ten messages applied, then nothing in hand: released after the grace.
+    wait_until("1,000 rows", Duration::from_secs(30), async || {
+        row_count(&db).await == 1_000
+    })
+    .await;
+    wait_until("released", Duration::from_secs(10), async || {
+        !agent.protected()
+    })
+    .await;
+    assert!(!run.is_finished(), "released while still running");
+    let calls = agent.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| (c.protection_enabled, c.expires_in_minutes))
+            .collect::<Vec<_>>(),
+        [(true, Some(EXPIRY.as_secs() / 60)), (false, None)],
+        "one call to protect and one to release for ten messages, not one per message"
+    );
+    let (first_applied, last_applied) = applied_between(&db).await;
+    assert!(
+        calls[0].at <= first_applied,
+        "protected before the first object was applied"
+    );
+    assert!(
+        calls[1].at >= last_applied + IDLE_GRACE,
+        "released no sooner than {IDLE_GRACE:?} after the last: {:?} after",
+        calls[1].at.duration_since(last_applied)
+    );
+
+    // New work protects it again; stopping while protected releases it.
+    import(&aws, &api, 1).await;
+    wait_until("protected again", Duration::from_secs(30), async || {
+        agent.protected()
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let calls = agent.calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(calls[2].protection_enabled);
+    assert!(!calls[3].protection_enabled, "released on stopping");
+}

@@ -1,0 +1,334 @@
+//! ECS task scale-in protection.
+//!
+//! When the transformer service scales in, ECS stops the tasks it picks. A
+//! task stopped while it holds messages hands them back (or, past its stop
+//! timeout, leaves them to reappear after their visibility timeout): nothing
+//! is lost, but the work is done twice and late. So while a transformer holds
+//! messages it asks the ECS agent to protect its task
+//! (`PUT $ECS_AGENT_URI/task-protection/v1/state`), and once it has held
+//! none for [`IDLE_GRACE`] it lifts the protection again, so that scale-in
+//! stops idle tasks instead.
+//!
+//! The receive loop says what it wants ([`ScaleInProtection::set_busy`]),
+//! and a task of its own talks to the agent. Only work taken while the task
+//! is unprotected waits, for one call ([`ScaleInProtection::hold`]), so that
+//! no message is worked on before its task is protected. A failed call is
+//! logged and tried again; it does not stop the transformer. Outside ECS
+//! (`ECS_AGENT_URI` unset) nothing is called.
+
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use url::Url;
+
+/// How long one protection lasts. It is renewed while the task stays busy,
+/// so this only bounds how long a task that stopped answering keeps
+/// scale-in away.
+pub const EXPIRY: Duration = Duration::from_secs(10 * 60);
+
+/// A protection is renewed once less than this is left of it.
+const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+/// Nothing in hand for this long lifts the protection: a transformer that
+/// is busy receives again within milliseconds of finishing a batch, and
+/// two agent calls per batch would be a waste.
+pub const IDLE_GRACE: Duration = Duration::from_secs(2);
+
+/// After a failed call, the next try.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The agent's answers are small and local; a call that takes longer is
+/// failed and tried again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The task's protection, as the receive loop wants it.
+#[derive(Debug)]
+pub struct ScaleInProtection {
+    busy: watch::Sender<bool>,
+    /// What the agent last confirmed; `None` outside ECS.
+    confirmed: Option<watch::Receiver<Confirmed>>,
+    agent: Option<JoinHandle<()>>,
+}
+
+/// What the agent has done so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Confirmed {
+    /// The task is protected. False from the moment a release is asked for.
+    protected: bool,
+    /// The last call failed: work does not wait for the agent meanwhile.
+    failing: bool,
+}
+
+impl ScaleInProtection {
+    /// Talks to the agent at `agent_uri` (the value of `ECS_AGENT_URI`);
+    /// with `None`, does nothing.
+    pub fn start(agent_uri: Option<&Url>) -> Self {
+        let (busy, wanted) = watch::channel(false);
+        let Some(uri) = agent_uri else {
+            return Self {
+                busy,
+                confirmed: None,
+                agent: None,
+            };
+        };
+        let (confirm, confirmed) = watch::channel(Confirmed::default());
+        let agent = Agent::new(uri, confirm);
+        info!(
+            ecs.agent.url = %agent.url,
+            "Scale-in protection through {} while messages are in hand",
+            agent.url
+        );
+        Self {
+            busy,
+            confirmed: Some(confirmed),
+            agent: Some(tokio::spawn(agent.follow(wanted))),
+        }
+    }
+
+    /// Says that messages are in hand and, unless the task is protected
+    /// already, waits until it is, or until the agent fails to answer.
+    /// While the agent is failing, does not wait.
+    pub async fn hold(&self) {
+        self.set_busy(true);
+        let Some(confirmed) = &self.confirmed else {
+            return;
+        };
+        let mut confirmed = confirmed.clone();
+        // Bounded: the work must go on if the agent does not answer.
+        let _ = tokio::time::timeout(
+            CALL_TIMEOUT,
+            confirmed.wait_for(|c| c.protected || c.failing),
+        )
+        .await;
+    }
+
+    /// Says whether messages are in hand. Cheap: call it as often as the
+    /// answer may have changed.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.send_if_modified(|current| {
+            let changed = *current != busy;
+            *current = busy;
+            changed
+        });
+    }
+
+    /// Lifts the protection, if any, and stops talking to the agent.
+    pub async fn stop(self) {
+        self.set_busy(false);
+        let Self { busy, agent, .. } = self;
+        drop(busy);
+        if let Some(agent) = agent {
+            agent.await.ok();
+        }
+    }
+}
+
+/// The agent's task-protection endpoint.
+struct Agent {
+    http: reqwest::Client,
+    url: Url,
+    confirm: watch::Sender<Confirmed>,
+}
+
+impl Agent {
+    fn new(agent_uri: &Url, confirm: watch::Sender<Confirmed>) -> Self {
+        let url = Url::parse(&format!(
+            "{}/task-protection/v1/state",
+            agent_uri.as_str().trim_end_matches('/')
+        ))
+        .unwrap_or_else(|e| unreachable!("a URL with a path added is a URL: {e}"));
+        Self {
+            http: reqwest::Client::new(),
+            url,
+            confirm,
+        }
+    }
+
+    /// Keeps the protection as `wanted` says until its sender is dropped,
+    /// then lifts it.
+    async fn follow(self, mut wanted: watch::Receiver<bool>) {
+        // Until when the task is protected, by this process's clock.
+        let mut protected_until: Option<Instant> = None;
+        loop {
+            let busy = *wanted.borrow_and_update();
+            let now = Instant::now();
+            let protect = match (busy, protected_until) {
+                (true, None) => Some(true),
+                (true, Some(until)) if until.saturating_duration_since(now) < RENEW_BEFORE => {
+                    Some(true)
+                }
+                (false, Some(_)) if self.stays_idle(&mut wanted).await => Some(false),
+                // Busy again within the grace: nothing to change.
+                (false, Some(_)) => continue,
+                _ => None,
+            };
+            let mut retry_at = None;
+            if let Some(protect) = protect {
+                if !protect {
+                    // Work taken from now on waits for a new protection.
+                    self.confirm.send_modify(|c| c.protected = false);
+                }
+                let was_failing = self.confirm.borrow().failing;
+                match self.put(protect).await {
+                    Ok(()) => {
+                        if was_failing {
+                            info!(ecs.agent.url = %self.url, "Scale-in protection works again");
+                        }
+                        protected_until = protect.then(|| now + EXPIRY);
+                        self.confirm.send_modify(|c| {
+                            c.protected = protect;
+                            c.failing = false;
+                        });
+                    }
+                    Err(e) => {
+                        // Once per run of failures: the agent may be away
+                        // for a while, and the work goes on without it.
+                        if !was_failing {
+                            warn!(ecs.agent.url = %self.url, "{e}; trying again every {}s", RETRY.as_secs());
+                        }
+                        self.confirm.send_modify(|c| c.failing = true);
+                        retry_at = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+            let wake = retry_at.or_else(|| protected_until.map(|until| until - RENEW_BEFORE));
+            tokio::select! {
+                changed = wanted.changed() => if changed.is_err() { break },
+                () = sleep_until(wake) => {}
+            }
+        }
+        // The transformer is stopping.
+        self.confirm.send_modify(|c| c.protected = false);
+        if protected_until.is_some()
+            && let Err(e) = self.put(false).await
+        {
+            warn!(ecs.agent.url = %self.url, "{e}");
+        }
+    }
+
+    /// Waits [`IDLE_GRACE`]: true if nothing came in hand meanwhile (or
+    /// the transformer is stopping).
+    async fn stays_idle(&self, wanted: &mut watch::Receiver<bool>) -> bool {
+        let grace = tokio::time::sleep(IDLE_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                () = &mut grace => return true,
+                changed = wanted.changed() => match changed {
+                    Err(_) => return true,
+                    Ok(()) if *wanted.borrow() => return false,
+                    Ok(()) => {}
+                },
+            }
+        }
+    }
+
+    /// One call; the error names the endpoint and says what the agent said.
+    async fn put(&self, protected: bool) -> Result<(), String> {
+        let body = if protected {
+            serde_json::json!({
+                "ProtectionEnabled": true,
+                "ExpiresInMinutes": EXPIRY.as_secs() / 60,
+            })
+        } else {
+            serde_json::json!({ "ProtectionEnabled": false })
+        };
+        let failed = |reason: String| {
+            format!(
+                "cannot turn scale-in protection {} with PUT {}: {reason}",
+                if protected { "on" } else { "off" },
+                self.url
+            )
+        };
+        let response = self
+            .http
+            .put(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| failed(pipeline_core::error_chain(&e)))?;
+        let status = response.status();
+        let answer = response
+            .bytes()
+            .await
+            .map_err(|e| failed(pipeline_core::error_chain(&e)))?;
+        answer_to_result(status, &answer).map_err(failed)
+    }
+}
+
+/// What the agent's answer means: `{"protection": {...}}` on success,
+/// `{"failure": {"Reason", "Detail"}}` or `{"error": {"Code", "Message"}}`
+/// otherwise.
+fn answer_to_result(status: reqwest::StatusCode, answer: &[u8]) -> Result<(), String> {
+    let json: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
+    let text = |object: &serde_json::Value, keys: &[&str]| {
+        keys.iter()
+            .filter_map(|k| object.get(k).and_then(serde_json::Value::as_str))
+            .collect::<Vec<_>>()
+            .join(": ")
+    };
+    if let Some(failure) = json.get("failure") {
+        return Err(format!(
+            "the agent answered failure {}",
+            text(failure, &["Reason", "Detail"])
+        ));
+    }
+    if let Some(error) = json.get("error") {
+        return Err(format!(
+            "the agent answered HTTP {status}, {}",
+            text(error, &["Code", "Message"])
+        ));
+    }
+    if !status.is_success() {
+        let answer = String::from_utf8_lossy(answer);
+        return Err(format!(
+            "the agent answered HTTP {status}: {}",
+            answer.trim()
+        ));
+    }
+    if json.get("protection").is_none() {
+        return Err("the agent's answer has no `protection`".to_owned());
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn the_agents_answers_become_one_line_each() {
+        let ok = br#"{"protection":{"ExpirationDate":"2026-11-26T15:00:00Z","ProtectionEnabled":true,"TaskArn":"arn:aws:ecs:eu-west-1:1:task/c/1"}}"#;
+        assert_eq!(answer_to_result(StatusCode::OK, ok), Ok(()));
+
+        let failure = br#"{"failure":{"Arn":"arn:aws:ecs:eu-west-1:1:task/c/1","Reason":"TASK_NOT_VALID","Detail":null}}"#;
+        assert_eq!(
+            answer_to_result(StatusCode::OK, failure),
+            Err("the agent answered failure TASK_NOT_VALID".to_owned())
+        );
+
+        let denied = br#"{"error":{"Arn":"arn","Code":"AccessDeniedException","Message":"not authorized to perform: ecs:UpdateTaskProtection"}}"#;
+        assert_eq!(
+            answer_to_result(StatusCode::BAD_REQUEST, denied),
+            Err("the agent answered HTTP 400 Bad Request, AccessDeniedException: not authorized to perform: ecs:UpdateTaskProtection".to_owned())
+        );
+
+        assert_eq!(
+            answer_to_result(StatusCode::BAD_GATEWAY, b"upstream down\n"),
+            Err("the agent answered HTTP 502 Bad Gateway: upstream down".to_owned())
+        );
+        assert!(answer_to_result(StatusCode::OK, b"{}").is_err());
+    }
+}
