@@ -238,8 +238,10 @@ impl Transformer {
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
         let acks = Arc::new(Acks::start(self.queue.clone()));
         // Receive only once this many slots are free (or none is busy): one
-        // receive per freed slot would cost as many SQS calls as messages.
-        let receive_batch = (concurrency / 2).clamp(1, MAX_RECEIVE);
+        // receive per freed slot would cost as many SQS calls as messages,
+        // and waiting for half of them left them idle too long (100 objects
+        // with 8 slots, 4 alternated runs: a median 1.96 s instead of 2.14 s).
+        let receive_batch = (concurrency / 4).clamp(1, MAX_RECEIVE);
         // At most one receive at a time. It is never dropped while pending:
         // SQS would still hand its messages out, to nobody, and they would
         // stay hidden for their whole visibility timeout.
