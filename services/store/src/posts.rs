@@ -1,6 +1,8 @@
 //! Writing posts.
 
 use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::result::DatabaseErrorKind;
 use diesel::result::Error::DatabaseError;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
@@ -127,36 +129,25 @@ async fn insert_chunk(
     chunk: &[&Post],
     lineage: Lineage<'_>,
 ) -> diesel::QueryResult<u64> {
-    let columns = Columns::of(chunk);
-    let inserted = diesel::sql_query(INSERT_SQL)
-        .bind::<Array<BigInt>, _>(columns.ids)
-        .bind::<Array<BigInt>, _>(columns.user_ids)
-        .bind::<Array<Text>, _>(columns.titles)
-        .bind::<Array<Text>, _>(columns.bodies)
-        .bind::<Text, _>(lineage.source_object)
-        .bind::<Timestamptz, _>(lineage.fetched_at)
-        .execute(conn)
-        .await?;
+    let inserted = bind_chunk(INSERT_SQL, chunk, lineage).execute(conn).await?;
     Ok(inserted as u64)
 }
 
-/// A chunk of posts as the four arrays the statements unnest.
-struct Columns<'a> {
-    ids: Vec<i64>,
-    user_ids: Vec<i64>,
-    titles: Vec<&'a str>,
-    bodies: Vec<&'a str>,
-}
-
-impl<'a> Columns<'a> {
-    fn of(chunk: &[&'a Post]) -> Self {
-        Self {
-            ids: chunk.iter().map(|p| p.id).collect(),
-            user_ids: chunk.iter().map(|p| p.user_id).collect(),
-            titles: chunk.iter().map(|p| p.title.as_str()).collect(),
-            bodies: chunk.iter().map(|p| p.body.as_str()).collect(),
-        }
-    }
+/// `sql` with a chunk of posts bound as the four arrays it unnests ($1 to
+/// $4) and their lineage ($5, $6).
+fn bind_chunk<'a>(
+    sql: &'a str,
+    chunk: &[&'a Post],
+    lineage: Lineage<'a>,
+) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+    diesel::sql_query(sql)
+        .into_boxed()
+        .bind::<Array<BigInt>, _>(chunk.iter().map(|p| p.id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(chunk.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|p| p.title.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(chunk.iter().map(|p| p.body.as_str()).collect::<Vec<_>>())
+        .bind::<Text, _>(lineage.source_object)
+        .bind::<Timestamptz, _>(lineage.fetched_at)
 }
 
 /// The posts whose id does not occur again later, in input order.
@@ -201,14 +192,7 @@ async fn upsert_chunk(
     chunk: &[&Post],
     lineage: Lineage<'_>,
 ) -> diesel::QueryResult<UpsertCounts> {
-    let columns = Columns::of(chunk);
-    let written: Written = diesel::sql_query(UPSERT_SQL)
-        .bind::<Array<BigInt>, _>(columns.ids)
-        .bind::<Array<BigInt>, _>(columns.user_ids)
-        .bind::<Array<Text>, _>(columns.titles)
-        .bind::<Array<Text>, _>(columns.bodies)
-        .bind::<Text, _>(lineage.source_object)
-        .bind::<Timestamptz, _>(lineage.fetched_at)
+    let written: Written = bind_chunk(UPSERT_SQL, chunk, lineage)
         .get_result(conn)
         .await?;
 

@@ -199,6 +199,16 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
     assert!(output.status.success(), "{:?}", stderr_lines(&output));
 }
 
+/// Imports `source` into the test's bucket and queue, as the importer does.
+async fn import(aws: &TestAws, source: url::Url) {
+    let config = importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
+    importer::Importer::new(config, aws.clients.clone())
+        .unwrap()
+        .import_once()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn drain_applies_what_the_importer_sent_then_exits_0() {
     let aws = TestAws::new().await;
@@ -210,16 +220,7 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
     .await
     .unwrap();
     for rev in 0..3 {
-        let config = importer::settings::Config::new(
-            api.join(&format!("posts?rev={rev}")).unwrap(),
-            aws.bucket.clone(),
-            aws.queue_url.clone(),
-        );
-        importer::Importer::new(config, aws.clients.clone())
-            .unwrap()
-            .import_once()
-            .await
-            .unwrap();
+        import(&aws, api.join(&format!("posts?rev={rev}")).unwrap()).await;
     }
 
     let output = command(TRANSFORMER)
@@ -259,16 +260,7 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
     let agent = testkit::ecs_agent::FakeAgent::start().await;
     agent.refuse();
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    let config = importer::settings::Config::new(
-        api.join("posts").unwrap(),
-        aws.bucket.clone(),
-        aws.queue_url.clone(),
-    );
-    importer::Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
+    import(&aws, api.join("posts").unwrap()).await;
 
     let output = command(TRANSFORMER)
         .args(["run", "--drain"])
