@@ -22,6 +22,9 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
+# The build's settings (aws-lc without CPU-jitter entropy) apply to the
+# dependencies cooked here too.
+COPY .cargo .cargo
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
       -p importer -p transformer -p fake-api
