@@ -75,7 +75,8 @@ pub fn parse_records(body: &[u8]) -> Result<Records, PostsError> {
     // Fast path, one pass: the whole array as posts, each within range. Only
     // when that fails is the body read again element by element, to tell
     // the good records from the bad.
-    if let Ok(posts) = serde_json::from_slice::<Vec<Post>>(body)
+    if let Some(text) = as_utf8(body)
+        && let Ok(posts) = serde_json::from_str::<Vec<Post>>(text)
         && posts.iter().all(|post| check(post).is_ok())
     {
         return Ok(Records {
@@ -237,15 +238,25 @@ fn check_fields(post: &PostShape) -> Result<(), String> {
 
 /// Counts the elements of `body` if it is a JSON array of valid posts, and
 /// keeps none of them: all that the importer needs to know before it
-/// archives a page. Reading text fields without copying them makes this
-/// a quarter cheaper than [`parse_records`] (2.2 ms instead of 2.9 ms for a
-/// page of 1,000 posts of 1.1 kB). `None` when anything is
+/// archives a page. It reads text fields without copying them: 10.4 M
+/// instructions for a page of 1,000 posts of 1.1 kB, where
+/// [`parse_records`] takes 11.5 M (callgrind). `None` when anything is
 /// wrong; [`parse_records`] then tells what.
 pub fn count_if_all_valid(body: &[u8]) -> Option<u64> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut deserializer = serde_json::Deserializer::from_str(as_utf8(body)?);
     let count = CountSeed.deserialize(&mut deserializer).ok()?;
     deserializer.end().ok()?;
     Some(count)
+}
+
+/// `body` as text, if it is UTF-8, validated in one SIMD pass. Parsing
+/// that text skips serde_json's check of each string, which on non-ASCII
+/// text was a third of the work: a page of 1,000 posts takes 11.5 M
+/// instructions to parse instead of 17.4 M, and 10.4 M to count instead of
+/// 16.3 M (callgrind). `None` says nothing about where: the slow paths,
+/// which read bytes, tell.
+fn as_utf8(body: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(body).ok()
 }
 
 /// What [`check_fields`] looks at in a post.
@@ -518,6 +529,19 @@ mod tests {
                 "{not_an_array}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_found_and_placed() {
+        let good = r#"{"userId":1,"id":1,"title":"café","body":"b"}"#;
+        let mut body = format!("[{good},\n").into_bytes();
+        body.extend_from_slice(b"{\"userId\":1,\"id\":2,\"title\":\"caf\xe9\",\"body\":\"b\"}]");
+        assert_eq!(count_if_all_valid(&body), None);
+        let err = parse_records(&body).expect_err("not UTF-8").to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let valid = format!("[{good},{good}]");
+        assert_eq!(count_if_all_valid(valid.as_bytes()), Some(2));
+        assert_eq!(parse_records(valid.as_bytes()).expect("valid").posts.len(), 2);
     }
 
     #[test]
