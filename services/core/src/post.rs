@@ -541,7 +541,10 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         let valid = format!("[{good},{good}]");
         assert_eq!(count_if_all_valid(valid.as_bytes()), Some(2));
-        assert_eq!(parse_records(valid.as_bytes()).expect("valid").posts.len(), 2);
+        assert_eq!(
+            parse_records(valid.as_bytes()).expect("valid").posts.len(),
+            2
+        );
     }
 
     #[test]
