@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use url::Url;
 
+use crate::server::Server;
+
 const TASK_ARN: &str = "arn:aws:ecs:us-east-1:000000000000:task/pipeline/0123456789abcdef";
 
 /// One `PUT` as the agent received it.
@@ -37,13 +39,7 @@ struct Agent {
 pub struct FakeAgent {
     uri: Url,
     agent: Arc<Agent>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Server,
 }
 
 impl FakeAgent {
@@ -52,14 +48,18 @@ impl FakeAgent {
         let app = Router::new()
             .route("/api/{task}/task-protection/v1/state", put(set_state))
             .with_state(Arc::clone(&agent));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let server = Server::start(app).await;
         // What ECS sets in ECS_AGENT_URI: the agent's address and a task id.
-        let uri = Url::parse(&format!("http://{address}/api/0123456789abcdef-1234")).unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Self { uri, agent, server }
+        let uri = Url::parse(&format!(
+            "http://{}/api/0123456789abcdef-1234",
+            server.address()
+        ))
+        .unwrap();
+        Self {
+            uri,
+            agent,
+            _server: server,
+        }
     }
 
     /// The value for `ECS_AGENT_URI`.

@@ -9,6 +9,7 @@
 //! - [`compose`]: the services of `docker-compose.yml` and their environment.
 //! - [`otlp::Receiver`]: an OTLP/HTTP endpoint that keeps what it receives.
 //! - [`ecs_agent::FakeAgent`]: the ECS agent's task-protection endpoint.
+//! - [`server::Server`]: an axum app on 127.0.0.1, stopped when dropped.
 //!
 //! The services themselves are started by `scripts/test`, which passes
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
@@ -32,6 +33,7 @@ pub mod compose;
 pub mod ecs_agent;
 pub mod otlp;
 pub mod proxy;
+pub mod server;
 
 const HOW_TO_RUN: &str =
     "the integration tests need PostgreSQL and LocalStack: run them with scripts/test";

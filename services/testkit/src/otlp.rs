@@ -16,6 +16,8 @@ use prost::Message as _;
 use std::sync::{Arc, Mutex};
 use url::Url;
 
+use crate::server::Server;
+
 /// A span as exported, ids in lowercase hex.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
@@ -59,13 +61,7 @@ struct Received {
 pub struct Receiver {
     url: Url,
     received: Arc<Mutex<Received>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Server,
 }
 
 impl Receiver {
@@ -75,15 +71,12 @@ impl Receiver {
             .route("/v1/traces", post(traces))
             .route("/v1/metrics", post(metrics))
             .with_state(Arc::clone(&received));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
+        let server = Server::start(app).await;
+        let url = Url::parse(&format!("http://{}", server.address())).unwrap();
         Self {
             url,
             received,
-            server,
+            _server: server,
         }
     }
 
