@@ -117,19 +117,31 @@ pub fn connector(
     Ok(Some(MakeRustlsConnect::new(config)))
 }
 
+/// The CA certificates of a PEM file. Certificates that cannot be parsed
+/// are skipped rather than failing the whole file: bundles such as RDS's
+/// hold a hundred CAs for every region and generation, and one that the
+/// parser does not take (an old or unusual encoding) must not make the
+/// other ones unusable. Only a file with no usable certificate fails.
 fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     let shown = path.display();
     let mut roots = RootCertStore::empty();
-    let certificates =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
-    for certificate in certificates {
-        let certificate = certificate.map_err(|e| format!("sslrootcert {shown}: {e}"))?;
-        roots
-            .add(certificate)
-            .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    let mut unreadable = 0;
+    let mut certificates = Vec::new();
+    for certificate in
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {shown}: {e}"))?
+    {
+        match certificate {
+            Ok(certificate) => certificates.push(certificate),
+            // A PEM block that is not base64 DER: skip it as well.
+            Err(_) => unreadable += 1,
+        }
     }
+    let (_, ignored) = roots.add_parsable_certificates(certificates);
     if roots.is_empty() {
-        return Err(format!("sslrootcert {shown} holds no PEM certificate"));
+        return Err(format!(
+            "sslrootcert {shown} holds no usable CA certificate ({} could not be parsed)",
+            ignored + unreadable
+        ));
     }
     Ok(roots)
 }
@@ -188,5 +200,50 @@ impl ServerCertVerifier for Lenient {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RDS global bundle as AWS publishes it
+    /// (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem,
+    /// the copy of February 2025): the Dockerfile puts the current one in
+    /// the images.
+    fn rds_bundle() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rds-global-bundle.pem")
+    }
+
+    #[test]
+    fn the_rds_bundle_is_trusted_in_full() {
+        let text = std::fs::read_to_string(rds_bundle()).unwrap();
+        let blocks = text.matches("-----BEGIN CERTIFICATE-----").count();
+        assert!(blocks > 100, "{blocks}");
+        assert_eq!(load_roots(&rds_bundle()).unwrap().len(), blocks);
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_parse_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        let mut text = std::fs::read_to_string(rds_bundle()).unwrap();
+        let blocks = text.matches("-----BEGIN CERTIFICATE-----").count();
+        // A PEM block whose DER is a SEQUENCE holding one INTEGER: valid
+        // PEM, not a certificate.
+        text.push_str("-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n");
+        std::fs::write(&bundle, text).unwrap();
+        assert_eq!(load_roots(&bundle).unwrap().len(), blocks);
+
+        std::fs::write(
+            &bundle,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = load_roots(&bundle).unwrap_err();
+        assert!(
+            err.ends_with("holds no usable CA certificate (1 could not be parsed)"),
+            "{err}"
+        );
     }
 }

@@ -105,3 +105,25 @@ async fn require_encrypts_and_disable_does_not() {
     // libpq's default: encrypted when the server offers it, as this one does.
     assert!(encrypted(&url("127.0.0.1", "")).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_bundle_with_a_certificate_that_does_not_parse_still_verifies() {
+    // The RDS global bundle, a block that is not a certificate, and the
+    // test server's CA: the server's certificate verifies against the last.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.pem");
+    let rds = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rds-global-bundle.pem"
+    ))
+    .unwrap();
+    let ca = std::fs::read_to_string(env("TEST_DATABASE_CA")).unwrap();
+    let broken = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+    std::fs::write(&bundle, format!("{rds}{broken}{ca}")).unwrap();
+
+    let url = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", bundle.display()),
+    );
+    assert!(encrypted(&url).await.unwrap());
+}
