@@ -2,10 +2,14 @@
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::ResponseChecksumValidation;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::SdkError;
 use std::error::Error;
+use std::time::Duration;
 use url::Url;
 
 use crate::settings::{AwsSettings, SettingError};
+use crate::startup::{Attempt, WaitError, wait_for};
 
 /// The two AWS clients the pipeline uses. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -15,6 +19,12 @@ pub struct AwsClients {
     /// Where SQS requests go, for error messages: `endpoint <url>` or
     /// `AWS in <region>`.
     pub sqs_via: String,
+    /// Where S3 requests go, in the same form.
+    pub s3_via: String,
+    /// The shared configuration (region, credentials) and the endpoint
+    /// for other services, for clients a single service needs.
+    pub shared: aws_config::SdkConfig,
+    pub endpoint: Option<Url>,
 }
 
 impl AwsClients {
@@ -30,6 +40,13 @@ impl AwsClients {
         // Responses are checked against S3's checksum only when a GET asks
         // for it (`checksum_mode`): the transformer hashes every object it
         // reads anyway, and asks S3 only when it has no digest to compare.
+        let via = |endpoint: Option<&Url>| match endpoint {
+            Some(endpoint) => format!("endpoint {}", endpoint_str(endpoint)),
+            None => format!(
+                "AWS in {region}",
+                region = shared.region().map_or("", |r| r.as_ref())
+            ),
+        };
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = settings.s3_endpoint() {
@@ -40,18 +57,22 @@ impl AwsClients {
                 .force_path_style(true);
         }
         let mut sqs = aws_sdk_sqs::config::Builder::from(&shared);
-        let sqs_via = match settings.sqs_endpoint() {
-            Some(endpoint) => {
-                sqs = sqs.endpoint_url(endpoint_str(endpoint));
-                format!("endpoint {}", endpoint_str(endpoint))
-            }
-            None => format!("AWS in {}", settings.region()?),
-        };
+        if let Some(endpoint) = settings.sqs_endpoint() {
+            sqs = sqs.endpoint_url(endpoint_str(endpoint));
+        }
         Ok(Self {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
-            sqs_via,
+            sqs_via: via(settings.sqs_endpoint()),
+            s3_via: via(settings.s3_endpoint()),
+            endpoint: settings.endpoint_url.clone(),
+            shared,
         })
+    }
+
+    /// The endpoint URL to give a client of another service, if any.
+    pub fn endpoint_str(&self) -> Option<&str> {
+        self.endpoint.as_ref().map(endpoint_str)
     }
 }
 
@@ -67,21 +88,106 @@ pub fn describe(error: &(dyn Error + 'static)) -> String {
     crate::error_chain(error)
 }
 
+/// Whether a failed AWS call may succeed if tried again: the service could
+/// not be reached, timed out, sent a broken answer, or answered 5xx or 429.
+/// Any other answer (no such queue or bucket, access denied) is definitive.
+pub fn may_pass<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status();
+            status.is_server_error() || status.as_u16() == 429
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
+/// An AWS resource that did not answer as it should at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach {resource} via {via}: {reason}")]
+pub struct CheckError {
+    resource: String,
+    via: String,
+    reason: String,
+}
+
+/// Runs one start-up check of `resource` (`SQS queue <url>`, `S3 bucket
+/// <name>`) until it passes, fails for good, or `wait` is spent.
+/// `explain` words an answer by its HTTP status where the SDK says no more
+/// than the status (a `HEAD` has no body).
+async fn check<T, E, Fut>(
+    resource: String,
+    via: &str,
+    wait: Duration,
+    call: impl Fn() -> Fut,
+    explain: fn(u16) -> Option<&'static str>,
+) -> Result<(), WaitError<CheckError>>
+where
+    E: Error + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    wait_for(&resource, wait, || async {
+        call().await.map(drop).map_err(|e| {
+            let explained = match &e {
+                SdkError::ServiceError(service) => explain(service.raw().status().as_u16()),
+                _ => None,
+            };
+            let error = CheckError {
+                resource: resource.clone(),
+                via: via.to_owned(),
+                reason: explained.map_or_else(|| describe(&e), str::to_owned),
+            };
+            if may_pass(&e) {
+                Attempt::NotReady(error)
+            } else {
+                Attempt::Failed(error)
+            }
+        })
+    })
+    .await
+}
+
 /// Checks that the queue exists and answers, so that a wrong `QUEUE_URL` or
 /// endpoint is reported at start-up rather than after work was done.
-pub async fn check_queue(aws: &AwsClients, queue_url: &Url) -> Result<(), String> {
-    let via = &aws.sqs_via;
-    aws.sqs
-        .get_queue_attributes()
-        .queue_url(queue_url.as_str())
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "cannot reach SQS queue {queue_url} via {via}: {}",
-                describe(&e)
-            )
-        })
+/// Waits up to `wait` for an SQS endpoint that does not answer yet.
+pub async fn check_queue(
+    aws: &AwsClients,
+    queue_url: &Url,
+    wait: Duration,
+) -> Result<(), WaitError<CheckError>> {
+    check(
+        format!("SQS queue {queue_url}"),
+        &aws.sqs_via,
+        wait,
+        || {
+            aws.sqs
+                .get_queue_attributes()
+                .queue_url(queue_url.as_str())
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+        },
+        |_| None,
+    )
+    .await
+}
+
+/// Checks that the bucket exists and may be used (`HeadBucket`), waiting
+/// up to `wait` for an S3 endpoint that does not answer yet.
+pub async fn check_bucket(
+    aws: &AwsClients,
+    bucket: &str,
+    wait: Duration,
+) -> Result<(), WaitError<CheckError>> {
+    check(
+        format!("S3 bucket {bucket}"),
+        &aws.s3_via,
+        wait,
+        || aws.s3.head_bucket().bucket(bucket).send(),
+        |status| match status {
+            404 => Some("HTTP 404: the bucket does not exist"),
+            403 => Some("HTTP 403: access denied (HeadBucket needs s3:ListBucket on the bucket)"),
+            _ => None,
+        },
+    )
+    .await
 }

@@ -20,6 +20,7 @@
 //!   transformer through S3 metadata and SQS message attributes.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`health`]: a file a running service keeps fresh, for health checks.
+//! - [`startup`]: waiting for PostgreSQL, SQS or S3 to answer at start-up.
 //! - [`exit`]: how a service reports the error that ends it.
 
 pub mod aws;
@@ -31,6 +32,7 @@ pub mod object;
 pub mod post;
 pub mod settings;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod trace_context;
 

@@ -30,7 +30,7 @@ pub mod settings;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use futures::future::Either;
-use pipeline_core::aws::{AwsClients, check_queue};
+use pipeline_core::aws::{AwsClients, check_bucket, check_queue};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::{health, trace_context};
 use std::collections::{HashMap, HashSet};
@@ -158,12 +158,14 @@ impl Importer {
         })
     }
 
-    /// Checks that the queue answers, so a wrong `QUEUE_URL` or endpoint is
-    /// reported before anything is fetched or archived.
+    /// Checks that the queue and the bucket answer, so a wrong `QUEUE_URL`,
+    /// `RAW_BUCKET` or endpoint is reported before anything is fetched,
+    /// waiting up to `STARTUP_WAIT` for SQS and S3 to answer at all.
     pub async fn check(&self) -> anyhow::Result<()> {
-        check_queue(&self.aws, &self.config.queue_url)
-            .await
-            .map_err(anyhow::Error::msg)
+        let wait = self.config.startup_wait;
+        check_queue(&self.aws, &self.config.queue_url, wait).await?;
+        check_bucket(&self.aws, &self.config.bucket, wait).await?;
+        Ok(())
     }
 
     /// Fetches, archives and announces every page of the source once.

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     }
     let mut config = settings::or_exit(cli.settings.resolve());
     config.health_file = Some(cli.health.path("importer"));
+    config.startup_wait = cli.startup.wait;
     settings::or_exit(cli.aws.region());
     exit::run(cli.log.format, "importer", start(cli, config))
 }

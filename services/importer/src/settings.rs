@@ -16,6 +16,7 @@
 //! | `SKIP_UNCHANGED`  | `--skip-unchanged` | `true`                                        |
 //! | `GZIP`            | `--gzip`           | `false`                                       |
 //! | `HEALTH_FILE`     | `--health-file`    | `$TMPDIR/importer.healthy`                    |
+//! | `STARTUP_WAIT`    | `--startup-wait`   | `60s`                                         |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
@@ -25,6 +26,7 @@ use pipeline_core::settings::{
     AwsSettings, LogSettings, SettingError, parse_bucket_name, parse_http_url, parse_queue_url,
     required,
 };
+use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub struct Cli {
     pub log: LogSettings,
     #[command(flatten)]
     pub health: HealthSettings,
+    #[command(flatten)]
+    pub startup: StartupSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +165,8 @@ pub struct Config {
     pub gzip: bool,
     /// Touched while running, for `healthcheck`; `None` writes nothing.
     pub health_file: Option<PathBuf>,
+    /// How long to wait at start for SQS and S3 to answer.
+    pub startup_wait: Duration,
 }
 
 /// How a failed request is retried.
@@ -191,6 +197,7 @@ impl Config {
             skip_unchanged: true,
             gzip: false,
             health_file: None,
+            startup_wait: DEFAULT_STARTUP_WAIT,
         }
     }
 }
@@ -214,6 +221,7 @@ impl Settings {
             skip_unchanged: self.skip_unchanged,
             gzip: self.gzip,
             health_file: None,
+            startup_wait: DEFAULT_STARTUP_WAIT,
         })
     }
 }

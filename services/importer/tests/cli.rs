@@ -277,6 +277,7 @@ async fn an_unreachable_queue_is_reported_before_anything_is_fetched() {
         // Port 9 (discard) has no listener here: connection refused.
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .env("SOURCE_URL", "http://127.0.0.1:9/posts")
+        .env("STARTUP_WAIT", "5s")
         .output()
         .await
         .unwrap();
@@ -289,6 +290,75 @@ async fn an_unreachable_queue_is_reported_before_anything_is_fetched() {
         "{errors:?}"
     );
     assert!(errors[0].contains("onnection refused"), "{errors:?}");
+    assert!(
+        errors[0].ends_with("(still not there after waiting 5s, STARTUP_WAIT)"),
+        "{errors:?}"
+    );
+    let waited = stderr_lines(&output)
+        .into_iter()
+        .filter(|l| l.contains(&format!("Waiting for SQS queue {}", aws.queue_url)))
+        .count();
+    assert!(waited >= 1, "a line per retry");
+}
+
+#[tokio::test]
+async fn it_waits_for_sqs_and_s3_that_answer_later_then_imports() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let port = testkit::proxy::closed_port();
+    let mut child = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+        .env("STARTUP_WAIT", "60s")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    wait_for_line(
+        &mut stderr,
+        &format!("Waiting for SQS queue {}", aws.queue_url),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // LocalStack "starts": the importer goes on, checks the bucket, imports.
+    let _localstack =
+        testkit::proxy::Proxy::start_on(port, testkit::proxy::localstack_addr()).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(aws.keys().await.len(), 1);
+    assert_eq!(aws.message_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_one_line_at_once() {
+    let aws = TestAws::new().await;
+    let output = command(IMPORTER)
+        .arg("run")
+        .envs(aws.env())
+        .env("RAW_BUCKET", "no-such-bucket-here")
+        .env("SOURCE_URL", "http://127.0.0.1:9/posts")
+        .env("STARTUP_WAIT", "60s")
+        .output()
+        .await
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("cannot reach S3 bucket no-such-bucket-here via endpoint http://"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].ends_with("HTTP 404: the bucket does not exist"),
+        "{errors:?}"
+    );
 }
 
 #[tokio::test]

@@ -2,14 +2,55 @@
 //! or, to RDS, `postgres://pipeline@db.xxxx.rds.amazonaws.com/pipeline?sslmode=verify-full&sslrootcert=/etc/ssl/certs/rds-global-bundle.pem`
 //! (see [`crate::tls`]).
 
+use pipeline_core::startup::{Attempt, wait_for};
 use std::fmt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_postgres::config::Host;
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::{info, warn};
 
+use crate::StoreError;
 use crate::tls::{self, SslMode};
+
+/// Where the password comes from when it changes while the service runs:
+/// RDS rotates its managed secret every 7 days, and a password injected
+/// into the environment at start goes stale with it.
+pub trait PasswordSource: fmt::Debug + Send + Sync + 'static {
+    /// What it reads from, for log lines (never the password itself).
+    fn name(&self) -> String;
+    /// Reads the password as it is now.
+    fn read(&self) -> Pin<Box<dyn Future<Output = Result<String, PasswordError>> + Send + '_>>;
+}
+
+/// The password could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the database password from {from}: {reason}")]
+pub struct PasswordError {
+    pub from: String,
+    pub reason: String,
+    /// The store did not answer (yet): another try may succeed.
+    pub may_pass: bool,
+}
+
+/// A refused password is read again at most this often, however many
+/// connections are refused meanwhile: a rotation refuses them all at once.
+const MIN_REREAD: Duration = Duration::from_secs(5);
+
+/// The password of a [`PasswordSource`], shared by every clone of the URL
+/// (the pool's connections among them).
+#[derive(Debug)]
+struct Rotating {
+    source: Arc<dyn PasswordSource>,
+    current: RwLock<Option<String>>,
+    /// Held while reading, so that one read serves every refused
+    /// connection; and when the last read was.
+    last_read: tokio::sync::Mutex<Option<Instant>>,
+}
 
 /// A PostgreSQL connection string, checked when the settings are read.
 ///
@@ -23,6 +64,8 @@ pub struct DatabaseUrl {
     ssl_mode: SslMode,
     /// `None` with `sslmode=disable`.
     tls: Option<MakeRustlsConnect>,
+    /// Set when the password comes from a source that may change it.
+    rotating: Option<Arc<Rotating>>,
 }
 
 /// Used when the URL sets no `connect_timeout`: without one, a host that
@@ -55,6 +98,91 @@ impl DatabaseUrl {
     pub fn with_password(mut self, password: &str) -> Self {
         self.config.password(password);
         self
+    }
+
+    /// The same URL with its password read from `source`, now
+    /// ([`Self::load_password`]) and again whenever PostgreSQL refuses it.
+    #[must_use]
+    pub fn with_password_source(mut self, source: Arc<dyn PasswordSource>) -> Self {
+        self.rotating = Some(Arc::new(Rotating {
+            source,
+            current: RwLock::new(None),
+            last_read: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    /// Reads the password from its source, waiting up to `wait` for a
+    /// store that does not answer yet. Without a source, does nothing.
+    pub async fn load_password(&self, wait: Duration) -> Result<(), StoreError> {
+        let Some(rotating) = &self.rotating else {
+            return Ok(());
+        };
+        let password = wait_for(rotating.source.name(), wait, || async {
+            rotating.source.read().await.map_err(|e| {
+                if e.may_pass {
+                    Attempt::NotReady(e)
+                } else {
+                    Attempt::Failed(e)
+                }
+            })
+        })
+        .await?;
+        *rotating.current.write().unwrap_or_else(|e| e.into_inner()) = Some(password);
+        Ok(())
+    }
+
+    /// The connection settings with the password as it is now.
+    pub(crate) fn config_now(&self) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        if let Some(password) = self.rotating.as_ref().and_then(|r| r.password()) {
+            config.password(password);
+        }
+        config
+    }
+
+    /// After PostgreSQL refused the password: reads it again from its
+    /// source. True when there is a new one to try.
+    pub(crate) async fn reread_password(&self) -> bool {
+        let Some(rotating) = &self.rotating else {
+            return false;
+        };
+        let refused = rotating.password();
+        let mut last_read = rotating.last_read.lock().await;
+        if rotating.password() != refused {
+            // Another connection read a new one while this one waited.
+            return true;
+        }
+        if last_read.is_some_and(|at| at.elapsed() < MIN_REREAD) {
+            return false;
+        }
+        *last_read = Some(Instant::now());
+        let from = rotating.source.name();
+        warn!("PostgreSQL at {self} refused the password: reading it again from {from}");
+        match rotating.source.read().await {
+            Ok(password) if Some(&password) != refused.as_ref() => {
+                *rotating.current.write().unwrap_or_else(|e| e.into_inner()) = Some(password);
+                info!("The password in {from} has changed: connecting to {self} with the new one");
+                true
+            }
+            Ok(_) => {
+                warn!("{from} still holds the password that PostgreSQL at {self} refused");
+                false
+            }
+            Err(e) => {
+                warn!("{e}");
+                false
+            }
+        }
+    }
+}
+
+impl Rotating {
+    fn password(&self) -> Option<String> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -94,6 +222,7 @@ impl FromStr for DatabaseUrl {
             target,
             ssl_mode,
             tls,
+            rotating: None,
         })
     }
 }

@@ -25,9 +25,12 @@ use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use pipeline_core::startup::{Attempt, WaitError, wait_for};
+use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
 
-pub use database_url::DatabaseUrl;
+pub use database_url::{DatabaseUrl, PasswordError, PasswordSource};
 
 /// A pool of connections to the pipeline's database.
 pub type Pool = deadpool::Pool<AsyncPgConnection>;
@@ -37,39 +40,145 @@ pub type Pool = deadpool::Pool<AsyncPgConnection>;
 pub enum StoreError {
     /// The server could not be reached or refused us.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
-    Connect { target: String, reason: String },
+    Connect {
+        target: String,
+        reason: String,
+        cause: ConnectCause,
+    },
     #[error("cannot get a PostgreSQL connection to {target} from the pool: {reason}")]
     Pool { target: String, reason: String },
     #[error("migrations failed on {target}: {reason}")]
     Migrations { target: String, reason: String },
     #[error("PostgreSQL query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// The server did not answer within the start-up wait.
+    #[error(transparent)]
+    Waited(#[from] WaitError<Box<StoreError>>),
+    /// The password could not be read from its source.
+    #[error(transparent)]
+    Password(#[from] WaitError<PasswordError>),
+}
+
+/// Why a connection failed, as far as waiting and retrying go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectCause {
+    /// Refused, reset, timed out, not resolvable yet, or the server is
+    /// starting up or full: another try later may succeed.
+    NotReady,
+    /// The server refused the user or password (SQLSTATE class 28).
+    Authentication,
+    /// Any other definitive answer: no such database, a certificate that
+    /// does not verify.
+    Refused,
+}
+
+impl ConnectCause {
+    fn of(error: &tokio_postgres::Error) -> Self {
+        match error.code() {
+            Some(code) if *code == SqlState::CANNOT_CONNECT_NOW => Self::NotReady,
+            Some(code) if *code == SqlState::TOO_MANY_CONNECTIONS => Self::NotReady,
+            Some(code) if code.code().starts_with("28") => Self::Authentication,
+            Some(_) => Self::Refused,
+            None if is_tls_verification(error) => Self::Refused,
+            // I/O: refused, reset, timed out, no such host (yet).
+            None => Self::NotReady,
+        }
+    }
+}
+
+/// A TLS handshake that failed on the certificate: rustls' error travels
+/// inside an `io::Error`, whose `source()` skips it, hence `get_ref`.
+fn is_tls_verification(error: &tokio_postgres::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Opens one connection.
 pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection, StoreError> {
-    establish(url).await.map_err(|reason| StoreError::Connect {
-        target: url.to_string(),
-        reason,
+    establish(url).await
+}
+
+/// Opens one connection, waiting up to `wait` for a server that is not
+/// there yet (`STARTUP_WAIT`), with a log line per retry.
+pub async fn connect_waiting(
+    url: &DatabaseUrl,
+    wait: Duration,
+) -> Result<AsyncPgConnection, StoreError> {
+    wait_for(format!("PostgreSQL at {url}"), wait, || async {
+        establish(url).await.map_err(|e| match &e {
+            StoreError::Connect {
+                cause: ConnectCause::NotReady,
+                ..
+            } => Attempt::NotReady(Box::new(e)),
+            _ => Attempt::Failed(Box::new(e)),
+        })
+    })
+    .await
+    .map_err(|e| match e {
+        WaitError::Failed(e) => *e,
+        gave_up => StoreError::Waited(gave_up),
     })
 }
 
 /// Connects with tokio-postgres and hands the connection to diesel-async:
 /// diesel-async's own `establish` reports only "error connecting to
 /// server", without the cause (refused, timed out, bad password).
-async fn establish(url: &DatabaseUrl) -> Result<AsyncPgConnection, String> {
-    let failed = |e: tokio_postgres::Error| pipeline_core::error_chain(&e);
+///
+/// When the server refuses the password and the password comes from a
+/// [`PasswordSource`] (a secret that is rotated), it is read again and, if
+/// it changed, the connection is tried once more with the new one.
+async fn establish(url: &DatabaseUrl) -> Result<AsyncPgConnection, StoreError> {
+    let refused_password = |e: &StoreError| {
+        matches!(
+            e,
+            StoreError::Connect {
+                cause: ConnectCause::Authentication,
+                ..
+            }
+        )
+    };
+    match open(url).await {
+        Err(e) if refused_password(&e) && url.reread_password().await => open(url).await,
+        other => other,
+    }
+}
+
+/// One connection attempt with the password as it is now.
+async fn open(url: &DatabaseUrl) -> Result<AsyncPgConnection, StoreError> {
+    let failed = |e: &tokio_postgres::Error| StoreError::Connect {
+        target: url.to_string(),
+        reason: pipeline_core::error_chain(e),
+        cause: ConnectCause::of(e),
+    };
+    let config = url.config_now();
     let connection = match url.tls() {
         None => {
-            let (client, connection) = url.config().connect(NoTls).await.map_err(failed)?;
+            let (client, connection) = config.connect(NoTls).await.map_err(|e| failed(&e))?;
             AsyncPgConnection::try_from_client_and_connection(client, connection).await
         }
         Some(tls) => {
-            let (client, connection) = url.config().connect(tls.clone()).await.map_err(failed)?;
+            let (client, connection) = config.connect(tls.clone()).await.map_err(|e| failed(&e))?;
             AsyncPgConnection::try_from_client_and_connection(client, connection).await
         }
     };
-    connection.map_err(|e| e.to_string())
+    connection.map_err(|e| StoreError::Connect {
+        target: url.to_string(),
+        reason: e.to_string(),
+        cause: ConnectCause::NotReady,
+    })
 }
 
 /// Builds a pool of at most `max_size` connections. Connects lazily.
@@ -79,9 +188,10 @@ pub fn pool(url: &DatabaseUrl, max_size: usize) -> Pool {
     config.custom_setup = Box::new(move |_| {
         let url = url_for_setup.clone();
         Box::pin(async move {
-            establish(&url)
-                .await
-                .map_err(ConnectionError::BadConnection)
+            establish(&url).await.map_err(|e| match e {
+                StoreError::Connect { reason, .. } => ConnectionError::BadConnection(reason),
+                other => ConnectionError::BadConnection(other.to_string()),
+            })
         })
     });
     let manager =

@@ -7,14 +7,16 @@
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::time::Duration;
 
-use crate::{DatabaseUrl, StoreError, connect};
+use crate::{DatabaseUrl, StoreError, connect_waiting};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
 /// Applies every pending migration and returns the versions applied.
-pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
-    with_harness(url, |harness| {
+/// Waits up to `wait` for a server that does not answer yet.
+pub async fn run_pending(url: &DatabaseUrl, wait: Duration) -> Result<Vec<String>, StoreError> {
+    with_harness(url, wait, |harness| {
         harness
             .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
@@ -22,9 +24,10 @@ pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
     .await
 }
 
-/// Returns the versions of the migrations not yet applied.
-pub async fn pending(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
-    with_harness(url, |harness| {
+/// Returns the versions of the migrations not yet applied. Waits up to
+/// `wait` for a server that does not answer yet.
+pub async fn pending(url: &DatabaseUrl, wait: Duration) -> Result<Vec<String>, StoreError> {
+    with_harness(url, wait, |harness| {
         harness.pending_migrations(MIGRATIONS).map(|pending| {
             pending
                 .iter()
@@ -42,9 +45,10 @@ type MigrationResult<T> = diesel::migration::Result<T>;
 /// async connection, so that no libpq is needed.
 async fn with_harness<T: Send + 'static>(
     url: &DatabaseUrl,
+    wait: Duration,
     work: impl FnOnce(&mut Harness) -> MigrationResult<T> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let conn = connect(url).await?;
+    let conn = connect_waiting(url, wait).await?;
     let mut harness = Harness::from(conn);
     let result = tokio::task::spawn_blocking(move || work(&mut harness))
         .await

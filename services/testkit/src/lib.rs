@@ -7,6 +7,7 @@
 //! - [`fake_api`] (re-exported): the stand-in for the external HTTP API.
 //! - [`proxy::Proxy`]: a TCP proxy to cut or slow the way to a server.
 //! - [`compose`]: the services of `docker-compose.yml` and their environment.
+//! - [`localstack::LocalStack`]: a LocalStack of a test's own, with init hooks.
 //! - [`otlp::Receiver`]: an OTLP/HTTP endpoint that keeps what it receives.
 //! - [`ecs_agent::FakeAgent`]: the ECS agent's task-protection endpoint.
 //! - [`server::Server`]: an axum app on 127.0.0.1, stopped when dropped.
@@ -31,6 +32,7 @@ pub use fake_api;
 
 pub mod compose;
 pub mod ecs_agent;
+pub mod localstack;
 pub mod otlp;
 pub mod proxy;
 pub mod server;
@@ -176,6 +178,15 @@ impl TestDb {
         &self.url
     }
 
+    /// The URL of this database through another port of 127.0.0.1 (a
+    /// [`proxy::Proxy`]'s, or one where nothing listens), password included.
+    pub fn url_through(&self, port: u16) -> String {
+        let mut url = Url::parse(self.url.expose()).expect("a valid database URL");
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(port)).expect("a port");
+        url.to_string()
+    }
+
     pub async fn connect(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(self.url.expose())
             .await
@@ -246,7 +257,7 @@ async fn template() -> &'static str {
                     .await
                     .expect("create the template");
                 let url: DatabaseUrl = db_url(&building).as_str().parse().expect("valid URL");
-                pipeline_store::migrations::run_pending(&url)
+                pipeline_store::migrations::run_pending(&url, std::time::Duration::ZERO)
                     .await
                     .expect("migrate the template");
                 // Renamed only once complete, so a crash never leaves a half-migrated template.

@@ -26,9 +26,22 @@ pub struct Proxy {
     accept: AbortHandle,
 }
 
+/// A port on 127.0.0.1 that nothing listens on: connections to it are
+/// refused, as to a server that has not started, until [`Proxy::start_on`]
+/// opens it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address").port()
+}
+
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0, target).await
+    }
+
+    /// A proxy listening on `port` (0: any free one).
+    pub async fn start_on(port: u16, target: SocketAddr) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
@@ -62,11 +75,7 @@ impl Proxy {
 
     /// A proxy in front of the test LocalStack.
     pub async fn to_localstack() -> Self {
-        let endpoint = crate::TestAws::endpoint();
-        let target = endpoint
-            .socket_addrs(|| None)
-            .expect("LocalStack's address")[0];
-        Self::start(target).await
+        Self::start(localstack_addr()).await
     }
 
     /// The proxy's address, to give the service instead of the target's.
@@ -106,6 +115,20 @@ impl Drop for Proxy {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// The test LocalStack's address.
+pub fn localstack_addr() -> SocketAddr {
+    crate::TestAws::endpoint()
+        .socket_addrs(|| None)
+        .expect("LocalStack's address")[0]
+}
+
+/// The test PostgreSQL server's address.
+pub fn postgres_addr() -> SocketAddr {
+    crate::env_url("TEST_DATABASE_URL")
+        .socket_addrs(|| Some(5432))
+        .expect("PostgreSQL's address")[0]
 }
 
 async fn forward(client: TcpStream, server: TcpStream, state: &State) {

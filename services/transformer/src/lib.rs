@@ -5,6 +5,8 @@
 //! - [`process`]: one object: fetch, verify, parse, apply exactly once.
 //! - [`acks`]: deleting finished messages, ten per call.
 //! - [`protection`]: ECS task scale-in protection while messages are in hand.
+//! - [`secret`]: the database password from Secrets Manager, re-read when
+//!   PostgreSQL refuses it.
 //! - [`Transformer::run`]: the receive loop, with bounded concurrency, a
 //!   visibility heartbeat per message and graceful shutdown.
 //!
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod process;
 pub mod protection;
 pub mod queue;
+pub mod secret;
 pub mod settings;
 
 use anyhow::{Context as _, bail};
@@ -142,7 +145,10 @@ impl From<ProcessError> for Failure {
 }
 
 impl Transformer {
-    pub fn new(config: Config, aws: AwsClients) -> Self {
+    pub fn new(mut config: Config, aws: AwsClients) -> Self {
+        if let Some(secret_id) = &config.database_secret {
+            config.database_url = secret::with_secret(config.database_url, &aws, secret_id);
+        }
         let pool = pipeline_store::pool(&config.database_url, config.concurrency.get());
         let queue = SqsQueue::new(
             aws.sqs.clone(),
@@ -164,10 +170,13 @@ impl Transformer {
     }
 
     /// Checks, before any message is taken, that the database is reachable
-    /// and fully migrated and that the queue answers.
+    /// and fully migrated and that the queue answers, waiting up to
+    /// `STARTUP_WAIT` for each to answer at all.
     pub async fn check(&self) -> anyhow::Result<()> {
         let url = &self.config.database_url;
-        let pending = migrations::pending(url).await?;
+        let wait = self.config.startup_wait;
+        url.load_password(wait).await?;
+        let pending = migrations::pending(url, wait).await?;
         if !pending.is_empty() {
             bail!(
                 "database {url} has {} pending migration(s) ({}): run `transformer migrate` first",
@@ -175,9 +184,8 @@ impl Transformer {
                 pending.join(", ")
             );
         }
-        check_queue(&self.aws, self.queue.url())
-            .await
-            .map_err(anyhow::Error::msg)
+        check_queue(&self.aws, self.queue.url(), wait).await?;
+        Ok(())
     }
 
     /// Receives and applies messages until `shutdown` is cancelled or, in
@@ -641,9 +649,12 @@ fn log_applied(id: &str, applied: &Applied, elapsed_ms: u64) {
     }
 }
 
-/// Applies the pending migrations of the database at `url`.
-pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
-    let applied = migrations::run_pending(url).await?;
+/// Applies the pending migrations of the database at `url`, waiting up to
+/// `wait` for it to answer, and reading its password from its source
+/// first, if it has one.
+pub async fn migrate(url: &DatabaseUrl, wait: Duration) -> anyhow::Result<()> {
+    url.load_password(wait).await?;
+    let applied = migrations::run_pending(url, wait).await?;
     if applied.is_empty() {
         info!("Database {url} is up to date");
     } else {

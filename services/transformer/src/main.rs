@@ -2,6 +2,7 @@ use anyhow::Context as _;
 use pipeline_core::aws::AwsClients;
 use pipeline_core::{exit, health, settings, shutdown};
 use std::process::ExitCode;
+use transformer::secret::with_secret;
 use transformer::settings::{Cli, Command, Config};
 use transformer::{Mode, Transformer, migrate};
 
@@ -19,15 +20,23 @@ fn main() -> ExitCode {
         }
         Command::Migrate => {
             let url = settings::or_exit(cli.settings.database_url());
-            exit::run(
-                cli.log.format,
-                "transformer",
-                async move { migrate(&url).await },
-            )
+            if cli.settings.database_secret.is_some() {
+                settings::or_exit(cli.aws.region());
+            }
+            exit::run(cli.log.format, "transformer", async move {
+                let url = match &cli.settings.database_secret {
+                    Some(secret_id) => {
+                        with_secret(url, &AwsClients::new(&cli.aws).await?, secret_id)
+                    }
+                    None => url,
+                };
+                migrate(&url, cli.startup.wait).await
+            })
         }
         Command::Run { drain } => {
             let mut config = settings::or_exit(cli.settings.resolve());
             config.health_file = Some(cli.health.path("transformer"));
+            config.startup_wait = cli.startup.wait;
             settings::or_exit(cli.aws.region());
             let mode = if drain { Mode::Drain } else { Mode::Serve };
             exit::run(cli.log.format, "transformer", run(&cli, config, mode))

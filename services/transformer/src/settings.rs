@@ -5,18 +5,21 @@
 //! | `QUEUE_URL`               | `--queue-url`               | none: required for `run` |
 //! | `DATABASE_URL`            | `--database-url`            | none: required |
 //! | `DATABASE_PASSWORD`       | `--database-password`       | the URL's      |
+//! | `DATABASE_SECRET`         | `--database-secret`         | none: the password above |
 //! | `TRANSFORMER_CONCURRENCY` | `--transformer-concurrency` | `4`            |
 //! | `DEAD_LETTER_QUEUE_URL`   | `--dead-letter-queue-url`   | the queue's redrive policy target |
 //! | `VISIBILITY_TIMEOUT`      | `--visibility-timeout`      | `60s`          |
 //! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
 //! | `SHUTDOWN_TIMEOUT`        | `--shutdown-timeout`        | `20s`          |
 //! | `HEALTH_FILE`             | `--health-file`             | `$TMPDIR/transformer.healthy` |
+//! | `STARTUP_WAIT`            | `--startup-wait`            | `60s`          |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::HealthSettings;
 use pipeline_core::settings::{AwsSettings, LogSettings, SettingError, parse_queue_url, required};
+use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
 use pipeline_store::DatabaseUrl;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -38,6 +41,8 @@ pub struct Cli {
     pub log: LogSettings,
     #[command(flatten)]
     pub health: HealthSettings,
+    #[command(flatten)]
+    pub startup: StartupSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +93,19 @@ pub struct Settings {
         global = true
     )]
     pub database_password: Option<String>,
+
+    /// AWS Secrets Manager secret (name or ARN) with the password of DATABASE_URL's user:
+    /// JSON with a "password" key, as RDS keeps its managed secret, or the password alone.
+    /// Read at start and again whenever PostgreSQL refuses the password (RDS rotates it
+    /// every 7 days). Instead of DATABASE_PASSWORD.
+    #[arg(
+        long,
+        env = "DATABASE_SECRET",
+        value_name = "DATABASE_SECRET",
+        conflicts_with = "database_password",
+        global = true
+    )]
+    pub database_secret: Option<String>,
 
     /// Messages processed at once; also the size of the connection pool.
     #[arg(
@@ -140,6 +158,8 @@ pub struct Settings {
 pub struct Config {
     pub queue_url: Url,
     pub database_url: DatabaseUrl,
+    /// Secrets Manager secret with the database password; `None`: the URL's.
+    pub database_secret: Option<String>,
     pub concurrency: NonZeroUsize,
     pub dead_letter_queue_url: Option<Url>,
     pub visibility_timeout: Duration,
@@ -149,6 +169,8 @@ pub struct Config {
     pub health_file: Option<PathBuf>,
     /// For scale-in protection; `None` outside ECS.
     pub ecs_agent_uri: Option<Url>,
+    /// How long to wait at start for PostgreSQL and SQS to answer.
+    pub startup_wait: Duration,
 }
 
 impl Config {
@@ -157,6 +179,7 @@ impl Config {
         Self {
             queue_url,
             database_url,
+            database_secret: None,
             concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
             dead_letter_queue_url: None,
             visibility_timeout: Duration::from_secs(60),
@@ -164,6 +187,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(20),
             health_file: None,
             ecs_agent_uri: None,
+            startup_wait: DEFAULT_STARTUP_WAIT,
         }
     }
 }
@@ -181,6 +205,7 @@ impl Settings {
         Ok(Config {
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
             database_url: self.database_url()?,
+            database_secret: self.database_secret.clone(),
             concurrency: self.transformer_concurrency,
             dead_letter_queue_url: self.dead_letter_queue_url.clone(),
             visibility_timeout: self.visibility_timeout,
@@ -188,6 +213,7 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
             health_file: None,
             ecs_agent_uri: self.ecs_agent_uri.clone(),
+            startup_wait: DEFAULT_STARTUP_WAIT,
         })
     }
 }
