@@ -9,6 +9,7 @@
 #   DLQ_NAME               posts-dlq   where messages go after MAX_RECEIVE_COUNT failed receives
 #   MAX_RECEIVE_COUNT      5
 #   VISIBILITY_TIMEOUT     60          seconds a received message stays hidden
+#   AWS_REGION             us-east-1   where to create them: the services' region
 #   AWS_ENDPOINT_URL       (host only) where LocalStack listens; inside LocalStack, awslocal knows
 #
 # Idempotent: running it twice changes nothing.
@@ -19,8 +20,10 @@ QUEUE_NAME="${QUEUE_NAME:-posts}"
 DLQ_NAME="${DLQ_NAME:-posts-dlq}"
 MAX_RECEIVE_COUNT="${MAX_RECEIVE_COUNT:-5}"
 VISIBILITY_TIMEOUT="${VISIBILITY_TIMEOUT:-60}"
+# The region the services use (compose gives LocalStack their AWS_REGION):
+# queues and buckets live in one region, and the services look in theirs.
 # aws CLI v1 reads only AWS_DEFAULT_REGION.
-export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-${AWS_REGION:-us-east-1}}"
+export AWS_DEFAULT_REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}"
 
 if command -v awslocal >/dev/null 2>&1; then
   aws_() { awslocal "$@"; }
@@ -29,7 +32,14 @@ else
 fi
 
 if ! aws_ s3api head-bucket --bucket "$RAW_BUCKET" >/dev/null 2>&1; then
-  aws_ s3api create-bucket --bucket "$RAW_BUCKET" >/dev/null
+  # Outside us-east-1, S3 (and LocalStack) refuse a bucket without its
+  # region: IllegalLocationConstraintException.
+  if [ "$AWS_DEFAULT_REGION" = us-east-1 ]; then
+    aws_ s3api create-bucket --bucket "$RAW_BUCKET" >/dev/null
+  else
+    aws_ s3api create-bucket --bucket "$RAW_BUCKET" \
+      --create-bucket-configuration "LocationConstraint=$AWS_DEFAULT_REGION" >/dev/null
+  fi
 fi
 
 dlq_url="$(aws_ sqs create-queue --queue-name "$DLQ_NAME" \

@@ -2,6 +2,8 @@
 //! only variables the binaries read, gives each service every setting it
 //! needs, and the LocalStack init hook creates what the services expect.
 
+#![allow(clippy::unwrap_used)]
+
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::CommandFactory;
 use pipeline_core::aws::AwsClients;
@@ -176,5 +178,127 @@ async fn the_localstack_init_hook_creates_the_bucket_and_queues_with_a_redrive_p
     assert_eq!(
         redrive["maxReceiveCount"].to_string().trim_matches('"'),
         "7"
+    );
+}
+
+/// The LocalStack healthcheck of the compose file, run as Docker runs it
+/// (`CMD python3 -c ...`), against `endpoint` instead of localhost:4566.
+fn localstack_healthcheck(endpoint: &url::Url) -> std::process::Output {
+    let services = compose_services();
+    let test: Vec<String> = services["localstack"]["healthcheck"]["test"]
+        .as_vec()
+        .expect("an exec-form healthcheck")
+        .iter()
+        .map(|part| part.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(test[..3], ["CMD", "python3", "-c"], "{test:?}");
+    let code = test[3].replace(
+        "http://localhost:4566",
+        endpoint.as_str().trim_end_matches('/'),
+    );
+    Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .unwrap()
+}
+
+/// LocalStack's environment in the compose file, with `AWS_REGION` set as a
+/// user would set it for the whole stack.
+fn localstack_env(region: &str) -> Vec<(String, String)> {
+    let raw = std::fs::read_to_string(workspace().join("docker-compose.yml")).unwrap();
+    let services = compose_services();
+    let mut env: Vec<(String, String)> = environment(&services["localstack"])
+        .into_iter()
+        .filter(|(name, _)| name != "SERVICES" && name != "LOCALSTACK_AUTH_TOKEN")
+        .collect();
+    for (name, value) in &mut env {
+        if name == "AWS_REGION" || name == "AWS_DEFAULT_REGION" {
+            // Both follow the variable the services' AWS_REGION follows.
+            assert!(
+                raw.contains(&format!("      {name}: ${{AWS_REGION:-us-east-1}}")),
+                "LocalStack's {name} does not follow AWS_REGION"
+            );
+            *value = region.to_owned();
+        }
+    }
+    assert!(
+        env.iter().any(|(name, _)| name == "AWS_DEFAULT_REGION"),
+        "{env:?}"
+    );
+    env
+}
+
+#[tokio::test]
+async fn the_localstack_healthcheck_passes_only_when_the_init_hook_succeeded_in_the_services_region()
+ {
+    use testkit::localstack::LocalStack;
+    let hook = workspace().join("localstack/init/ready.d/10-pipeline-resources.sh");
+    let region = "eu-west-1";
+    let good_env = localstack_env(region);
+    // The same hook, failing: S3 refuses the bucket name.
+    let mut bad_env = good_env.clone();
+    for (name, value) in &mut bad_env {
+        if name == "RAW_BUCKET" {
+            *value = "Not_A_Valid_Bucket".into();
+        }
+    }
+    let (good, bad) = tokio::join!(
+        LocalStack::start_with_ready_hooks(std::slice::from_ref(&hook), &good_env),
+        LocalStack::start_with_ready_hooks(std::slice::from_ref(&hook), &bad_env),
+    );
+
+    // The hook succeeded: healthy, and the queue is where the services look
+    // for it, in their region.
+    let stage = good.wait_for_ready_stage().await;
+    assert_eq!(
+        stage["scripts"][0]["state"],
+        "SUCCESSFUL",
+        "{stage}\n{}",
+        good.log()
+    );
+    let check = localstack_healthcheck(good.endpoint());
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let services = compose_services();
+    let queue_url = environment(&services["transformer"])["QUEUE_URL"]
+        .replace("http://localstack:4566/", good.endpoint().as_str());
+    let sqs_in = async |region: &str| {
+        let settings = pipeline_core::settings::AwsSettings {
+            region: Some(region.into()),
+            endpoint_url: Some(good.endpoint().clone()),
+            endpoint_url_s3: None,
+            endpoint_url_sqs: None,
+        };
+        let clients = AwsClients::new(&settings).await.unwrap();
+        clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+    };
+    let arn = sqs_in(region)
+        .await
+        .expect("the queue, in the services' region");
+    assert!(
+        arn.attributes.unwrap()[&QueueAttributeName::QueueArn].contains(":eu-west-1:"),
+        "created in eu-west-1"
+    );
+    assert!(sqs_in("us-east-1").await.is_err(), "not in another region");
+
+    // The hook failed: LocalStack still calls its ready stage completed,
+    // which the old check took for ready; the healthcheck does not.
+    let stage = bad.wait_for_ready_stage().await;
+    assert_eq!(stage["completed"], true, "{stage}");
+    assert_eq!(stage["scripts"][0]["state"], "ERROR", "{stage}");
+    let check = localstack_healthcheck(bad.endpoint());
+    assert!(!check.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&check.stderr).trim(),
+        "init hook not done: 10-pipeline-resources.sh is ERROR"
     );
 }
