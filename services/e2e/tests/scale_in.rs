@@ -122,3 +122,64 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
     assert!(calls[2].protection_enabled);
     assert!(!calls[3].protection_enabled, "released on stopping");
 }
+
+#[tokio::test]
+async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
+    let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
+    let agent = FakeAgent::start().await;
+    let api = fake_api::spawn(FakeApi {
+        posts: 1_000,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    import(&aws, &api, 0).await;
+    // A slow way to S3 keeps the transformer busy for several seconds:
+    // ten objects of 100 posts, two at a time.
+    let s3 = testkit::proxy::Proxy::to_localstack().await;
+    s3.slow_down(Duration::from_millis(100));
+    let limit = Duration::from_secs(2);
+
+    let mut config = Config::new(aws.queue_url.clone(), db.url().clone());
+    config.ecs_agent_uri = Some(agent.uri().clone());
+    config.scale_in_protection_max = limit;
+    config.concurrency = std::num::NonZeroUsize::new(2).unwrap();
+    let stop = CancellationToken::new();
+    let clients = TestAws::clients_with_s3_through(&s3).await;
+    let run = tokio::spawn(Transformer::new(config, clients).run(Mode::Serve, stop.clone()));
+
+    wait_until("1,000 rows", Duration::from_secs(60), async || {
+        row_count(&db).await == 1_000
+    })
+    .await;
+    let (_, last_applied) = applied_between(&db).await;
+    tokio::time::sleep(IDLE_GRACE + Duration::from_secs(1)).await;
+    let calls = agent.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c.protection_enabled)
+            .collect::<Vec<_>>(),
+        [true, false],
+        "protected once, lifted at the limit, not protected again while busy: {calls:?}"
+    );
+    let held = calls[1].at.duration_since(calls[0].at).unwrap();
+    assert!(
+        (limit..limit + Duration::from_secs(1)).contains(&held),
+        "lifted after {held:?}, the limit is {limit:?}"
+    );
+    assert!(
+        calls[1].at < last_applied,
+        "lifted while still busy: the last object was applied {:?} later",
+        last_applied.duration_since(calls[1].at)
+    );
+
+    // Once idle, new work is protected again.
+    import(&aws, &api, 1).await;
+    wait_until("protected again", Duration::from_secs(30), async || {
+        agent.protected()
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}

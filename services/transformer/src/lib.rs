@@ -210,7 +210,10 @@ impl Transformer {
         }
         // Healthy from here: the database and the queue answered.
         let health_file = self.config.health_file.clone();
-        let protection = ScaleInProtection::start(self.config.ecs_agent_uri.as_ref());
+        let protection = ScaleInProtection::start(
+            self.config.ecs_agent_uri.as_ref(),
+            self.config.scale_in_protection_max,
+        );
         let this = Arc::new(self);
         let report =
             health::while_healthy(health_file, this.receive_loop(mode, shutdown, &protection))

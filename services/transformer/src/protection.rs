@@ -9,6 +9,15 @@
 //! none for [`IDLE_GRACE`] it lifts the protection again, so that scale-in
 //! stops idle tasks instead.
 //!
+//! Protection holds deployments back too: ECS does not stop a protected
+//! task to replace it. Under a steady backlog a transformer is never idle,
+//! so renewing forever would stall every deployment. A busy stretch is
+//! therefore protected for at most `SCALE_IN_PROTECTION_MAX`; then the
+//! protection is lifted and not asked for again until the task has been
+//! idle once. A deployment or scale-in waits at most that long, and the
+//! task it stops finishes or hands back its messages within
+//! `SHUTDOWN_TIMEOUT`, as on any SIGTERM.
+//!
 //! The receive loop says what it wants ([`ScaleInProtection::set_busy`]),
 //! and a task of its own talks to the agent. Only work taken while the task
 //! is unprotected waits, for one call ([`ScaleInProtection::hold`]), so that
@@ -36,6 +45,9 @@ const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// two agent calls per batch would be a waste.
 pub const IDLE_GRACE: Duration = Duration::from_secs(2);
 
+/// The default of `SCALE_IN_PROTECTION_MAX`.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(15 * 60);
+
 /// After a failed call, the next try.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -59,12 +71,16 @@ struct Confirmed {
     protected: bool,
     /// The last call failed: work does not wait for the agent meanwhile.
     failing: bool,
+    /// The busy stretch reached its limit: unprotected on purpose until
+    /// the task is idle, and work does not wait for a protection.
+    declined: bool,
 }
 
 impl ScaleInProtection {
-    /// Talks to the agent at `agent_uri` (the value of `ECS_AGENT_URI`);
-    /// with `None`, does nothing.
-    pub fn start(agent_uri: Option<&Url>) -> Self {
+    /// Talks to the agent at `agent_uri` (the value of `ECS_AGENT_URI`),
+    /// protecting a busy stretch for at most `limit`; with `None`, does
+    /// nothing.
+    pub fn start(agent_uri: Option<&Url>, limit: Duration) -> Self {
         let (busy, wanted) = watch::channel(false);
         let Some(uri) = agent_uri else {
             return Self {
@@ -74,7 +90,7 @@ impl ScaleInProtection {
             };
         };
         let (confirm, confirmed) = watch::channel(Confirmed::default());
-        let agent = Agent::new(uri, confirm);
+        let agent = Agent::new(uri, confirm, limit);
         info!(
             ecs.agent.url = %agent.url,
             "Scale-in protection through {} while messages are in hand",
@@ -99,7 +115,7 @@ impl ScaleInProtection {
         // Bounded: the work must go on if the agent does not answer.
         let _ = tokio::time::timeout(
             CALL_TIMEOUT,
-            confirmed.wait_for(|c| c.protected || c.failing),
+            confirmed.wait_for(|c| c.protected || c.failing || c.declined),
         )
         .await;
     }
@@ -130,10 +146,12 @@ struct Agent {
     http: reqwest::Client,
     url: Url,
     confirm: watch::Sender<Confirmed>,
+    /// The longest busy stretch that is protected.
+    limit: Duration,
 }
 
 impl Agent {
-    fn new(agent_uri: &Url, confirm: watch::Sender<Confirmed>) -> Self {
+    fn new(agent_uri: &Url, confirm: watch::Sender<Confirmed>, limit: Duration) -> Self {
         let url = Url::parse(&format!(
             "{}/task-protection/v1/state",
             agent_uri.as_str().trim_end_matches('/')
@@ -143,6 +161,7 @@ impl Agent {
             http: reqwest::Client::new(),
             url,
             confirm,
+            limit,
         }
     }
 
@@ -151,17 +170,42 @@ impl Agent {
     async fn follow(self, mut wanted: watch::Receiver<bool>) {
         // Until when the task is protected, by this process's clock.
         let mut protected_until: Option<Instant> = None;
+        // When the protection of the current busy stretch began.
+        let mut stretch_began: Option<Instant> = None;
+        // The stretch reached the limit: no protection until idle.
+        let mut declined = false;
         loop {
             let busy = *wanted.borrow_and_update();
             let now = Instant::now();
+            let limit_at = stretch_began.map(|began| began + self.limit);
             let protect = match (busy, protected_until) {
+                // The lift at the limit failed: again.
+                (true, Some(_)) if declined => Some(false),
+                (true, None) if declined => None,
+                (true, Some(_)) if limit_at.is_some_and(|at| at <= now) => {
+                    info!(
+                        ecs.agent.url = %self.url,
+                        "Busy for {} in a row: lifting scale-in protection until idle, so that a deployment or scale-in can stop this task",
+                        humantime::format_duration(self.limit)
+                    );
+                    declined = true;
+                    self.confirm.send_modify(|c| c.declined = true);
+                    Some(false)
+                }
                 (true, None) => Some(true),
                 (true, Some(until)) if until.saturating_duration_since(now) < RENEW_BEFORE => {
                     Some(true)
                 }
-                (false, Some(_)) if self.stays_idle(&mut wanted).await => Some(false),
-                // Busy again within the grace: nothing to change.
-                (false, Some(_)) => continue,
+                (false, _) if (protected_until.is_some() || declined) => {
+                    if !self.stays_idle(&mut wanted).await {
+                        // Busy again within the grace: nothing changes.
+                        continue;
+                    }
+                    stretch_began = None;
+                    declined = false;
+                    self.confirm.send_modify(|c| c.declined = false);
+                    protected_until.map(|_| false)
+                }
                 _ => None,
             };
             let mut retry_at = None;
@@ -177,6 +221,9 @@ impl Agent {
                             info!(ecs.agent.url = %self.url, "Scale-in protection works again");
                         }
                         protected_until = protect.then(|| now + EXPIRY);
+                        if protect {
+                            stretch_began.get_or_insert(now);
+                        }
                         self.confirm.send_modify(|c| {
                             c.protected = protect;
                             c.failing = false;
@@ -193,7 +240,9 @@ impl Agent {
                     }
                 }
             }
-            let wake = retry_at.or_else(|| protected_until.map(|until| until - RENEW_BEFORE));
+            let renew_at = protected_until.map(|until| until - RENEW_BEFORE);
+            let lift_at = protected_until.and(stretch_began.map(|began| began + self.limit));
+            let wake = [retry_at, renew_at, lift_at].into_iter().flatten().min();
             tokio::select! {
                 changed = wanted.changed() => if changed.is_err() { break },
                 () = sleep_until(wake) => {}

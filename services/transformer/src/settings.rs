@@ -12,6 +12,7 @@
 //! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
 //! | `SHUTDOWN_TIMEOUT`        | `--shutdown-timeout`        | `20s`          |
 //! | `HEALTH_FILE`             | `--health-file`             | `$TMPDIR/transformer.healthy` |
+//! | `SCALE_IN_PROTECTION_MAX` | `--scale-in-protection-max` | `15m`          |
 //! | `STARTUP_WAIT`            | `--startup-wait`            | `60s`          |
 //!
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
@@ -151,6 +152,13 @@ pub struct Settings {
         global = true
     )]
     pub ecs_agent_uri: Option<Url>,
+
+    /// Longest time a busy transformer keeps its ECS task protected from scale-in in one
+    /// stretch. Protection also holds deployments back; past this, it is lifted until the
+    /// task has been idle once, so a deployment under a steady backlog waits at most this long.
+    #[arg(long, env = "SCALE_IN_PROTECTION_MAX", value_name = "SCALE_IN_PROTECTION_MAX",
+          default_value = "15m", value_parser = humantime::parse_duration, global = true)]
+    pub scale_in_protection_max: Duration,
 }
 
 /// The settings `transformer run` needs, all present and checked.
@@ -169,6 +177,8 @@ pub struct Config {
     pub health_file: Option<PathBuf>,
     /// For scale-in protection; `None` outside ECS.
     pub ecs_agent_uri: Option<Url>,
+    /// The longest busy stretch that is protected from scale-in.
+    pub scale_in_protection_max: Duration,
     /// How long to wait at start for PostgreSQL and SQS to answer.
     pub startup_wait: Duration,
 }
@@ -187,6 +197,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(20),
             health_file: None,
             ecs_agent_uri: None,
+            scale_in_protection_max: crate::protection::DEFAULT_LIMIT,
             startup_wait: DEFAULT_STARTUP_WAIT,
         }
     }
@@ -213,6 +224,7 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
             health_file: None,
             ecs_agent_uri: self.ecs_agent_uri.clone(),
+            scale_in_protection_max: self.scale_in_protection_max,
             startup_wait: DEFAULT_STARTUP_WAIT,
         })
     }
