@@ -6,45 +6,12 @@
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::CommandFactory;
+use e2e::variables_read;
 use pipeline_core::aws::AwsClients;
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 use testkit::compose::{environment, services as compose_services, workspace};
 use testkit::{TestAws, unique_name};
-
-/// Read by a library rather than by a command-line setting: the AWS SDK's
-/// credentials, the log filter, and the OpenTelemetry SDK's settings.
-const LIBRARY_VARIABLES: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "RUST_LOG",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_METRIC_EXPORT_INTERVAL",
-    "OTEL_SDK_DISABLED",
-];
-
-/// Every environment variable a binary's command line reads.
-fn variables_read(command: &clap::Command) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = command
-        .get_arguments()
-        .filter_map(|arg| arg.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
-        .collect();
-    for sub in command.get_subcommands() {
-        names.extend(variables_read(sub));
-    }
-    names
-}
 
 #[test]
 fn every_variable_the_compose_file_sets_is_one_the_binaries_read() {
@@ -60,10 +27,7 @@ fn every_variable_the_compose_file_sets_is_one_the_binaries_read() {
     ] {
         let env = environment(&services[service]);
         assert!(!env.is_empty(), "{service} sets no environment");
-        let unknown: Vec<&String> = env
-            .keys()
-            .filter(|name| !reads.contains(*name) && !LIBRARY_VARIABLES.contains(&name.as_str()))
-            .collect();
+        let unknown = e2e::unknown(env.keys(), reads);
         assert!(
             unknown.is_empty(),
             "docker-compose.yml sets {unknown:?} on {service}, which its binary does not read"

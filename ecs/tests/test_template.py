@@ -1,0 +1,262 @@
+"""Invariants of ecs/pipeline.yaml that cfn-lint and checkov do not know.
+
+Each test holds one finding of a review of the stack against AWS's
+documentation, so that it cannot come back unnoticed. The template is read
+with cfn-lint's own decoder (short-form intrinsics become {"Ref": ...},
+{"Fn::Sub": ...}). Run by scripts/check-config:
+
+    python -m unittest discover -s ecs/tests
+"""
+
+import json
+import math
+import re
+import unittest
+from pathlib import Path
+
+import yaml
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE, _ = decode(str(ROOT / "ecs" / "pipeline.yaml"))
+RESOURCES = TEMPLATE["Resources"]
+PARAMETERS = TEMPLATE["Parameters"]
+
+# Network interfaces of the instance types the docs discuss (EC2 User
+# Guide, "Maximum IP addresses per network interface"). An awsvpc task
+# takes one; the first is the instance's own.
+NETWORK_INTERFACES = {"t3.small": 3, "t3.medium": 3, "t3.large": 3, "t4g.small": 3, "m6i.large": 3}
+# vCPUs x 1024 and MiB of memory of the same types.
+CPU_UNITS = {"t3.small": 2048, "t3.medium": 2048, "t3.large": 2048, "t4g.small": 2048, "m6i.large": 2048}
+MEMORY_MIB = {"t3.small": 2048, "t3.medium": 4096, "t3.large": 8192, "t4g.small": 2048, "m6i.large": 8192}
+
+
+def default(name):
+    return PARAMETERS[name]["Default"]
+
+
+def of_type(kind):
+    return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+def substituted(value):
+    """The text of an Fn::Sub with every ${...} replaced by a placeholder."""
+    text = value["Fn::Sub"]
+    if isinstance(text, list):
+        text = text[0]
+    numbers = {n for n, p in PARAMETERS.items() if p["Type"] == "Number"}
+    return re.sub(r"\$\{([^}!]+)\}", lambda m: "1" if m.group(1) in numbers else "X", text)
+
+
+def statements():
+    """(role, statement) for every inline and managed policy statement."""
+    for name, resource in RESOURCES.items():
+        props = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        if "PolicyDocument" in props and resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(props["PolicyDocument"])
+        for document in documents:
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+class Network(unittest.TestCase):
+    def test_tasks_reach_the_database_by_its_security_group_not_by_address(self):
+        task_group = RESOURCES["TaskSecurityGroup"]["Properties"]
+        for rule in task_group["SecurityGroupEgress"]:
+            self.assertNotEqual(rule["FromPort"], 5432, "no inline PostgreSQL rule by CIDR")
+        egress = [
+            r["Properties"]
+            for r in of_type("AWS::EC2::SecurityGroupEgress").values()
+            if r["Properties"]["GroupId"] == {"Ref": "TaskSecurityGroup"}
+        ]
+        self.assertEqual(len(egress), 1, egress)
+        self.assertEqual(egress[0]["DestinationSecurityGroupId"], {"Ref": "DatabaseSecurityGroup"})
+        self.assertEqual((egress[0]["FromPort"], egress[0]["ToPort"]), (5432, 5432))
+        self.assertNotIn("CidrIp", egress[0])
+        ingress = RESOURCES["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+        self.assertEqual([r["SourceSecurityGroupId"] for r in ingress], [{"Ref": "TaskSecurityGroup"}])
+
+    def test_nothing_gets_a_public_address(self):
+        text = (ROOT / "ecs" / "pipeline.yaml").read_text()
+        self.assertNotIn("AssignPublicIp: ENABLED", text)
+        self.assertFalse(RESOURCES["Database"]["Properties"]["PubliclyAccessible"])
+
+
+class Scaling(unittest.TestCase):
+    def test_the_service_leaves_its_task_count_to_the_scaling_policies(self):
+        # With DesiredCount, every stack update resets the running count.
+        self.assertNotIn("DesiredCount", RESOURCES["TransformerService"]["Properties"])
+
+    def test_scale_out_from_zero_starts_exactly_one_task(self):
+        policy = RESOURCES["TransformerScaleOutFromZero"]["Properties"]["StepScalingPolicyConfiguration"]
+        self.assertEqual(policy["AdjustmentType"], "ChangeInCapacity")
+        self.assertEqual([s["ScalingAdjustment"] for s in policy["StepAdjustments"]], [1])
+        alarm = RESOURCES["TransformerMessagesWaitingWithNoTask"]["Properties"]
+        # M of N: one late data point alone does not start a task.
+        self.assertGreaterEqual(alarm["DatapointsToAlarm"], 2)
+        self.assertLess(alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"])
+        # The desired count, which the policy raises at once; not the
+        # running count, which stays 0 while an instance starts.
+        names = [m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m]
+        self.assertIn("DesiredTaskCount", names)
+        self.assertNotIn("RunningTaskCount", names)
+        # A repeated call within the cooldown adds nothing: the cooldown
+        # outlasts the alarm's window plus a minute of metric delay.
+        window = alarm["EvaluationPeriods"] * 60
+        self.assertGreater(policy["Cooldown"], window + 60)
+        self.assertEqual(alarm["AlarmActions"], [{"Ref": "TransformerScaleOutFromZero"}])
+
+    def test_defaults_leave_room_for_a_deployment_at_full_scale(self):
+        instance = default("InstanceType")
+        deployment = RESOURCES["TransformerService"]["Properties"]["DeploymentConfiguration"]
+        transformers = math.ceil(int(default("TransformerMaxTasks")) * deployment["MaximumPercent"] / 100)
+        needed = transformers + 1  # and the importer; migrate runs before a deployment starts
+        per_instance = NETWORK_INTERFACES[instance] - 1
+        self.assertGreaterEqual(per_instance * int(default("MaxInstances")), needed)
+        # Network interfaces bind first: CPU and memory hold as many tasks.
+        tasks = [r["Properties"] for r in of_type("AWS::ECS::TaskDefinition").values()]
+        cpu = max(int(t["Cpu"]) for t in tasks)
+        memory = max(int(t["Memory"]) for t in tasks)
+        self.assertLessEqual(per_instance * cpu, CPU_UNITS[instance])
+        # 10% of the memory is left to the OS and the ECS agent.
+        self.assertLessEqual(per_instance * memory, MEMORY_MIB[instance] * 0.9)
+        for task in tasks:
+            limits = sum(c.get("Memory", c.get("MemoryReservation", 0)) for c in task["ContainerDefinitions"])
+            self.assertLessEqual(limits, int(task["Memory"]), task["Family"])
+
+
+class Permissions(unittest.TestCase):
+    def test_no_wildcard_actions_and_resources_only_where_aws_allows_nothing_else(self):
+        for role, statement in statements():
+            if statement.get("Effect") != "Allow":
+                continue
+            for action in as_list(statement["Action"]):
+                self.assertFalse(action.endswith("*"), f"{role}: {action}")
+            if statement.get("Resource") == "*":
+                self.assertEqual(as_list(statement["Action"]), ["xray:PutTraceSegments"], role)
+
+    def test_listing_the_bucket_is_limited_to_the_pipelines_prefixes(self):
+        listing = [(r, s) for r, s in statements() if "s3:ListBucket" in as_list(s["Action"])]
+        self.assertEqual({r for r, _ in listing}, {"ImporterTaskRole", "TransformerTaskRole"})
+        for role, statement in listing:
+            # IfExists: HeadBucket and the 404 check of a GET carry no prefix.
+            prefixes = statement["Condition"]["StringLikeIfExists"]["s3:prefix"]
+            self.assertTrue(prefixes and all(p in ("posts/*", "_state/*") for p in prefixes), role)
+
+    def test_only_the_roles_that_connect_read_the_database_secret(self):
+        readers = {r for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
+        self.assertEqual(readers, {"TransformerTaskRole", "MigrateTaskRole"})
+        for name in ("TransformerTaskDefinition", "MigrateTaskDefinition"):
+            container = RESOURCES[name]["Properties"]["ContainerDefinitions"][0]
+            env = {e["Name"]: e["Value"] for e in container["Environment"]}
+            self.assertEqual(env["DATABASE_SECRET"], {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]})
+            self.assertNotIn("Secrets", container, "the password is read, not injected at start")
+
+
+class Database(unittest.TestCase):
+    def test_engine_version_is_a_major_version_matching_the_parameter_group(self):
+        version = RESOURCES["Database"]["Properties"]["EngineVersion"]
+        self.assertRegex(version, r"^\d+$")
+        family = RESOURCES["DatabaseParameters"]["Properties"]["Family"]
+        self.assertEqual(family, f"postgres{version}")
+
+
+class Telemetry(unittest.TestCase):
+    def collector_config(self):
+        return yaml.safe_load(substituted(RESOURCES["CollectorConfig"]["Properties"]["Value"]))
+
+    def test_each_service_sends_to_a_collector_beside_it(self):
+        for name in ("TransformerTaskDefinition", "ImporterTaskDefinition"):
+            containers = {c["Name"]: c for c in RESOURCES[name]["Properties"]["ContainerDefinitions"]}
+            service = next(c for n, c in containers.items() if n != "collector")
+            collector = containers["collector"]
+            self.assertFalse(collector["Essential"], "telemetry never stops the work")
+            self.assertEqual(collector["Secrets"], [{"Name": "AOT_CONFIG_CONTENT", "ValueFrom": {"Ref": "CollectorConfig"}}])
+            env = {e["Name"]: e["Value"] for e in service["Environment"]}
+            self.assertEqual(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4318")
+            self.assertIn({"ContainerName": "collector", "Condition": "START"}, service["DependsOn"])
+
+    def test_the_collector_listens_on_loopback_and_exports_traces_to_xray_and_metrics_to_cloudwatch(self):
+        config = self.collector_config()
+        self.assertEqual(config["receivers"]["otlp"]["protocols"], {"http": {"endpoint": "127.0.0.1:4318"}})
+        pipelines = config["service"]["pipelines"]
+        self.assertEqual(pipelines["traces"]["exporters"], ["awsxray"])
+        self.assertEqual(pipelines["metrics"]["exporters"], ["awsemf"])
+        for pipeline in pipelines.values():
+            for kind in ("receivers", "processors", "exporters"):
+                for component in pipeline[kind]:
+                    self.assertIn(component, config[kind])
+        emf = config["exporters"]["awsemf"]
+        self.assertTrue(emf["retain_initial_value_of_delta_metric"], "a single error is not dropped")
+
+    def test_alarms_and_dashboard_use_metrics_the_services_emit_and_the_collector_exports(self):
+        emitted = set()
+        for source in ROOT.glob("services/*/src/metrics.rs"):
+            emitted |= set(re.findall(r'"((?:pipeline|messaging)\.[a-z_.]+)"', source.read_text()))
+        selectors = [
+            re.compile(selector)
+            for declaration in self.collector_config()["exporters"]["awsemf"]["metric_declarations"]
+            for selector in declaration["metric_name_selectors"]
+        ]
+        namespace = "X/pipeline"
+        dashboard = json.loads(substituted(RESOURCES["Dashboard"]["Properties"]["DashboardBody"]))
+        used = {RESOURCES["ErrorsAlarm"]["Properties"]["MetricName"]}
+        for widget in dashboard["widgets"]:
+            for metric in widget["properties"]["metrics"]:
+                if metric[0] == namespace:
+                    used.add(metric[1])
+                elif isinstance(metric[0], dict):
+                    used |= set(re.findall(r'MetricName=\\?"([a-z_.]+)', metric[0]["expression"]))
+        self.assertTrue(used >= {"pipeline.errors", "pipeline.rows.applied", "pipeline.records.quarantined"})
+        for metric in used:
+            self.assertIn(metric, emitted, f"{metric} is not a metric of the services")
+            self.assertTrue(any(s.search(metric) for s in selectors), f"the collector drops {metric}")
+
+    def test_the_dashboard_shows_what_an_operator_needs(self):
+        dashboard = json.loads(substituted(RESOURCES["Dashboard"]["Properties"]["DashboardBody"]))
+        shown = json.dumps(dashboard)
+        for metric in (
+            "ApproximateNumberOfMessagesVisible",
+            "ApproximateAgeOfOldestMessage",
+            "RunningTaskCount",
+            "DesiredTaskCount",
+            "pipeline.rows.applied",
+            "pipeline.messages.dead_lettered",
+            "pipeline.records.quarantined",
+            "CPUUtilization",
+            "DatabaseConnections",
+        ):
+            self.assertIn(metric, shown)
+
+
+class Alarms(unittest.TestCase):
+    def test_every_alarm_pages_the_topic_and_says_what_to_do(self):
+        pages = {n: a for n, a in of_type("AWS::CloudWatch::Alarm").items() if n != "TransformerMessagesWaitingWithNoTask"}
+        self.assertEqual(
+            set(pages), {"DeadLettersAlarm", "OldestMessageAlarm", "ErrorsAlarm", "DatabaseStorageAlarm"}
+        )
+        for name, alarm in pages.items():
+            props = alarm["Properties"]
+            self.assertEqual(props["AlarmActions"], [{"Ref": "AlarmTopic"}], name)
+            self.assertIn("docs/operations.md", substituted(props["AlarmDescription"]), name)
+
+    def test_a_failed_import_run_is_sent_to_the_topic(self):
+        rule = RESOURCES["ImportFailedRule"]["Properties"]
+        detail = rule["EventPattern"]["detail"]
+        self.assertEqual(detail["lastStatus"], ["STOPPED"])
+        (target,) = rule["Targets"]
+        self.assertEqual(target["Arn"], {"Ref": "AlarmTopic"})
+        self.assertIn("docs/operations.md", substituted(target["InputTransformer"]["InputTemplate"]))
+        policy = RESOURCES["AlarmTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        self.assertEqual(
+            {s["Principal"]["Service"] for s in policy}, {"cloudwatch.amazonaws.com", "events.amazonaws.com"}
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()
