@@ -61,8 +61,9 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -
     }
 }
 
-#[tokio::test]
-async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_idle_or_stopping() {
+/// A database, a bucket and a queue holding ten messages of 100 posts, the
+/// fake API that served them, and the fake agent.
+async fn ten_messages() -> (TestDb, TestAws, FakeAgent, Url) {
     let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
     let agent = FakeAgent::start().await;
     let api = fake_api::spawn(FakeApi {
@@ -72,6 +73,12 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
     .await
     .unwrap();
     import(&aws, &api, 0).await;
+    (db, aws, agent, api)
+}
+
+#[tokio::test]
+async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_idle_or_stopping() {
+    let (db, aws, agent, api) = ten_messages().await;
 
     let mut config = Config::new(aws.queue_url.clone(), db.url().clone());
     config.ecs_agent_uri = Some(agent.uri().clone());
@@ -125,15 +132,7 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
 
 #[tokio::test]
 async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
-    let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
-    let agent = FakeAgent::start().await;
-    let api = fake_api::spawn(FakeApi {
-        posts: 1_000,
-        ..FakeApi::default()
-    })
-    .await
-    .unwrap();
-    import(&aws, &api, 0).await;
+    let (db, aws, agent, api) = ten_messages().await;
     // A slow way to S3 keeps the transformer busy for several seconds:
     // ten objects of 100 posts, two at a time.
     let s3 = testkit::proxy::Proxy::to_localstack().await;

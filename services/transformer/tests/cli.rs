@@ -8,6 +8,9 @@ use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb, command, error_lines, sigterm, stderr_lines, wait_for_line};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
+mod support;
+use support::import;
+
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
 
 #[tokio::test]
@@ -202,16 +205,6 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
     assert!(output.status.success(), "{:?}", stderr_lines(&output));
 }
 
-/// Imports `source` into the test's bucket and queue, as the importer does.
-async fn import(aws: &TestAws, source: url::Url) {
-    let config = importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
-    importer::Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn drain_applies_what_the_importer_sent_then_exits_0() {
     let aws = TestAws::new().await;
@@ -223,7 +216,7 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
     .await
     .unwrap();
     for rev in 0..3 {
-        import(&aws, api.join(&format!("posts?rev={rev}")).unwrap()).await;
+        import(&aws, api.join(&format!("posts?rev={rev}")).unwrap(), None).await;
     }
 
     let output = command(TRANSFORMER)
@@ -242,18 +235,7 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
         log.contains("Stopped after applying 3 message(s) (0 already applied, 0 dead-lettered, 0 to retry, 0 handed back)"),
         "{log}"
     );
-    use diesel_async::RunQueryDsl as _;
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = db.connect().await;
-    let count: Count = diesel::sql_query("SELECT count(*) AS n FROM posts")
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 250);
+    assert_eq!(db.count("SELECT count(*) AS n FROM posts").await, 250);
 }
 
 #[tokio::test]
@@ -263,7 +245,7 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
     let agent = testkit::ecs_agent::FakeAgent::start().await;
     agent.refuse();
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    import(&aws, api.join("posts").unwrap()).await;
+    import(&aws, api.join("posts").unwrap(), None).await;
 
     let output = command(TRANSFORMER)
         .args(["run", "--drain"])

@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use testkit::fake_api::{self, FakeApi};
 use testkit::proxy::Proxy;
 use testkit::{TestAws, TestDb, command, sigterm, stderr_lines};
-use url::Url;
+
+mod support;
+use support::import;
 
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
-
-async fn import(aws: &TestAws, source_url: Url) {
-    let config =
-        importer::settings::Config::new(source_url, aws.bucket.clone(), aws.queue_url.clone());
-    let importer = importer::Importer::new(config, aws.clients.clone()).unwrap();
-    importer.import_once().await.unwrap();
-}
 
 fn transformer(aws: &TestAws, db: &TestDb) -> tokio::process::Command {
     let mut command = command(TRANSFORMER);
@@ -60,9 +55,9 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
     .unwrap();
     // One object with an invalid record first, then 50 revisions: every
     // 7th post changes in each, so the last revision must win.
-    import(&aws, api.join("fault/bad-record").unwrap()).await;
+    import(&aws, api.join("fault/bad-record").unwrap(), None).await;
     for rev in 0..REVISIONS {
-        import(&aws, api.join(&format!("posts?rev={rev}")).unwrap()).await;
+        import(&aws, api.join(&format!("posts?rev={rev}")).unwrap(), None).await;
     }
     let objects = REVISIONS as usize + 1;
 
@@ -204,7 +199,7 @@ async fn wait_until_in_hand(aws: &TestAws) {
 async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    import(&aws, api.join("posts").unwrap()).await;
+    import(&aws, api.join("posts").unwrap(), None).await;
     let proxy = Proxy::to_localstack().await;
     proxy.slow_down(Duration::from_secs(5));
     let child = slow_transformer(&aws, &db, &proxy, "1s").await;
@@ -253,7 +248,7 @@ async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
 async fn on_sigterm_work_that_can_finish_in_time_is_finished() {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    import(&aws, api.join("posts").unwrap()).await;
+    import(&aws, api.join("posts").unwrap(), None).await;
     let proxy = Proxy::to_localstack().await;
     proxy.slow_down(Duration::from_millis(300));
     let mut child = slow_transformer(&aws, &db, &proxy, "20s").await;

@@ -10,29 +10,16 @@
 
 use aws_sdk_secretsmanager::Client as Secrets;
 use diesel_async::RunQueryDsl as _;
-use std::num::NonZeroU32;
 use std::process::Stdio;
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb, command, sigterm, unique_name};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
+mod support;
+use support::import;
+
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
-
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-async fn count(db: &TestDb, query: &str) -> i64 {
-    let mut conn = db.connect().await;
-    diesel::sql_query(query)
-        .get_result::<Count>(&mut conn)
-        .await
-        .unwrap()
-        .n
-}
 
 async fn execute(db: &TestDb, statement: &str) {
     let mut conn = db.connect().await;
@@ -43,16 +30,13 @@ async fn execute(db: &TestDb, statement: &str) {
 }
 
 /// Imports revision `rev` of the fake API's posts in pages of 100.
-async fn import(aws: &TestAws, api: &url::Url, rev: u32) {
-    let source = api.join(&format!("posts?rev={rev}")).unwrap();
-    let mut config =
-        importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
-    config.page_size = NonZeroU32::new(100);
-    importer::Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
+async fn import_revision(aws: &TestAws, api: &url::Url, rev: u32) {
+    import(
+        aws,
+        api.join(&format!("posts?rev={rev}")).unwrap(),
+        Some(100),
+    )
+    .await;
 }
 
 /// Whether `done` came true within a minute.
@@ -110,7 +94,7 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
         .unwrap();
     let secret_arn = secret.arn().unwrap().to_owned();
 
-    import(&aws, &api, 0).await;
+    import_revision(&aws, &api, 0).await;
     let mut child = command(TRANSFORMER)
         .arg("run")
         .envs(aws.env())
@@ -131,10 +115,8 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
     });
     let so_far = || log.lock().unwrap().join("\n");
     assert!(
-        within_a_minute(
-            async || count(&db, "SELECT count(*) AS n FROM applied_objects").await == 10
-        )
-        .await,
+        within_a_minute(async || db.count("SELECT count(*) AS n FROM applied_objects").await == 10)
+            .await,
         "the first 10 objects were not applied:\n{}",
         so_far()
     );
@@ -151,7 +133,7 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
         &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"),
     )
     .await;
-    import(&aws, &api, 1).await;
+    import_revision(&aws, &api, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     secrets
         .put_secret_value()
@@ -162,10 +144,8 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
         .unwrap();
 
     assert!(
-        within_a_minute(
-            async || count(&db, "SELECT count(*) AS n FROM applied_objects").await == 20
-        )
-        .await,
+        within_a_minute(async || db.count("SELECT count(*) AS n FROM applied_objects").await == 20)
+            .await,
         "the other 10 objects were not applied:\n{}",
         so_far()
     );
@@ -180,14 +160,11 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
 
     assert_eq!(aws.message_count().await, 0, "every message deleted");
     assert!(aws.dead_letters().await.is_empty(), "nothing dead-lettered");
-    assert_eq!(count(&db, "SELECT count(*) AS n FROM posts").await, 1_000);
+    assert_eq!(db.count("SELECT count(*) AS n FROM posts").await, 1_000);
     // Revision 1 changed every 7th title: those rows are revision 1's.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) AS n FROM posts WHERE title LIKE '%(revised 1)'"
-        )
-        .await,
+        db.count("SELECT count(*) AS n FROM posts WHERE title LIKE '%(revised 1)'")
+            .await,
         1_000 / 7
     );
     assert!(

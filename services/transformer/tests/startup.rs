@@ -16,17 +16,10 @@ use testkit::{TestAws, TestDb, command, error_lines, stderr_lines, wait_for_line
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Child;
 
-const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
+mod support;
+use support::import;
 
-/// Imports the fake API's posts into the test's bucket and queue.
-async fn import(aws: &TestAws, source: url::Url) {
-    let config = importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
-    importer::Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
-}
+const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
 
 /// The lines a child writes on stderr, read as they come.
 fn lines(child: &mut Child) -> tokio::io::Lines<BufReader<tokio::process::ChildStderr>> {
@@ -53,7 +46,7 @@ async fn finish(
 async fn migrate_and_run_wait_for_a_database_that_opens_later() {
     let (empty, migrated, aws) = tokio::join!(TestDb::empty(), TestDb::new(), TestAws::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    import(&aws, api.join("posts").unwrap()).await;
+    import(&aws, api.join("posts").unwrap(), None).await;
     let port = closed_port();
 
     let mut migrate = command(TRANSFORMER)
@@ -108,26 +101,10 @@ async fn migrate_and_run_wait_for_a_database_that_opens_later() {
     );
     assert_eq!(aws.message_count().await, 0);
 
-    use diesel_async::RunQueryDsl as _;
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = migrated.connect().await;
-    let posts: Count = diesel::sql_query("SELECT count(*) AS n FROM posts")
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(posts.n, 100);
-    let mut conn = empty.connect().await;
-    let tables: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'applied_objects'",
-    )
-    .get_result(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(tables.n, 1, "migrate created the ledger");
+    assert_eq!(migrated.count("SELECT count(*) AS n FROM posts").await, 100);
+    let ledgers =
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'applied_objects'";
+    assert_eq!(empty.count(ledgers).await, 1, "migrate created the ledger");
 }
 
 #[tokio::test]

@@ -1,0 +1,19 @@
+//! What the transformer's binary tests share: objects and messages made by
+//! the real importer, as in production.
+
+use std::num::NonZeroU32;
+use testkit::TestAws;
+use url::Url;
+
+/// Imports `source` into the test's bucket and queue: one message, or one
+/// per page of `page_size` records.
+pub async fn import(aws: &TestAws, source: Url, page_size: Option<u32>) {
+    let mut config =
+        importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
+    config.page_size = page_size.and_then(NonZeroU32::new);
+    importer::Importer::new(config, aws.clients.clone())
+        .expect("an importer")
+        .import_once()
+        .await
+        .expect("the import");
+}
