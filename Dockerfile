@@ -38,20 +38,22 @@ FROM gcr.io/distroless/cc-debian13:nonroot AS runtime
 # sslrootcert=/etc/ssl/certs/rds-global-bundle.pem with sslmode=verify-full.
 ADD --chmod=644 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem
 # The health file lives here (see `healthcheck`); distroless has no shell,
-# so the check is a subcommand of the binary itself.
+# so the check is a subcommand of the binary itself. It is written once the
+# start-up checks pass, which may wait up to STARTUP_WAIT (60 s) for
+# PostgreSQL, SQS or S3: hence the 90 s start period below.
 ENV HEALTH_FILE=/tmp/service.healthy
 USER 65532:65532
 
 FROM runtime AS importer
 COPY --from=builder /out/importer /usr/local/bin/importer
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
   CMD ["/usr/local/bin/importer", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/importer"]
 CMD ["run"]
 
 FROM runtime AS transformer
 COPY --from=builder /out/transformer /usr/local/bin/transformer
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
   CMD ["/usr/local/bin/transformer", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/transformer"]
 CMD ["run"]
