@@ -37,9 +37,6 @@ impl AwsClients {
             .load()
             .await;
 
-        // Responses are checked against S3's checksum only when a GET asks
-        // for it (`checksum_mode`): the transformer hashes every object it
-        // reads anyway, and asks S3 only when it has no digest to compare.
         let via = |endpoint: Option<&Url>| match endpoint {
             Some(endpoint) => format!("endpoint {}", endpoint_str(endpoint)),
             None => format!(
@@ -47,6 +44,9 @@ impl AwsClients {
                 region = shared.region().map_or("", |r| r.as_ref())
             ),
         };
+        // Responses are checked against S3's checksum only when a GET asks
+        // for it (`checksum_mode`): the transformer hashes every object it
+        // reads anyway, and asks S3 only when it has no digest to compare.
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = settings.s3_endpoint() {
