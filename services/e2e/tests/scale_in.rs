@@ -162,10 +162,15 @@ async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
         [true, false],
         "protected once, lifted at the limit, not protected again while busy: {calls:?}"
     );
+    // The limit counts from when the stretch began, just before the protect
+    // request is sent; the agent stamps each call on arrival, so the first
+    // call's latency (a new connection on a loaded machine: tens of ms, seen
+    // at 80 ms in CI) shortens the span the agent sees.
     let held = calls[1].at.duration_since(calls[0].at).unwrap();
+    let early = Duration::from_millis(500);
     assert!(
-        (limit..limit + Duration::from_secs(1)).contains(&held),
-        "lifted after {held:?}, the limit is {limit:?}"
+        (limit - early..limit + Duration::from_secs(1)).contains(&held),
+        "lifted after {held:?} as the agent saw it, the limit is {limit:?}"
     );
     assert!(
         calls[1].at < last_applied,
