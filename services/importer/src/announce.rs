@@ -1,19 +1,22 @@
 //! Telling the transformer that objects are ready, in batches of up to 10.
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures::future::BoxFuture;
 use pipeline_core::aws::describe;
 use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::warn;
 use url::Url;
 
 use crate::archive::{self, LastArchived, PageState};
 
 /// SQS takes at most 10 messages per batch.
-const MAX_BATCH: usize = 10;
+pub const MAX_BATCH: usize = 10;
 /// Attempts for each message, the first included.
 const ATTEMPTS: u32 = 4;
 
@@ -26,76 +29,185 @@ pub struct Announcement {
     pub trace: HashMap<String, String>,
 }
 
-/// What the announcer did.
+/// What the announcer did with one page.
+#[derive(Debug)]
+pub struct Confirmation {
+    pub page_url: Url,
+    /// The message id, or why the page could not be announced (its object
+    /// was then removed, or the text says why it could not be).
+    pub outcome: Result<String, String>,
+}
+
+/// Where the announcer sends messages: the SQS queue ([`SqsOutbox`]) in
+/// the service. The seam lets a test make the announcer fail mid-import.
+pub trait Outbox: Send + Sync + std::fmt::Debug {
+    /// Sends one batch of at most [`MAX_BATCH`] and says, for each entry in
+    /// order, its message id or why it was not sent.
+    fn send<'a>(&'a self, batch: &'a [Announcement]) -> BoxFuture<'a, Vec<Result<String, String>>>;
+
+    /// The queue, for error text.
+    fn queue_url(&self) -> &Url;
+}
+
+/// The announcing task of one import. Each page's fate is reported as soon
+/// as it is known, so that if the task dies (a panic, a cancelled runtime)
+/// the pages it had already announced are not mistaken for lost ones.
+#[derive(Debug)]
+pub struct Announcer {
+    task: JoinHandle<()>,
+    confirmations: mpsc::UnboundedReceiver<Confirmation>,
+}
+
+/// What the announcer confirmed, once it has stopped.
 #[derive(Debug, Default)]
 pub struct Announced {
     /// Page URL -> message id, for every page announced.
     pub message_ids: HashMap<Url, String>,
     /// Pages that could not be announced: their objects were removed.
     pub failed: Vec<(Url, String)>,
+    /// Why the announcer stopped before it had answered for every page:
+    /// any page it did not confirm must be treated as not announced.
+    pub died: Option<String>,
+}
+
+impl Announcer {
+    /// Starts announcing what arrives on the returned sender, until every
+    /// clone of it is dropped.
+    pub fn spawn(
+        outbox: Arc<dyn Outbox>,
+        s3: aws_sdk_s3::Client,
+        state: Option<PageState>,
+    ) -> (mpsc::Sender<Announcement>, Self) {
+        // Enough to take a full batch while the one before is in flight.
+        let (ready, waiting) = mpsc::channel(2 * MAX_BATCH);
+        let (confirm, confirmations) = mpsc::unbounded_channel();
+        let task = tokio::spawn(announce(outbox, s3, state, waiting, confirm));
+        (
+            ready,
+            Self {
+                task,
+                confirmations,
+            },
+        )
+    }
+
+    /// Waits for the task to end and collects what it confirmed.
+    pub async fn finish(mut self) -> Announced {
+        let died = self.task.await.err().map(|e| {
+            if e.is_panic() {
+                "the announcer panicked".to_owned()
+            } else {
+                "the announcer was cancelled".to_owned()
+            }
+        });
+        let mut announced = Announced {
+            died,
+            ..Announced::default()
+        };
+        while let Ok(confirmation) = self.confirmations.try_recv() {
+            match confirmation.outcome {
+                Ok(id) => {
+                    announced.message_ids.insert(confirmation.page_url, id);
+                }
+                Err(reason) => announced.failed.push((confirmation.page_url, reason)),
+            }
+        }
+        announced
+    }
+}
+
+/// Removes an object whose message was never sent, so that nothing stays
+/// archived that the transformer was never told about. Returns `reason`
+/// with what became of the object.
+pub async fn withdraw(s3: &aws_sdk_s3::Client, object: &ObjectRef, mut reason: String) -> String {
+    match archive::remove(s3, object).await {
+        Ok(()) => reason.push_str("; the object was removed"),
+        Err(e) => reason.push_str(&format!("; and {e}")),
+    }
+    reason
 }
 
 /// Sends the messages of archived pages as they arrive: whatever is ready
 /// goes in one batch, so a burst of pages costs few requests and a single
 /// page is not held back waiting for company.
 ///
-/// A page that cannot be announced after [`ATTEMPTS`] has its object
-/// removed: no object stays archived that the transformer was never told
-/// about, and no message ever points at a missing object. Once a page is
-/// announced, its sha256 is recorded in `state` (when given), so that an
-/// unchanged page is skipped next time.
-pub async fn announcer(
-    sqs: aws_sdk_sqs::Client,
+/// A page that cannot be announced has its object removed: no message ever
+/// points at a missing object. Once a page is announced, its sha256 is
+/// recorded in `state` (when given), so that an unchanged page is skipped
+/// next time.
+async fn announce(
+    outbox: Arc<dyn Outbox>,
     s3: aws_sdk_s3::Client,
-    queue_url: Url,
     state: Option<PageState>,
     mut ready: mpsc::Receiver<Announcement>,
-) -> Announced {
-    let mut announced = Announced::default();
+    confirm: mpsc::UnboundedSender<Confirmation>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while ready.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (sent, failed) = send_batch(&sqs, &queue_url, &batch).await;
-        for (index, message_id) in sent {
-            let item = &batch[index];
-            if let Some(state) = &state {
-                let last = LastArchived {
-                    source_url: item.page_url.to_string(),
-                    sha256: item.message.sha256.clone().unwrap_or_default(),
-                    key: item.message.key.clone(),
-                };
-                if let Err(e) = state.put(&item.page_url, &last).await {
-                    // Only costs a needless archive of this page next time.
-                    warn!("{e}");
+        let results = outbox.send(&batch).await;
+        for (item, result) in batch.drain(..).zip(results) {
+            let outcome = match result {
+                Ok(message_id) => {
+                    if let Some(state) = &state {
+                        remember(state, &item).await;
+                    }
+                    Ok(message_id)
                 }
-            }
-            announced
-                .message_ids
-                .insert(item.page_url.clone(), message_id);
+                Err(reason) => {
+                    let object = item.message.object();
+                    let reason = format!(
+                        "archived {object} but could not announce it on {}: {reason}",
+                        outbox.queue_url()
+                    );
+                    Err(withdraw(&s3, &object, reason).await)
+                }
+            };
+            // The importer holds the receiver until this task has ended.
+            let _ = confirm.send(Confirmation {
+                page_url: item.page_url,
+                outcome,
+            });
         }
-        for (index, reason) in failed {
-            let item = &batch[index];
-            let object = item.message.object();
-            let mut reason =
-                format!("archived {object} but could not announce it on {queue_url}: {reason}");
-            match archive::remove(&s3, &object).await {
-                Ok(()) => reason.push_str("; the object was removed"),
-                Err(e) => reason.push_str(&format!("; and {e}")),
-            }
-            announced.failed.push((item.page_url.clone(), reason));
-        }
-        batch.clear();
     }
-    announced
+}
+
+async fn remember(state: &PageState, item: &Announcement) {
+    let last = LastArchived {
+        source_url: item.page_url.to_string(),
+        sha256: item.message.sha256.clone().unwrap_or_default(),
+        key: item.message.key.clone(),
+    };
+    if let Err(e) = state.put(&item.page_url, &last).await {
+        // Only costs a needless archive of this page next time.
+        warn!("{e}");
+    }
+}
+
+/// The queue the importer announces on.
+#[derive(Debug, Clone)]
+pub struct SqsOutbox {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: Url,
+}
+
+impl Outbox for SqsOutbox {
+    fn send<'a>(&'a self, batch: &'a [Announcement]) -> BoxFuture<'a, Vec<Result<String, String>>> {
+        Box::pin(send_batch(&self.sqs, &self.queue_url, batch))
+    }
+
+    fn queue_url(&self) -> &Url {
+        &self.queue_url
+    }
 }
 
 /// Sends one batch, retrying the entries SQS refused and the whole batch
-/// when SQS cannot be reached. Returns (index, message id) of the sent
-/// entries and (index, reason) of the others.
+/// when SQS cannot be reached. Returns each entry's message id or why it
+/// was not sent, in order.
 async fn send_batch(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &Url,
     batch: &[Announcement],
-) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+) -> Vec<Result<String, String>> {
     let mut pending: Vec<usize> = (0..batch.len()).collect();
     let mut sent = Vec::with_capacity(batch.len());
     let mut last_error: HashMap<usize, String> = HashMap::new();
@@ -142,17 +254,13 @@ async fn send_batch(
             break;
         }
     }
-    let sent_indexes: Vec<usize> = sent.iter().map(|(i, _)| *i).collect();
-    let failed = (0..batch.len())
-        .filter(|i| !sent_indexes.contains(i))
+    let mut sent: HashMap<usize, String> = sent.into_iter().collect();
+    (0..batch.len())
         .map(|i| {
-            (
-                i,
-                last_error.remove(&i).unwrap_or_else(|| "not sent".into()),
-            )
+            sent.remove(&i)
+                .ok_or_else(|| last_error.remove(&i).unwrap_or_else(|| "not sent".into()))
         })
-        .collect();
-    (sent, failed)
+        .collect()
 }
 
 fn entry(index: usize, announcement: &Announcement) -> SendMessageBatchRequestEntry {

@@ -34,6 +34,7 @@ use pipeline_core::aws::{AwsClients, check_bucket, check_queue};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::{health, trace_context};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
 use url::Url;
 
-use crate::announce::Announcement;
+use crate::announce::{Announced, Announcement, Announcer, Outbox, SqsOutbox};
 use crate::archive::{PageState, Provenance};
 use crate::fetch::{Fetcher, Page, page_url};
 use crate::metrics::Metrics;
@@ -124,6 +125,8 @@ pub struct Importer {
     fetcher: Fetcher,
     aws: AwsClients,
     state: Option<PageState>,
+    /// Where messages go: the queue, unless [`Importer::with_outbox`].
+    outbox: Arc<dyn Outbox>,
     metrics: Metrics,
 }
 
@@ -149,13 +152,25 @@ impl Importer {
         let state = config
             .skip_unchanged
             .then(|| PageState::new(aws.s3.clone(), config.bucket.clone(), &config.key_prefix));
+        let outbox = Arc::new(SqsOutbox {
+            sqs: aws.sqs.clone(),
+            queue_url: config.queue_url.clone(),
+        });
         Ok(Self {
             config,
             fetcher,
             aws,
             state,
+            outbox,
             metrics: Metrics::new(),
         })
+    }
+
+    /// Sends the messages through `outbox` instead of to `QUEUE_URL`: the
+    /// seam a test uses to make announcing fail part-way.
+    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// Checks that the queue and the bucket answer, so a wrong `QUEUE_URL`,
@@ -174,14 +189,8 @@ impl Importer {
         let started = Instant::now();
         let config = &self.config;
         let retries = AtomicU64::new(0);
-        let (ready, waiting) = mpsc::channel(64);
-        let announcer = tokio::spawn(announce::announcer(
-            self.aws.sqs.clone(),
-            self.aws.s3.clone(),
-            config.queue_url.clone(),
-            self.state.clone(),
-            waiting,
-        ));
+        let (ready, announcer) =
+            Announcer::spawn(self.outbox.clone(), self.aws.s3.clone(), self.state.clone());
 
         let mut outcomes = Vec::new();
         let page_size = config.page_size.map(|n| n.get());
@@ -263,37 +272,10 @@ impl Importer {
             }
         }
         drop(ready);
-        let announced = announcer.await.unwrap_or_default();
-        self.metrics.messages_sent.add(
-            announced.message_ids.len() as u64,
-            &pipeline_core::metrics::sqs("send", &config.queue_url),
-        );
-        for _ in &announced.failed {
-            self.metrics.error("announce");
-        }
-
-        let mut report = ImportReport {
-            retries: retries.load(Ordering::Relaxed),
-            duration: started.elapsed(),
-            ..ImportReport::default()
-        };
-        for outcome in outcomes {
-            match outcome {
-                PageOutcome::Archived(mut page) => {
-                    // Pages the announcer could not announce are in its
-                    // failures, with their objects removed.
-                    if let Some(id) = announced.message_ids.get(&page.url) {
-                        page.message_id = id.clone();
-                        report.pages.push(page);
-                    }
-                }
-                PageOutcome::Skipped => report.skipped += 1,
-                PageOutcome::Failed(reason) => report.failures.push(reason),
-            }
-        }
-        report
-            .failures
-            .extend(announced.failed.into_iter().map(|(_, reason)| reason));
+        let announced = announcer.finish().await;
+        let mut report = self.settle(outcomes, announced).await;
+        report.retries = retries.load(Ordering::Relaxed);
+        report.duration = started.elapsed();
 
         info!(
             pages = report.pages.len(),
@@ -320,6 +302,59 @@ impl Importer {
                 report: Box::new(report),
             })
         }
+    }
+
+    /// Matches each page with what the announcer confirmed. A page archived
+    /// but never confirmed (the announcer died first) is as unannounced as
+    /// one SQS refused: its object is removed and the page fails.
+    async fn settle(&self, outcomes: Vec<PageOutcome>, announced: Announced) -> ImportReport {
+        let Announced {
+            mut message_ids,
+            failed,
+            died,
+        } = announced;
+        let mut report = ImportReport::default();
+        let mut unconfirmed = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                PageOutcome::Archived(mut page) => match message_ids.remove(&page.url) {
+                    Some(id) => {
+                        page.message_id = id;
+                        report.pages.push(page);
+                    }
+                    // Already in the announcer's failures, withdrawn.
+                    None if failed.iter().any(|(url, _)| *url == page.url) => {}
+                    None => unconfirmed.push(page.object),
+                },
+                PageOutcome::Skipped => report.skipped += 1,
+                PageOutcome::Failed(reason) => report.failures.push(reason),
+            }
+        }
+        let died = died.as_deref().unwrap_or("the announcer stopped");
+        let withdrawn = futures::stream::iter(unconfirmed)
+            .map(|object| {
+                let reason = format!(
+                    "archived {object} but {died} before announcing it on {}",
+                    self.config.queue_url
+                );
+                async move { announce::withdraw(&self.aws.s3, &object, reason).await }
+            })
+            .buffer_unordered(self.config.fetch_concurrency.get())
+            .collect::<Vec<String>>()
+            .await;
+        let not_announced = failed
+            .into_iter()
+            .map(|(_, reason)| reason)
+            .chain(withdrawn);
+        for reason in not_announced {
+            self.metrics.error("announce");
+            report.failures.push(reason);
+        }
+        self.metrics.messages_sent.add(
+            report.pages.len() as u64,
+            &pipeline_core::metrics::sqs("send", &self.config.queue_url),
+        );
+        report
     }
 
     /// Follows `Link: rel="next"`, or with a page size and no link, asks for
@@ -475,9 +510,8 @@ impl Importer {
             message,
             trace,
         };
-        if ready.send(announcement).await.is_err() {
-            return PageOutcome::Failed(format!("archived {object} but the announcer stopped"));
-        }
+        // If the announcer is gone, the page is settled as unconfirmed.
+        let _ = ready.send(announcement).await;
         PageOutcome::Archived(ArchivedPage {
             url: page.url,
             object,
