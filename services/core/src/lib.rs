@@ -11,7 +11,8 @@
 //! - [`aws`]: S3 and SQS clients from those settings (path-style S3 when a
 //!   custom endpoint such as LocalStack is used).
 //! - [`message`]: the SQS message the importer sends and the transformer
-//!   reads. This is the contract between the two services.
+//!   reads. This is the contract between the two services, with
+//!   [`contract`]: the object metadata, message attributes and digest form.
 //! - [`post`]: the record type the pipeline moves.
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
 //! - [`telemetry`]: logs, traces and metrics (OpenTelemetry over OTLP).
@@ -24,6 +25,7 @@
 //! - [`exit`]: how a service reports the error that ends it.
 
 pub mod aws;
+pub mod contract;
 pub mod exit;
 pub mod health;
 pub mod message;

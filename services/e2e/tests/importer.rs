@@ -378,7 +378,7 @@ async fn gzip_objects_are_stored_compressed_and_applied_the_same() {
         page.bytes
     );
     assert_eq!(
-        head.metadata().unwrap()["sha256"],
+        head.metadata().unwrap()[pipeline_core::contract::metadata::SHA256],
         page.sha256,
         "the sha256 of what the API sent"
     );

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use importer::Importer;
 use importer::settings::Config;
+use pipeline_core::contract::{attribute, metadata};
 use pipeline_store::schema::{applied_objects, posts};
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
@@ -63,8 +64,11 @@ async fn large_object_round_trip(gzip: bool) {
             fake_api::body(POSTS, 0)
         );
     }
-    assert_eq!(head.metadata().unwrap()["sha256"], page.sha256);
-    assert_eq!(head.metadata().unwrap()["record-count"], POSTS.to_string());
+    assert_eq!(head.metadata().unwrap()[metadata::SHA256], page.sha256);
+    assert_eq!(
+        head.metadata().unwrap()[metadata::RECORD_COUNT],
+        POSTS.to_string()
+    );
     let body = aws.peek_messages().await[0].body().unwrap().to_owned();
 
     let run = drain(&aws, &db).await;
@@ -109,7 +113,7 @@ async fn large_object_round_trip(gzip: bool) {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    importer::archive::sha256_hex(bytes)
+    pipeline_core::contract::sha256_hex(bytes)
 }
 
 #[tokio::test]
@@ -140,7 +144,7 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
     let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(count, 0, "the batches already upserted were rolled back");
     let letters = aws.dead_letters().await;
-    let reason = letters[0].message_attributes().unwrap()["dead_letter_reason"]
+    let reason = letters[0].message_attributes().unwrap()[attribute::DEAD_LETTER_REASON]
         .string_value()
         .unwrap()
         .to_owned();

@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use importer::settings::Config as ImporterConfig;
 use importer::{ArchivedPage, Importer};
+use pipeline_core::contract;
 use pipeline_core::message::ObjectMessage;
 use pipeline_store::schema::posts;
 use testkit::fake_api::{self, FakeApi};
@@ -107,9 +108,9 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     let head = pipeline.aws.head(&report.object.key).await;
     let metadata = head.metadata().unwrap();
     let source_url = pipeline.api.join("posts").unwrap().to_string();
-    assert_eq!(metadata["source-url"], source_url);
-    assert_eq!(metadata["record-count"], "100");
-    assert_eq!(metadata["sha256"], report.sha256);
+    assert_eq!(metadata[contract::metadata::SOURCE_URL], source_url);
+    assert_eq!(metadata[contract::metadata::RECORD_COUNT], "100");
+    assert_eq!(metadata[contract::metadata::SHA256], report.sha256);
     assert_eq!(head.content_type(), Some("application/json"));
 
     // One message, version 1, saying where the object is.
@@ -124,13 +125,16 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     assert_eq!(message.source_url.as_deref(), Some(source_url.as_str()));
     let fetched_at = message.fetched_at.unwrap();
     assert_eq!(
-        metadata["fetched-at"],
+        metadata[contract::metadata::FETCHED_AT],
         fetched_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap()
     );
     let attributes = messages[0].message_attributes().unwrap();
-    assert_eq!(attributes["schema_version"].string_value(), Some("1"));
+    assert_eq!(
+        attributes[contract::attribute::SCHEMA_VERSION].string_value(),
+        Some("1")
+    );
 
     let run = pipeline.drain().await;
     assert_eq!(

@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 use importer::settings::Config as ImporterConfig;
 use importer::{ArchivedPage, Importer};
 use pipeline_core::aws::AwsClients;
+use pipeline_core::contract::attribute;
 use pipeline_store::DatabaseUrl;
 use pipeline_store::ledger::LedgerEntry;
 use pipeline_store::schema::{applied_objects, posts, quarantined_records};
@@ -345,7 +346,7 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
             .iter()
             .find(|m| {
                 let attributes = m.message_attributes().unwrap();
-                attributes["source_message_id"].string_value() == Some(id.as_str())
+                attributes[attribute::SOURCE_MESSAGE_ID].string_value() == Some(id.as_str())
             })
             .unwrap_or_else(|| panic!("message {id} is not in the dead-letter queue"));
         assert_eq!(
@@ -354,7 +355,9 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
             "the body is kept as it was"
         );
         let attributes = letter.message_attributes().unwrap();
-        let why = attributes["dead_letter_reason"].string_value().unwrap();
+        let why = attributes[attribute::DEAD_LETTER_REASON]
+            .string_value()
+            .unwrap();
         assert!(why.contains(reason), "{id}: {why}");
     }
 }

@@ -1,8 +1,9 @@
 //! Telling the transformer that objects are ready, in batches of up to 10.
 
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::future::BoxFuture;
 use pipeline_core::aws::describe;
+use pipeline_core::contract::{attribute, string_attribute};
 use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use std::collections::HashMap;
@@ -264,21 +265,19 @@ async fn send_batch(
 }
 
 fn entry(index: usize, announcement: &Announcement) -> SendMessageBatchRequestEntry {
-    let attribute = |value: String| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-            .unwrap_or_else(|e| unreachable!("data type and value are set: {e}"))
-    };
     let mut entry = SendMessageBatchRequestEntry::builder()
         .id(index.to_string())
         .message_body(announcement.message.encode())
-        // Lets consumers route or filter without parsing the body.
-        .message_attributes("content_type", attribute("application/json".into()))
-        .message_attributes("schema_version", attribute(MESSAGE_VERSION.to_string()));
+        .message_attributes(
+            attribute::CONTENT_TYPE,
+            string_attribute("application/json"),
+        )
+        .message_attributes(
+            attribute::SCHEMA_VERSION,
+            string_attribute(MESSAGE_VERSION.to_string()),
+        );
     for (name, value) in &announcement.trace {
-        entry = entry.message_attributes(name, attribute(value.clone()));
+        entry = entry.message_attributes(name, string_attribute(value));
     }
     entry
         .build()

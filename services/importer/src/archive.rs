@@ -10,6 +10,7 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use pipeline_core::aws::describe;
+use pipeline_core::contract::{metadata as meta, sha256_hex};
 use pipeline_core::object::ObjectRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,15 +22,6 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::body::Body;
-
-/// Object metadata keys (sent as `x-amz-meta-<key>`).
-pub mod meta {
-    pub const SOURCE_URL: &str = "source-url";
-    pub const FETCHED_AT: &str = "fetched-at";
-    pub const RECORD_COUNT: &str = "record-count";
-    /// Of the bytes the API sent, before any compression.
-    pub const SHA256: &str = "sha256";
-}
 
 /// What is archived along with the bytes.
 #[derive(Debug, Clone, Copy)]
@@ -61,11 +53,6 @@ pub fn object_key(prefix: &str, fetched_at: OffsetDateTime) -> String {
         u8::from(date.month()),
         date.day()
     )
-}
-
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Puts `body` at `object`, unchanged or gzip-compressed
@@ -458,13 +445,5 @@ mod tests {
             "{first}"
         );
         assert!(first < second, "{first} then {second}");
-    }
-
-    #[test]
-    fn sha256_is_lowercase_hex() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

@@ -155,7 +155,7 @@ impl BodyWriter {
 
     /// The body and the lowercase hex SHA-256 of its bytes.
     pub fn finish(self) -> std::io::Result<(Body, String)> {
-        let sha256 = hex::encode(self.hasher.finalize());
+        let sha256 = pipeline_core::contract::finish_sha256(self.hasher);
         let body = match self.file {
             Some(mut file) => {
                 file.flush()?;

@@ -7,19 +7,17 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
 use aws_sdk_s3::types::ChecksumMode;
 use bytes::Bytes;
 use pipeline_core::aws::describe;
+use pipeline_core::contract::{finish_sha256, metadata, sha256_hex};
 use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records, scan_records};
 use pipeline_core::telemetry;
 use pipeline_store::ledger::{self, LedgerEntry, Outcome, StreamEnd, StreamError};
 use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// Object metadata key the importer writes the fetch time under.
-const FETCHED_AT_METADATA: &str = "fetched-at";
 
 /// What applying one object needs.
 #[derive(Clone)]
@@ -159,7 +157,7 @@ pub async fn apply_object(
     }
 
     let body = read_whole(&object, opened).await?;
-    let actual = hex::encode(Sha256::digest(&body));
+    let actual = sha256_hex(&body);
     if let Some(expected) = &message.sha256
         && *expected != actual
     {
@@ -397,7 +395,7 @@ async fn open(
             .is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
         fetched_at: output
             .metadata()
-            .and_then(|m| m.get(FETCHED_AT_METADATA))
+            .and_then(|m| m.get(metadata::FETCHED_AT))
             .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok()),
         last_modified: output.last_modified,
         body: output.body,
@@ -484,7 +482,7 @@ impl<R: Read> HashingReader<R> {
     }
 
     fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
+        finish_sha256(self.hasher)
     }
 }
 

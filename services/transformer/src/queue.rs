@@ -1,10 +1,10 @@
 //! The SQS queue the transformer reads, and its dead-letter queue.
 
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
 use pipeline_core::aws::describe;
+use pipeline_core::contract::{attribute, string_attribute};
 use std::time::Duration;
 use url::Url;
 
@@ -12,13 +12,12 @@ use url::Url;
 pub const MAX_RECEIVE: usize = 10;
 pub const LONG_POLL: Duration = Duration::from_secs(20);
 
+/// A dead letter's reason is cut to this: enough for any error chain, and
+/// well inside SQS's 256 KiB for the message and its attributes.
+const MAX_REASON_BYTES: usize = 4096;
+
 /// SQS caps a message's visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
-
-/// Message attribute that says why a message was dead-lettered.
-pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
-/// Message attribute with the id the message had on the source queue.
-pub const SOURCE_MESSAGE_ID: &str = "source_message_id";
 
 /// One queue: receive, delete, hide, dead-letter, and tell whether it is empty.
 #[derive(Debug, Clone)]
@@ -210,13 +209,6 @@ impl SqsQueue {
         let Some(dlq) = &self.dead_letter_url else {
             return Err(format!("{} has no dead-letter queue", self.url));
         };
-        let string = |value: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .unwrap_or_else(|e| unreachable!("data type and value are set: {e}"))
-        };
         // SQS refuses an empty body; keep the original attributes, which
         // carry the content type and the schema version.
         let body = message
@@ -230,10 +222,16 @@ impl SqsQueue {
             .queue_url(dlq.as_str())
             .message_body(body)
             .set_message_attributes(message.message_attributes.clone())
-            .message_attributes(DEAD_LETTER_REASON, string(&truncate(reason, 4096)))
-            .message_attributes("source_queue_url", string(self.url.as_str()));
+            .message_attributes(
+                attribute::DEAD_LETTER_REASON,
+                string_attribute(truncate(reason, MAX_REASON_BYTES)),
+            )
+            .message_attributes(
+                attribute::SOURCE_QUEUE_URL,
+                string_attribute(self.url.as_str()),
+            );
         if let Some(id) = &message.message_id {
-            send = send.message_attributes(SOURCE_MESSAGE_ID, string(id));
+            send = send.message_attributes(attribute::SOURCE_MESSAGE_ID, string_attribute(id));
         }
         let sent = send.send().await.map_err(|e| {
             format!(
