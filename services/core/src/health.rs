@@ -5,6 +5,10 @@
 //! health check, passes while the file is recent. The file is written by
 //! a task on the service's own runtime, so a wedged runtime stops it, and
 //! only once the service's start-up checks have passed.
+//!
+//! | variable      | flag            | default                     |
+//! |---------------|-----------------|-----------------------------|
+//! | `HEALTH_FILE` | `--health-file` | `$TMPDIR/<service>.healthy` |
 
 use clap::Args;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@
 //! | `AWS_ENDPOINT_URL`      | `--aws-endpoint-url`      | AWS's own endpoints             |
 //! | `AWS_ENDPOINT_URL_S3`   | `--aws-endpoint-url-s3`   | `AWS_ENDPOINT_URL`              |
 //! | `AWS_ENDPOINT_URL_SQS`  | `--aws-endpoint-url-sqs`  | `AWS_ENDPOINT_URL`              |
-//! | `QUEUE_URL`             | `--queue-url`             | none: required                  |
 //! | `LOG_FORMAT`            | `--log-format`            | `text` (or `json`)              |
 //! | `RUST_LOG`              |                           | `info`                          |
 //!
@@ -101,6 +100,18 @@ pub enum SettingError {
 ///
 /// Settings are optional in the parser so that `--help` can list them all at
 /// the top level and each command asks only for what it uses.
+/// A group of settings as clap builds it when nothing is set: the one place
+/// defaults are written is the `#[arg]` attributes. Reads no environment
+/// variable, so a test's configuration does not depend on the shell it runs
+/// in.
+pub fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+    command
+        .try_get_matches_from(["defaults"])
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .unwrap_or_else(|e| panic!("a setting has no default and is not optional: {e}"))
+}
+
 pub fn required<T>(
     value: Option<T>,
     env: &'static str,

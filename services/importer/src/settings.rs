@@ -23,8 +23,8 @@
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::HealthSettings;
 use pipeline_core::settings::{
-    AwsSettings, LogSettings, SettingError, parse_bucket_name, parse_http_url, parse_queue_url,
-    required,
+    AwsSettings, LogSettings, SettingError, defaults, parse_bucket_name, parse_http_url,
+    parse_queue_url, required,
 };
 use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -178,26 +178,21 @@ pub struct RetryPolicy {
 }
 
 impl Config {
-    /// Defaults for everything but where from and where to.
+    /// Defaults for everything but where from and where to, as the command
+    /// line has them.
     pub fn new(source_url: Url, bucket: String, queue_url: Url) -> Self {
-        Self {
+        let settings = Settings {
             source_url,
-            bucket,
-            key_prefix: "posts".into(),
-            queue_url,
-            http_timeout: Duration::from_secs(30),
-            every: None,
-            page_size: None,
-            fetch_concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
-            retry: RetryPolicy {
-                max_attempts: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
-                base: Duration::from_millis(500),
-                max: Duration::from_secs(30),
-            },
-            skip_unchanged: true,
-            gzip: false,
-            health_file: None,
-            startup_wait: DEFAULT_STARTUP_WAIT,
+            raw_bucket: Some(bucket),
+            queue_url: Some(queue_url),
+            ..defaults()
+        };
+        let startup: StartupSettings = defaults();
+        Self {
+            startup_wait: startup.wait,
+            ..settings
+                .resolve()
+                .unwrap_or_else(|e| unreachable!("the bucket and the queue are given: {e}"))
         }
     }
 }

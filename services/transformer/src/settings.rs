@@ -12,6 +12,7 @@
 //! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
 //! | `SHUTDOWN_TIMEOUT`        | `--shutdown-timeout`        | `20s`          |
 //! | `HEALTH_FILE`             | `--health-file`             | `$TMPDIR/transformer.healthy` |
+//! | `ECS_AGENT_URI`           | `--ecs-agent-uri`           | set by ECS; unset: no scale-in protection |
 //! | `SCALE_IN_PROTECTION_MAX` | `--scale-in-protection-max` | `15m`          |
 //! | `STARTUP_WAIT`            | `--startup-wait`            | `60s`          |
 //!
@@ -19,7 +20,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::HealthSettings;
-use pipeline_core::settings::{AwsSettings, LogSettings, SettingError, parse_queue_url, required};
+use pipeline_core::settings::{
+    AwsSettings, LogSettings, SettingError, defaults, parse_queue_url, required,
+};
 use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
 use pipeline_store::DatabaseUrl;
 use std::num::NonZeroUsize;
@@ -184,21 +187,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of everything but the queue and the database.
+    /// The defaults of everything but the queue and the database, as the
+    /// command line has them.
     pub fn new(queue_url: Url, database_url: DatabaseUrl) -> Self {
+        let settings = Settings {
+            queue_url: Some(queue_url),
+            database_url: Some(database_url),
+            ..defaults()
+        };
+        let startup: StartupSettings = defaults();
         Self {
-            queue_url,
-            database_url,
-            database_secret: None,
-            concurrency: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
-            dead_letter_queue_url: None,
-            visibility_timeout: Duration::from_secs(60),
-            retry_delay: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(20),
-            health_file: None,
-            ecs_agent_uri: None,
-            scale_in_protection_max: crate::protection::DEFAULT_LIMIT,
-            startup_wait: DEFAULT_STARTUP_WAIT,
+            startup_wait: startup.wait,
+            ..settings
+                .resolve()
+                .unwrap_or_else(|e| unreachable!("the queue and the database are given: {e}"))
         }
     }
 }
