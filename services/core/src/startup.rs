@@ -84,8 +84,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Attempt<E>>>,
 {
-    let started = Instant::now();
-    let deadline = started + budget;
+    let deadline = Instant::now() + budget;
     let backoff = ExponentialBuilder::default()
         .with_min_delay(FIRST_PAUSE)
         .with_max_delay(MAX_PAUSE)
@@ -115,9 +114,11 @@ where
         .await;
     result.map_err(|e| match e {
         Attempt::Failed(e) => WaitError::Failed(e),
+        // The budget, not the time elapsed: the last try may run past it
+        // by its own timeout, and the line should name the setting.
         Attempt::NotReady(last) => WaitError::GaveUp {
             last,
-            waited: Duration::from_secs(started.elapsed().as_secs()),
+            waited: budget,
         },
     })
 }

@@ -152,7 +152,11 @@ async fn ten_thousand_posts_in_pages_of_100_through_a_failing_api_arrive_exactly
     let run = drain(&aws, &db).await;
 
     assert_eq!(
-        (run.messages_applied, run.duplicates, run.dead_lettered),
+        (
+            run.messages_applied,
+            run.duplicate_objects,
+            run.dead_lettered
+        ),
         (100, 0, 0)
     );
     assert_eq!(

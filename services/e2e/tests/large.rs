@@ -106,7 +106,7 @@ async fn large_object_round_trip(gzip: bool) {
     ))
     .await;
     let again = drain(&aws, &db).await;
-    assert_eq!((again.messages_applied, again.duplicates), (2, 2));
+    assert_eq!((again.messages_applied, again.duplicate_objects), (2, 2));
     assert_eq!(again.rows, Default::default());
     let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(count, i64::from(POSTS));

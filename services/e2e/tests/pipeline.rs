@@ -180,7 +180,7 @@ async fn the_same_message_twice_changes_nothing() {
     pipeline.aws.send(&body).await;
     let run = pipeline.drain().await;
 
-    assert_eq!((run.messages_applied, run.duplicates), (1, 1));
+    assert_eq!((run.messages_applied, run.duplicate_objects), (1, 1));
     assert_eq!(
         run.rows,
         Default::default(),

@@ -144,7 +144,7 @@ async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once
     setup.aws.send(&minimal).await;
     let run = setup.drain().await;
 
-    assert_eq!((run.messages_applied, run.duplicates), (2, 2));
+    assert_eq!((run.messages_applied, run.duplicate_objects), (2, 2));
     assert_eq!(run.rows, Default::default());
     let ledger = setup.ledger().await;
     assert_eq!(ledger.len(), 1);
@@ -251,7 +251,7 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
     // A replay changes nothing, quarantine included.
     setup.aws.send(&message).await;
     let replay = setup.drain().await;
-    assert_eq!(replay.duplicates, 1);
+    assert_eq!(replay.duplicate_objects, 1);
     assert_eq!(setup.count("quarantined_records").await, 6);
 }
 
@@ -579,7 +579,7 @@ async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
         .await;
 
     assert_eq!(
-        (report.messages_applied, report.duplicates),
+        (report.messages_applied, report.duplicate_objects),
         (1, 0),
         "{report:?}"
     );

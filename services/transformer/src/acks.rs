@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -31,18 +30,18 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// The handle of the task that deletes messages.
+/// The handle of the task that deletes messages; the task ends once this
+/// is dropped and what was pending is deleted.
 #[derive(Debug)]
 pub struct Acks {
     commands: mpsc::UnboundedSender<Command>,
-    task: JoinHandle<()>,
 }
 
 impl Acks {
     pub fn start(queue: SqsQueue) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(queue, receiver));
-        Self { commands, task }
+        tokio::spawn(run(queue, receiver));
+        Self { commands }
     }
 
     /// Queues a finished message for deletion.
@@ -50,7 +49,8 @@ impl Acks {
         if let Err(mpsc::error::SendError(Command::Delete(ack))) =
             self.commands.send(Command::Delete(ack))
         {
-            // Only after `close`: the redelivery finds the ledger row.
+            // Only once the deleting task has died: the redelivery finds
+            // the ledger row.
             warn!(
                 "Message {}: applied, but no longer deleting messages",
                 ack.message_id
@@ -63,14 +63,6 @@ impl Acks {
         let (done, finished) = oneshot::channel();
         if self.commands.send(Command::Flush(done)).is_ok() {
             finished.await.ok();
-        }
-    }
-
-    /// Deletes what is pending and stops.
-    pub async fn close(self) {
-        drop(self.commands);
-        if let Err(e) = self.task.await {
-            warn!("The task deleting messages failed: {e}");
         }
     }
 }

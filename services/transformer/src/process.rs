@@ -38,6 +38,10 @@ impl std::fmt::Debug for Context {
 /// Why an object could not be applied. Every variant names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    #[error("message body is in no known format: {source}")]
+    UnknownFormat {
+        source: pipeline_core::message::MessageError,
+    },
     #[error("cannot fetch {object}: {reason}")]
     Fetch {
         object: ObjectRef,
@@ -76,7 +80,10 @@ impl ProcessError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Fetch { missing, .. } => *missing,
-            Self::Checksum { .. } | Self::Parse { .. } | Self::RecordCount { .. } => true,
+            Self::UnknownFormat { .. }
+            | Self::Checksum { .. }
+            | Self::Parse { .. }
+            | Self::RecordCount { .. } => true,
             Self::Store { .. } => false,
         }
     }
@@ -84,6 +91,7 @@ impl ProcessError {
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::UnknownFormat { .. } => "unknown_format",
             Self::Fetch { missing: true, .. } => "object_missing",
             Self::Fetch { .. } => "s3_unavailable",
             Self::Checksum { .. } => "checksum_mismatch",

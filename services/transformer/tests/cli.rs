@@ -232,7 +232,7 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
     assert_eq!(aws.message_count().await, 0);
     let log = stderr_lines(&output).join("\n");
     assert!(
-        log.contains("Stopped after applying 3 message(s) (0 already applied, 0 dead-lettered, 0 to retry, 0 handed back)"),
+        log.contains("Stopped after applying 3 message(s) (0 object(s) already applied, 0 dead-lettered, 0 to retry, 0 handed back)"),
         "{log}"
     );
     assert_eq!(db.count("SELECT count(*) AS n FROM posts").await, 250);
