@@ -294,8 +294,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     let report = pipeline.import("posts").await;
     let cx = Context {
         s3: pipeline.aws.clients.s3.clone(),
-        pool: pipeline_store::pool(pipeline.db.url(), 1),
-        database_url: pipeline.db.url().clone(),
+        store: pipeline_store::Store::new(pipeline.db.url(), 1),
     };
     let message = |key: &str, sha256: Option<String>, record_count: Option<u64>| ObjectMessage {
         version: 1,
@@ -318,10 +317,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
 
     let missing = message("posts/nope.json", None, None);
     let err = apply_object(&cx, "m2", &missing).await.unwrap_err();
-    assert!(
-        matches!(err, ProcessError::Fetch { missing: true, .. }),
-        "{err}"
-    );
+    assert_eq!(err.kind(), "object_missing", "{err}");
     assert!(err.is_permanent());
     let missing_uri = format!("s3://{}/posts/nope.json", report.object.bucket);
     assert!(err.to_string().contains(&missing_uri), "{err}");

@@ -18,8 +18,9 @@ const QUARANTINE_CHUNK: usize = 5_000;
 pub struct Object<'a> {
     /// `s3://bucket/key`.
     pub source_object: &'a str,
-    /// Of the bytes the records were parsed from.
-    pub sha256: &'a str,
+    /// Of the bytes the records are parsed from, when it is known before
+    /// they are read (the message carries it, or they were read whole).
+    pub sha256: Option<&'a str>,
     /// The SQS message applying it.
     pub message_id: &'a str,
     /// The version of its rows.
@@ -92,53 +93,6 @@ pub async fn find(
         .optional()
 }
 
-/// Applies an object's records unless the ledger says its bytes were
-/// applied already.
-///
-/// The ledger row is inserted first, in the same transaction as the rows.
-/// Two workers handed the same object at once (a redelivery while the
-/// first is still working) both try to insert it; the second blocks on the
-/// primary key until the first commits, then finds the conflict and writes
-/// nothing. If the first rolls back, the second goes ahead.
-pub async fn apply(
-    conn: &mut AsyncPgConnection,
-    object: Object<'_>,
-    records: &Records,
-) -> QueryResult<Outcome> {
-    conn.transaction(async |conn| {
-        let claimed = diesel::insert_into(applied_objects::table)
-            .values(NewLedgerEntry {
-                source_object: object.source_object,
-                sha256: object.sha256,
-                message_id: object.message_id,
-                fetched_at: object.fetched_at,
-                records: records.total() as i64,
-                trace_id: object.trace_id,
-            })
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        if claimed == 0 {
-            let entry = find(conn, object.source_object, object.sha256).await?;
-            return entry
-                .map(Outcome::AlreadyApplied)
-                .ok_or(diesel::result::Error::NotFound);
-        }
-
-        let lineage = Lineage {
-            source_object: object.source_object,
-            fetched_at: object.fetched_at,
-        };
-        let rows = posts::upsert(conn, &records.posts, lineage).await?;
-
-        let quarantined =
-            quarantine(conn, object.source_object, object.sha256, &records.bad).await?;
-        record_counts(conn, object.source_object, object.sha256, rows, quarantined).await?;
-        Ok(Outcome::Applied { rows, quarantined })
-    })
-    .await
-}
-
 /// Keeps an object's bad records, in chunks of [`QUARANTINE_CHUNK`].
 async fn quarantine(
     conn: &mut AsyncPgConnection,
@@ -169,12 +123,13 @@ async fn quarantine(
 async fn record_counts(
     conn: &mut AsyncPgConnection,
     source_object: &str,
-    sha256: &str,
+    end: &StreamEnd,
     rows: UpsertCounts,
     quarantined: u64,
 ) -> QueryResult<()> {
-    diesel::update(applied_objects::table.find((source_object, sha256)))
+    diesel::update(applied_objects::table.find((source_object, &end.sha256)))
         .set((
+            applied_objects::records.eq(end.records as i64),
             applied_objects::inserted.eq(rows.inserted as i64),
             applied_objects::updated.eq(rows.updated as i64),
             applied_objects::unchanged.eq(rows.unchanged as i64),
@@ -186,10 +141,10 @@ async fn record_counts(
         .map(drop)
 }
 
-/// One batch of a streamed object: its valid posts and its bad records.
+/// One batch of an object's records: its valid posts and its bad records.
 pub type Batch = Records;
 
-/// How a streamed object ended, known only once every byte was read.
+/// How an object's bytes ended, known once every byte was read.
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     /// Of the bytes read, lowercase hex.
@@ -197,77 +152,119 @@ pub struct StreamEnd {
     pub records: u64,
 }
 
-/// Why a streamed application stopped.
+/// Why an object was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum StreamError<E> {
+pub enum ApplyError<E> {
+    /// The database failed or refused a statement.
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
-    /// The stream itself failed or was refused (not JSON, checksum...).
+    /// Reading or checking the bytes failed (`finish` said so).
     #[error(transparent)]
-    Stream(E),
-    /// Rolls the transaction back; not an error to callers.
-    #[error("already applied")]
-    AlreadyApplied(Box<(LedgerEntry, StreamEnd)>),
+    Input(E),
 }
 
-/// Applies an object that arrives in batches, for objects too large to
-/// hold in memory: each batch of posts is upserted as it comes, in one
-/// transaction with everything else. The ledger row, known only once the
-/// last byte is read (its key holds the sha256), is written last: if the
-/// bytes were applied meanwhile, or `finish` refuses the end (checksum or
-/// record count), the whole transaction rolls back.
+/// Why the transaction rolls back. `AlreadyApplied` is no error to the
+/// caller: it undoes the rows written before the ledger said so.
+enum Rollback<E> {
+    Failed(ApplyError<E>),
+    AlreadyApplied(LedgerEntry),
+}
+
+impl<E> From<diesel::result::Error> for Rollback<E> {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Failed(ApplyError::Query(e))
+    }
+}
+
+/// Applies an object exactly once: its posts as they arrive in batches
+/// (an object read whole is one batch), its bad records and its ledger
+/// row, in one transaction, unless the ledger says its bytes were applied
+/// already. `finish` says how the bytes ended once the last batch is in;
+/// refusing them (a checksum or count that does not match) rolls
+/// everything back.
+///
+/// The ledger row's key holds the bytes' sha256. When that is known before
+/// they are read, the row is claimed first: two workers handed the same
+/// object at once (a redelivery while the first still works) both insert
+/// it; the second blocks on the primary key until the first commits, then
+/// finds the conflict and writes nothing, and if the first rolls back, the
+/// second goes ahead. When it is known only at the end (an object streamed
+/// without a digest), the row is claimed last, and a conflict rolls back
+/// the rows written meanwhile.
 ///
 /// Bad records are kept until the end (their rows reference the ledger row).
-pub async fn apply_stream<E: Send>(
+pub async fn apply<E: Send>(
     conn: &mut AsyncPgConnection,
-    source_object: &str,
-    message_id: &str,
-    fetched_at: OffsetDateTime,
-    trace_id: Option<&str>,
+    object: Object<'_>,
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
-) -> Result<(Outcome, StreamEnd), StreamError<E>> {
+) -> Result<(Outcome, StreamEnd), ApplyError<E>> {
     let lineage = Lineage {
-        source_object,
-        fetched_at,
+        source_object: object.source_object,
+        fetched_at: object.fetched_at,
     };
-    conn.transaction(async |conn| {
-        let mut rows = UpsertCounts::default();
-        let mut bad = Vec::new();
-        while let Some(batch) = batches.recv().await {
-            rows += posts::upsert(conn, &batch.posts, lineage).await?;
-            bad.extend(batch.bad);
-        }
-        let end = finish.await.map_err(StreamError::Stream)?;
-        let claimed = diesel::insert_into(applied_objects::table)
-            .values(NewLedgerEntry {
-                source_object,
-                sha256: &end.sha256,
-                message_id,
-                fetched_at,
-                records: end.records as i64,
-                trace_id,
-            })
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        if claimed == 0 {
-            let entry = find(conn, source_object, &end.sha256)
-                .await?
-                .ok_or(diesel::result::Error::NotFound)?;
-            // Undo the upserts: these bytes were applied by someone else.
-            return Err(StreamError::AlreadyApplied(Box::new((entry, end))));
-        }
-        let quarantined = quarantine(conn, source_object, &end.sha256, &bad).await?;
-        record_counts(conn, source_object, &end.sha256, rows, quarantined).await?;
-        Ok((Outcome::Applied { rows, quarantined }, end))
-    })
-    .await
-    .or_else(|e| match e {
-        StreamError::AlreadyApplied(done) => {
-            let (entry, end) = *done;
+    let applied = conn
+        .transaction(async |conn| {
+            if let Some(sha256) = object.sha256 {
+                claim(conn, object, sha256, 0).await?;
+            }
+            let mut rows = UpsertCounts::default();
+            let mut bad = Vec::new();
+            while let Some(batch) = batches.recv().await {
+                rows += posts::upsert(conn, &batch.posts, lineage).await?;
+                bad.extend(batch.bad);
+            }
+            let end = finish
+                .await
+                .map_err(|e| Rollback::Failed(ApplyError::Input(e)))?;
+            if object.sha256.is_none() {
+                claim(conn, object, &end.sha256, end.records).await?;
+            }
+            let quarantined = quarantine(conn, object.source_object, &end.sha256, &bad).await?;
+            record_counts(conn, object.source_object, &end, rows, quarantined).await?;
+            Ok::<_, Rollback<E>>((Outcome::Applied { rows, quarantined }, end))
+        })
+        .await;
+    match applied {
+        Ok(applied) => Ok(applied),
+        Err(Rollback::Failed(e)) => Err(e),
+        Err(Rollback::AlreadyApplied(entry)) => {
+            let end = StreamEnd {
+                sha256: entry.sha256.clone(),
+                records: entry.records as u64,
+            };
             Ok((Outcome::AlreadyApplied(entry), end))
         }
-        other => Err(other),
-    })
+    }
+}
+
+/// Inserts the object's ledger row; if these bytes have one already, rolls
+/// back with it.
+async fn claim<E>(
+    conn: &mut AsyncPgConnection,
+    object: Object<'_>,
+    sha256: &str,
+    records: u64,
+) -> Result<(), Rollback<E>> {
+    let claimed = diesel::insert_into(applied_objects::table)
+        .values(NewLedgerEntry {
+            source_object: object.source_object,
+            sha256,
+            message_id: object.message_id,
+            fetched_at: object.fetched_at,
+            records: records as i64,
+            trace_id: object.trace_id,
+        })
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if claimed == 1 {
+        return Ok(());
+    }
+    // The row that conflicted; gone again only if its transaction rolled
+    // back in between, which a retry of this one settles.
+    let entry = find(conn, object.source_object, sha256)
+        .await?
+        .ok_or(diesel::result::Error::NotFound)?;
+    Err(Rollback::AlreadyApplied(entry))
 }

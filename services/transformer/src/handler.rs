@@ -109,7 +109,8 @@ impl MessageHandler {
                 }
             }
             Err(error) if error.is_permanent() => {
-                match self.queue.dead_letter(message, &error.to_string()).await {
+                let reason = pipeline_core::error_chain(&error);
+                match self.queue.dead_letter(message, &reason).await {
                     Ok(dead_letter_id) => Outcome::DeadLettered {
                         error,
                         dead_letter_id,

@@ -44,7 +44,7 @@ pub mod settings;
 use anyhow::bail;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::health;
-use pipeline_store::{DatabaseUrl, migrations};
+use pipeline_store::{DatabaseUrl, Store, migrations};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -83,7 +83,6 @@ impl Transformer {
         if let Some(secret_id) = &config.database_secret {
             config.database_url = secret::with_secret(config.database_url, &aws, secret_id);
         }
-        let pool = pipeline_store::pool(&config.database_url, config.concurrency.get());
         let queue = SqsQueue::new(
             aws.sqs.clone(),
             config.queue_url.clone(),
@@ -91,8 +90,7 @@ impl Transformer {
         );
         let cx = Context {
             s3: aws.s3.clone(),
-            pool,
-            database_url: config.database_url.clone(),
+            store: Store::new(&config.database_url, config.concurrency.get()),
         };
         Self {
             config,

@@ -249,8 +249,10 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
         // Finished messages still count as in flight on SQS until deleted:
         // deleting them before each receive keeps that count within the
         // concurrency, and batches the deletes by about `receive_batch`.
-        self.queue.flush().await;
+        // The slots are counted first: one freed during the flush may have
+        // a delete still pending.
         let free = self.permits.available_permits();
+        self.queue.flush().await;
         let wait = match self.limits.mode {
             Mode::Drain => DRAIN_POLL,
             Mode::Serve => LONG_POLL,
@@ -426,8 +428,11 @@ mod tests {
     #[derive(Debug, Default)]
     struct Memory {
         visible: VecDeque<Message>,
-        /// Received and not yet deleted or handed back.
+        /// Received and not yet deleted or handed back, as SQS counts them.
         in_flight: usize,
+        most_in_flight: usize,
+        /// Finished, waiting for the next flush to be deleted.
+        pending_deletes: usize,
         /// Receives still to fail before one succeeds.
         unreachable_for: u32,
         failed_receives: u32,
@@ -436,10 +441,15 @@ mod tests {
 
     /// A queue in memory. A receive with nothing visible waits out its
     /// long poll, as SQS's does; one may be made slow with `receive_delay`.
+    /// Finished messages are deleted by the next flush, which takes
+    /// `flush_delay`, as the batched deletes do.
     #[derive(Debug, Default)]
     struct FakeQueue {
         memory: Mutex<Memory>,
         receive_delay: Duration,
+        flush_delay: Duration,
+        /// Messages with an odd number take this much longer to work on.
+        stagger: Duration,
     }
 
     impl FakeQueue {
@@ -457,7 +467,7 @@ mod tests {
         }
 
         fn done(&self) {
-            self.memory.lock().unwrap().in_flight -= 1;
+            self.memory.lock().unwrap().pending_deletes += 1;
         }
     }
 
@@ -477,6 +487,7 @@ mod tests {
                 }
                 let n = max.min(memory.visible.len());
                 memory.in_flight += n;
+                memory.most_in_flight = memory.most_in_flight.max(memory.in_flight);
                 memory.visible.drain(..n).collect()
             };
             if taken.is_empty() {
@@ -497,7 +508,14 @@ mod tests {
             Ok(())
         }
 
-        async fn flush(&self) {}
+        async fn flush(&self) {
+            // What is pending when the flush is asked for is deleted.
+            let deleting = self.memory.lock().unwrap().pending_deletes;
+            tokio::time::sleep(self.flush_delay).await;
+            let mut memory = self.memory.lock().unwrap();
+            memory.pending_deletes -= deleting;
+            memory.in_flight -= deleting;
+        }
     }
 
     /// Works on each message for `work`, counting how many are in hand.
@@ -513,8 +531,17 @@ mod tests {
         async fn handle(&self, message: Message, hand_back: CancellationToken) -> Outcome {
             let now = self.in_hand.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_hand.fetch_max(now, Ordering::SeqCst);
+            let odd = message
+                .message_id()
+                .is_some_and(|id| id.ends_with(['1', '3', '5', '7', '9']));
+            let work = self.work
+                + if odd {
+                    self.queue.stagger
+                } else {
+                    Duration::ZERO
+                };
             let outcome = tokio::select! {
-                () = tokio::time::sleep(self.work) => {
+                () = tokio::time::sleep(work) => {
                     self.queue.done();
                     Outcome::Applied(Vec::new())
                 }
@@ -602,6 +629,20 @@ mod tests {
             "took {:?}",
             run.took
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_messages_waiting_for_their_delete_count_against_the_concurrency() {
+        // Messages take 1 s or 1.005 s, and a flush of the deletes 10 ms:
+        // one message ends while the deletes of the one before are flushed.
+        let mut queue = FakeQueue::with(20);
+        queue.flush_delay = Duration::from_millis(10);
+        queue.stagger = Duration::from_millis(5);
+        let run = run(Arc::new(queue), SECOND, limits(Mode::Drain, 2), None).await;
+
+        assert_eq!(run.report.messages_applied, 20);
+        let most = run.queue.memory.lock().unwrap().most_in_flight;
+        assert_eq!(most, 2, "in flight on the queue at once");
     }
 
     #[tokio::test(start_paused = true)]

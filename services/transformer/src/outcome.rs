@@ -2,6 +2,7 @@
 //! the metrics and added to the run's totals.
 
 use opentelemetry::KeyValue;
+use pipeline_core::error_chain;
 use pipeline_store::ledger::Outcome as LedgerOutcome;
 use pipeline_store::posts::UpsertCounts;
 use std::time::Duration;
@@ -59,7 +60,8 @@ impl Outcome {
                 dead_letter_id,
             } => error!(
                 dead_letter.message.id = %dead_letter_id,
-                "Message {id}: {error}; moved to the dead-letter queue"
+                "Message {id}: {}; moved to the dead-letter queue",
+                error_chain(error)
             ),
             Self::Retrying {
                 error,
@@ -67,6 +69,7 @@ impl Outcome {
                 delay,
                 not_dead_lettered,
             } => {
+                let error = error_chain(error);
                 match not_dead_lettered {
                     Some(e) => error!("Message {id}: {error}; could not dead-letter it: {e}"),
                     None => warn!("Message {id}: {error}"),

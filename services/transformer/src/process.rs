@@ -2,52 +2,54 @@
 //! exactly once (rows, quarantined records and ledger row in one
 //! transaction).
 
-use aws_sdk_s3::error::ProvideErrorMetadata as _;
-use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
+use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::{ByteStream, ByteStreamError, DateTime as S3DateTime};
 use aws_sdk_s3::types::ChecksumMode;
 use bytes::Bytes;
-use pipeline_core::aws::describe;
 use pipeline_core::contract::{finish_sha256, metadata, sha256_hex};
-use pipeline_core::message::ObjectMessage;
+use pipeline_core::message::{MessageError, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records, scan_records};
 use pipeline_core::telemetry;
-use pipeline_store::ledger::{self, LedgerEntry, Outcome, StreamEnd, StreamError};
-use pipeline_store::{DatabaseUrl, Pool, StoreError, checkout};
+use pipeline_store::ledger::{self, ApplyError, Batch, LedgerEntry, Outcome, StreamEnd};
+use pipeline_store::{Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+use tokio::task::JoinError;
 
 /// What applying one object needs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Context {
     pub s3: aws_sdk_s3::Client,
-    pub pool: Pool,
-    pub database_url: DatabaseUrl,
+    pub store: Store,
 }
 
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("database_url", &self.database_url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why an object could not be applied. Every variant names it.
+/// Why a message or its object could not be applied. Every variant names
+/// the object, and keeps its cause as a typed source: render it with
+/// [`pipeline_core::error_chain`], which gives the whole chain on one line.
+///
+/// Whether trying again can help ([`ProcessError::is_permanent`]) is decided
+/// from the cause's kind: S3's `NoSuchKey` and `NoSuchBucket`, the
+/// database's constraint violations ([`StoreError::is_permanent`]), a parser
+/// that panicked on these bytes. A permanent failure sends the message to
+/// the dead-letter queue at once; any other is retried after a delay, and
+/// the queue's redrive policy takes what keeps failing.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("message body is in no known format: {source}")]
+    #[error("message body is in no known format")]
     UnknownFormat {
-        source: pipeline_core::message::MessageError,
+        #[source]
+        source: MessageError,
     },
-    #[error("cannot fetch {object}: {reason}")]
+    #[error("cannot fetch {object}")]
     Fetch {
         object: ObjectRef,
-        reason: String,
-        /// The object or bucket does not exist: no retry will find it.
-        missing: bool,
+        #[source]
+        source: S3ReadError,
     },
     #[error("{object} has sha256 {actual} but the message says {expected}")]
     Checksum {
@@ -55,9 +57,10 @@ pub enum ProcessError {
         expected: String,
         actual: String,
     },
-    #[error("{object} is not a JSON array of posts: {source}")]
+    #[error("{object} is not a JSON array of posts")]
     Parse {
         object: ObjectRef,
+        #[source]
         source: PostsError,
     },
     #[error("{object} holds {actual} records but the message says {expected}")]
@@ -66,38 +69,74 @@ pub enum ProcessError {
         expected: u64,
         actual: u64,
     },
-    #[error("cannot apply {object}: {source}")]
+    #[error("cannot apply {object}")]
     Store {
         object: ObjectRef,
+        #[source]
         source: StoreError,
     },
+    /// A task reading or parsing the object panicked or was cancelled.
+    #[error("the work on {object} stopped")]
+    Crashed {
+        object: ObjectRef,
+        #[source]
+        source: JoinError,
+    },
+}
+
+/// Why an object could not be read from S3.
+#[derive(Debug, thiserror::Error)]
+pub enum S3ReadError {
+    /// Boxed: the SDK's error is large, and errors travel far.
+    #[error("GetObject failed")]
+    Get(#[source] Box<SdkError<GetObjectError>>),
+    #[error("reading the body failed")]
+    Read(#[source] ByteStreamError),
+}
+
+impl S3ReadError {
+    /// The object or its bucket does not exist: no retry will find it.
+    pub fn is_missing(&self) -> bool {
+        match self {
+            Self::Get(e) => match e.as_ref() {
+                SdkError::ServiceError(e) => {
+                    e.err().is_no_such_key() || e.err().code() == Some("NoSuchBucket")
+                }
+                _ => false,
+            },
+            Self::Read(_) => false,
+        }
+    }
 }
 
 impl ProcessError {
     /// True when trying again cannot help: the object is missing, corrupt
-    /// or not what it claims to be. Such a message goes to the dead-letter
-    /// queue at once; any other failure is retried after a delay.
+    /// or not what it claims to be, the database refuses its rows, or the
+    /// parser panicked on its bytes.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Fetch { missing, .. } => *missing,
+            Self::Fetch { source, .. } => source.is_missing(),
+            Self::Store { source, .. } => source.is_permanent(),
+            Self::Crashed { source, .. } => source.is_panic(),
             Self::UnknownFormat { .. }
             | Self::Checksum { .. }
             | Self::Parse { .. }
             | Self::RecordCount { .. } => true,
-            Self::Store { .. } => false,
         }
     }
 
-    /// A short name for logs and metrics.
+    /// A short name for logs and metrics (`error.type`).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnknownFormat { .. } => "unknown_format",
-            Self::Fetch { missing: true, .. } => "object_missing",
+            Self::Fetch { source, .. } if source.is_missing() => "object_missing",
             Self::Fetch { .. } => "s3_unavailable",
             Self::Checksum { .. } => "checksum_mismatch",
             Self::Parse { .. } => "not_a_json_array",
             Self::RecordCount { .. } => "record_count_mismatch",
+            Self::Store { source, .. } if source.is_permanent() => "database_refused",
             Self::Store { .. } => "database_unavailable",
+            Self::Crashed { .. } => "crashed",
         }
     }
 }
@@ -126,21 +165,16 @@ pub async fn apply_object(
     message: &ObjectMessage,
 ) -> Result<Applied, ProcessError> {
     let object = message.object();
-    let source_object = object.to_string();
-    let store_failed = |source: StoreError| ProcessError::Store {
-        object: object.clone(),
-        source,
-    };
-
     // A redelivery of a message whose bytes were applied: answer from the
     // ledger without fetching anything.
     if let Some(sha256) = &message.sha256 {
-        let mut conn = checkout(&cx.pool, &cx.database_url)
+        let found = async {
+            let mut conn = cx.store.connection().await?;
+            Ok(ledger::find(&mut conn, &object.to_string(), sha256).await?)
+        };
+        if let Some(entry) = found
             .await
-            .map_err(store_failed)?;
-        if let Some(entry) = ledger::find(&mut conn, &source_object, sha256)
-            .await
-            .map_err(|e| store_failed(StoreError::Query(e)))?
+            .map_err(|source| store_failed(&object, source))?
         {
             return Ok(already_applied(object, entry));
         }
@@ -160,200 +194,211 @@ pub async fn apply_object(
             OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos()).ok()
         })
         .unwrap_or_else(OffsetDateTime::now_utc);
-    if opened.length > IN_MEMORY_BYTES {
-        return apply_streamed(cx, message_id, message, object, opened, fetched_at).await;
-    }
-
-    let body = read_whole(&object, opened).await?;
-    let actual = sha256_hex(&body);
-    if let Some(expected) = &message.sha256
-        && *expected != actual
-    {
-        return Err(ProcessError::Checksum {
-            object,
-            expected: expected.clone(),
-            actual,
-        });
-    }
-    let records = match parse_records(&body) {
-        Ok(records) => records,
-        Err(source) => return Err(ProcessError::Parse { object, source }),
-    };
-    drop(body);
-    let total = records.total() as u64;
-    if let Some(expected) = message.record_count
-        && expected != total
-    {
-        return Err(ProcessError::RecordCount {
-            object,
-            expected,
-            actual: total,
-        });
-    }
-
-    let mut conn = checkout(&cx.pool, &cx.database_url)
-        .await
-        .map_err(store_failed)?;
-    let trace_id = telemetry::current_trace_id();
-    let target = ledger::Object {
-        source_object: &source_object,
-        sha256: &actual,
+    let write = Write {
+        cx,
         message_id,
-        fetched_at,
-        trace_id: trace_id.as_deref(),
-    };
-    let outcome = ledger::apply(&mut conn, target, &records)
-        .await
-        .map_err(|e| store_failed(StoreError::Query(e)))?;
-    Ok(Applied {
+        message,
         object,
-        sha256: actual,
-        records: total,
-        outcome,
-    })
+        fetched_at,
+    };
+    if opened.length > IN_MEMORY_BYTES {
+        write.streamed(opened).await
+    } else {
+        write.whole(opened).await
+    }
 }
 
-/// Streams a large object: S3 body -> (gunzip) -> sha256 -> JSON array,
-/// element by element, on a blocking thread -> batches of posts upserted
-/// as they come, in one transaction. The checksum and record count are
-/// checked once the last byte is read; a mismatch rolls everything back.
-async fn apply_streamed(
-    cx: &Context,
-    message_id: &str,
-    message: &ObjectMessage,
-    object: ObjectRef,
-    opened: Opened,
-    fetched_at: OffsetDateTime,
-) -> Result<Applied, ProcessError> {
-    let source_object = object.to_string();
-    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel::<ledger::Batch>(2);
-
-    // S3 -> channel: reading the body is async.
-    let mut body = opened.body;
-    let read_object = object.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ProcessError::Fetch {
-                object: read_object.clone(),
-                reason: format!("reading the body: {}", describe(&e)),
-                missing: false,
-            })?;
-            if chunks_tx.send(chunk).await.is_err() {
-                break;
-            }
-        }
-        Ok::<(), ProcessError>(())
-    });
-
-    // Channel -> parser: serde_json reads a blocking `Read`.
-    let gzip = opened.gzip;
-    let parse_object = object.clone();
-    let parser = tokio::task::spawn_blocking(move || {
-        let input = ChannelReader::new(chunks_rx);
-        let abandoned = input.abandoned();
-        let input: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::GzDecoder::new(input))
-        } else {
-            Box::new(input)
-        };
-        let mut hashing = HashingReader::new(input);
-        let mut batch = ledger::Batch::default();
-        let scanned = scan_records(&mut hashing, |record| {
-            match record {
-                Ok(post) => batch.posts.push(post),
-                Err(bad) => batch.bad.push(bad),
-            }
-            if batch.posts.len() >= STREAM_BATCH
-                && batches_tx
-                    .blocking_send(std::mem::take(&mut batch))
-                    .is_err()
-            {
-                // The transaction gave up (database error, lost heartbeat):
-                // make the next read fail, which ends the parse.
-                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        let _ = batches_tx.blocking_send(batch);
-        drop(batches_tx);
-        match scanned {
-            Ok(records) => Ok(StreamEnd {
-                sha256: hashing.finish(),
-                records,
-            }),
-            Err(source) => Err(ProcessError::Parse {
-                object: parse_object,
-                source,
-            }),
-        }
-    });
-
-    let checks = |end: StreamEnd| -> Result<StreamEnd, ProcessError> {
-        if let Some(expected) = &message.sha256
-            && *expected != end.sha256
-        {
-            return Err(ProcessError::Checksum {
-                object: object.clone(),
-                expected: expected.clone(),
-                actual: end.sha256,
-            });
-        }
-        if let Some(expected) = message.record_count
-            && expected != end.records
-        {
-            return Err(ProcessError::RecordCount {
-                object: object.clone(),
-                expected,
-                actual: end.records,
-            });
-        }
-        Ok(end)
-    };
-    let finish = async {
-        // A failed read shows as a parse error at the cut: report the read.
-        let read = reader.await.map_err(|e| ProcessError::Fetch {
-            object: object.clone(),
-            reason: e.to_string(),
-            missing: false,
-        })?;
-        let parsed = parser.await.map_err(|e| ProcessError::Fetch {
-            object: object.clone(),
-            reason: e.to_string(),
-            missing: false,
-        })?;
-        read?;
-        checks(parsed?)
-    };
-
-    let store_failed = |source: StoreError| ProcessError::Store {
+fn store_failed(object: &ObjectRef, source: StoreError) -> ProcessError {
+    ProcessError::Store {
         object: object.clone(),
         source,
-    };
-    let mut conn = checkout(&cx.pool, &cx.database_url)
-        .await
-        .map_err(store_failed)?;
-    let trace_id = telemetry::current_trace_id();
-    let applied = ledger::apply_stream(
-        &mut conn,
-        &source_object,
-        message_id,
-        fetched_at,
-        trace_id.as_deref(),
-        &mut batches_rx,
-        finish,
-    )
-    .await;
-    match applied {
-        Ok((outcome, end)) => Ok(Applied {
-            object,
-            sha256: end.sha256,
-            records: end.records,
-            outcome,
-        }),
-        Err(StreamError::Stream(e)) => Err(e),
-        Err(StreamError::Query(e)) => Err(store_failed(StoreError::Query(e))),
-        Err(StreamError::AlreadyApplied(_)) => unreachable!("apply_stream answers it"),
     }
+}
+
+/// The checks of the message's promises about the bytes, in the order a
+/// reader would make them: the digest, then (once parsed) the count.
+fn check_digest(
+    message: &ObjectMessage,
+    object: &ObjectRef,
+    actual: &str,
+) -> Result<(), ProcessError> {
+    match &message.sha256 {
+        Some(expected) if expected != actual => Err(ProcessError::Checksum {
+            object: object.clone(),
+            expected: expected.clone(),
+            actual: actual.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_count(
+    message: &ObjectMessage,
+    object: &ObjectRef,
+    actual: u64,
+) -> Result<(), ProcessError> {
+    match message.record_count {
+        Some(expected) if expected != actual => Err(ProcessError::RecordCount {
+            object: object.clone(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One object being written, whole or streamed: both end in [`Write::apply`].
+struct Write<'a> {
+    cx: &'a Context,
+    message_id: &'a str,
+    message: &'a ObjectMessage,
+    object: ObjectRef,
+    fetched_at: OffsetDateTime,
+}
+
+impl Write<'_> {
+    /// A small object: read, checked and parsed whole, then applied as one
+    /// batch.
+    async fn whole(self, opened: Opened) -> Result<Applied, ProcessError> {
+        let body = read_whole(&self.object, opened).await?;
+        let sha256 = sha256_hex(&body);
+        check_digest(self.message, &self.object, &sha256)?;
+        let records = parse_records(&body).map_err(|source| ProcessError::Parse {
+            object: self.object.clone(),
+            source,
+        })?;
+        drop(body);
+        let total = records.total() as u64;
+        check_count(self.message, &self.object, total)?;
+        let (batches, mut batch) = mpsc::channel(1);
+        // The channel is empty and has room for one.
+        let _ = batches.try_send(records);
+        drop(batches);
+        let end = StreamEnd {
+            sha256: sha256.clone(),
+            records: total,
+        };
+        self.apply(Some(&sha256), &mut batch, async { Ok(end) })
+            .await
+    }
+
+    /// Streams a large object: S3 body -> (gunzip) -> sha256 -> JSON array,
+    /// element by element, on a blocking thread -> batches of posts upserted
+    /// as they come, in one transaction. The checksum and record count are
+    /// checked once the last byte is read; a mismatch rolls everything back.
+    async fn streamed(self, opened: Opened) -> Result<Applied, ProcessError> {
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(4);
+        let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(2);
+
+        // S3 -> channel: reading the body is async.
+        let mut body = opened.body;
+        let reader = tokio::spawn(async move {
+            while let Some(chunk) = body.next().await {
+                if chunks_tx.send(chunk?).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), ByteStreamError>(())
+        });
+        let parser =
+            tokio::task::spawn_blocking(move || parse_stream(chunks_rx, opened.gzip, batches_tx));
+
+        let object = &self.object;
+        let crashed = |source| ProcessError::Crashed {
+            object: object.clone(),
+            source,
+        };
+        let finish = async {
+            // A failed read shows as a parse error at the cut: report the read.
+            let read = reader.await.map_err(crashed)?;
+            let parsed = parser.await.map_err(crashed)?;
+            read.map_err(|source| ProcessError::Fetch {
+                object: object.clone(),
+                source: S3ReadError::Read(source),
+            })?;
+            let end = parsed.map_err(|source| ProcessError::Parse {
+                object: object.clone(),
+                source,
+            })?;
+            check_digest(self.message, object, &end.sha256)?;
+            check_count(self.message, object, end.records)?;
+            Ok(end)
+        };
+        self.apply(self.message.sha256.as_deref(), &mut batches_rx, finish)
+            .await
+    }
+
+    /// Applies the batches in one transaction with the ledger row; `sha256`
+    /// is the digest the bytes must have, when known before they are read.
+    async fn apply(
+        &self,
+        sha256: Option<&str>,
+        batches: &mut mpsc::Receiver<Batch>,
+        finish: impl Future<Output = Result<StreamEnd, ProcessError>> + Send,
+    ) -> Result<Applied, ProcessError> {
+        let source_object = self.object.to_string();
+        let mut conn = self
+            .cx
+            .store
+            .connection()
+            .await
+            .map_err(|source| store_failed(&self.object, source))?;
+        let trace_id = telemetry::current_trace_id();
+        let target = ledger::Object {
+            source_object: &source_object,
+            sha256,
+            message_id: self.message_id,
+            fetched_at: self.fetched_at,
+            trace_id: trace_id.as_deref(),
+        };
+        match ledger::apply(&mut conn, target, batches, finish).await {
+            Ok((outcome, end)) => Ok(Applied {
+                object: self.object.clone(),
+                sha256: end.sha256,
+                records: end.records,
+                outcome,
+            }),
+            Err(ApplyError::Input(e)) => Err(e),
+            Err(ApplyError::Query(e)) => Err(store_failed(&self.object, StoreError::Query(e))),
+        }
+    }
+}
+
+/// Parses a streamed object on a blocking thread, sending its records in
+/// batches of [`STREAM_BATCH`] posts; returns how its bytes ended.
+fn parse_stream(
+    chunks: mpsc::Receiver<Bytes>,
+    gzip: bool,
+    batches: mpsc::Sender<Batch>,
+) -> Result<StreamEnd, PostsError> {
+    let input = ChannelReader::new(chunks);
+    let abandoned = input.abandoned();
+    let input: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    let mut hashing = HashingReader::new(input);
+    let mut batch = Batch::default();
+    let scanned = scan_records(&mut hashing, |record| {
+        match record {
+            Ok(post) => batch.posts.push(post),
+            Err(bad) => batch.bad.push(bad),
+        }
+        if batch.posts.len() >= STREAM_BATCH
+            && batches.blocking_send(std::mem::take(&mut batch)).is_err()
+        {
+            // The transaction gave up (database error, lost heartbeat): make
+            // the next read fail, which ends the parse.
+            abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let _ = batches.blocking_send(batch);
+    drop(batches);
+    Ok(StreamEnd {
+        records: scanned?,
+        sha256: hashing.finish(),
+    })
 }
 
 fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
@@ -388,13 +433,9 @@ async fn open(
         .set_checksum_mode(verify.then_some(ChecksumMode::Enabled))
         .send()
         .await
-        .map_err(|e| {
-            let code = e.as_service_error().and_then(|s| s.code());
-            ProcessError::Fetch {
-                object: object.clone(),
-                reason: describe(&e),
-                missing: matches!(code, Some("NoSuchKey" | "NoSuchBucket")),
-            }
+        .map_err(|e| ProcessError::Fetch {
+            object: object.clone(),
+            source: S3ReadError::Get(Box::new(e)),
         })?;
     Ok(Opened {
         length: output.content_length.unwrap_or(0),
@@ -419,8 +460,7 @@ async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, Process
         .await
         .map_err(|e| ProcessError::Fetch {
             object: object.clone(),
-            reason: format!("reading the body: {}", describe(&e)),
-            missing: false,
+            source: S3ReadError::Read(e),
         })?
         .into_bytes();
     if !opened.gzip {
@@ -438,13 +478,13 @@ async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, Process
 
 /// A blocking `Read` over chunks sent from async code.
 struct ChannelReader {
-    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Bytes>,
     current: Bytes,
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ChannelReader {
-    fn new(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+    fn new(chunks: mpsc::Receiver<Bytes>) -> Self {
         Self {
             chunks,
             current: Bytes::new(),
