@@ -22,6 +22,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`health`]: a file a running service keeps fresh, for health checks.
 //! - [`startup`]: waiting for PostgreSQL, SQS or S3 to answer at start-up.
+//! - [`retry`]: the one retry policy type, on backon.
 //! - [`exit`]: how a service reports the error that ends it.
 
 pub mod aws;
@@ -32,6 +33,7 @@ pub mod message;
 pub mod metrics;
 pub mod object;
 pub mod post;
+pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

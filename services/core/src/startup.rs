@@ -17,20 +17,27 @@
 //! |----------------|------------------|---------|
 //! | `STARTUP_WAIT` | `--startup-wait` | `60s`   |
 
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::Retryable as _;
 use clap::Args;
 use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::retry::Backoff;
+
 /// The default of `STARTUP_WAIT`: long enough for PostgreSQL's first
 /// initialisation of a new volume and a LocalStack start on a laptop.
 pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(60);
 
-/// The first pause between tries, doubled up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(250);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Pauses between tries: from 250 ms, doubling up to 5 s, drawn at random
+/// below that so that services started together do not knock together.
+const PAUSES: Backoff = Backoff {
+    first: Duration::from_millis(250),
+    max: Duration::from_secs(5),
+    attempts: None,
+    full_jitter: true,
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct StartupSettings {
@@ -85,19 +92,16 @@ where
     Fut: Future<Output = Result<T, Attempt<E>>>,
 {
     let deadline = Instant::now() + budget;
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(FIRST_PAUSE)
-        .with_max_delay(MAX_PAUSE)
-        .with_jitter()
-        .without_max_times();
     let result = attempt
-        .retry(backoff)
+        .retry(PAUSES.builder())
         .sleep(tokio::time::sleep)
         .when(|e| matches!(e, Attempt::NotReady(_)))
         // Never sleep past the deadline; none left, no more tries.
         .adjust(|_, pause| {
             let left = deadline.saturating_duration_since(Instant::now());
-            pause.filter(|_| !left.is_zero()).map(|p| p.min(left))
+            pause
+                .filter(|_| !left.is_zero())
+                .map(|p| PAUSES.jittered(p).min(left))
         })
         .notify(|e, pause| {
             if let Attempt::NotReady(e) = e {

@@ -6,9 +6,10 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use importer::settings::{Config, RetryPolicy};
+use importer::settings::Config;
 use importer::{ImportReport, Importer};
 use pipeline_core::message::ObjectMessage;
+use pipeline_core::retry::Backoff;
 use pipeline_store::schema::{applied_objects, posts};
 use std::collections::HashSet;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -24,10 +25,11 @@ fn config(aws: &TestAws, source: Url, page_size: Option<u32>) -> Config {
     let mut config = Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
     config.page_size = page_size.and_then(NonZeroU32::new);
     config.fetch_concurrency = NonZeroUsize::new(8).unwrap();
-    config.retry = RetryPolicy {
-        max_attempts: NonZeroU32::new(10).unwrap(),
-        base: Duration::from_millis(10),
+    config.retry = Backoff {
+        first: Duration::from_millis(10),
         max: Duration::from_millis(200),
+        attempts: NonZeroU32::new(10),
+        full_jitter: true,
     };
     config
 }

@@ -98,6 +98,24 @@ impl Setup {
             .unwrap()
     }
 
+    /// Waits until at least one object is applied, so that a cut lands
+    /// once the run is past its start-up checks and at work; returns how
+    /// many objects were applied by then.
+    async fn first_applied(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let applied = self.ledger().await.len();
+            if applied > 0 {
+                return applied;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing was applied"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn titles(&self) -> Vec<(i64, String)> {
         let mut conn = self.db.connect().await;
         posts::table
@@ -446,8 +464,9 @@ async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
     let stop = CancellationToken::new();
     let run = setup.run(config, setup.aws.clients.clone(), Mode::Serve, stop.clone());
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let before_the_cut = setup.first_applied().await;
         proxy.cut();
+        assert!(before_the_cut < 6, "the cut landed while work remained");
         tokio::time::sleep(Duration::from_secs(2)).await;
         proxy.slow_down(Duration::ZERO);
         proxy.restore();
@@ -491,9 +510,10 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
     let stop = CancellationToken::new();
     let run = setup.run(config, aws, Mode::Serve, stop.clone());
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let before_the_cut = setup.first_applied().await;
         // S3 and SQS both gone: receives, fetches, deletes and heartbeats fail.
         proxy.cut();
+        assert!(before_the_cut < 6, "the cut landed while work remained");
         tokio::time::sleep(Duration::from_secs(3)).await;
         proxy.slow_down(Duration::ZERO);
         proxy.restore();

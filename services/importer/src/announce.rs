@@ -6,7 +6,9 @@ use pipeline_core::aws::describe;
 use pipeline_core::contract::{attribute, string_attribute};
 use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
+use pipeline_core::retry::Backoff;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -18,8 +20,14 @@ use crate::archive::{self, LastArchived, PageState};
 
 /// SQS takes at most 10 messages per batch.
 pub const MAX_BATCH: usize = 10;
-/// Attempts for each message, the first included.
-const ATTEMPTS: u32 = 4;
+/// How a batch SQS did not take whole is sent again: four tries in all,
+/// pauses from 200 ms.
+const RESEND: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(2),
+    attempts: NonZeroU32::new(4),
+    full_jitter: true,
+};
 
 /// One archived page waiting to be announced.
 #[derive(Debug)]
@@ -212,10 +220,8 @@ async fn send_batch(
     let mut pending: Vec<usize> = (0..batch.len()).collect();
     let mut sent = Vec::with_capacity(batch.len());
     let mut last_error: HashMap<usize, String> = HashMap::new();
-    for attempt in 1..=ATTEMPTS {
-        if attempt > 1 {
-            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 2))).await;
-        }
+    let mut pauses = RESEND.pauses();
+    loop {
         let entries: Vec<SendMessageBatchRequestEntry> =
             pending.iter().map(|&i| entry(i, &batch[i])).collect();
         match sqs
@@ -251,8 +257,9 @@ async fn send_batch(
                 }
             }
         }
-        if pending.is_empty() {
-            break;
+        match pauses.next() {
+            Some(pause) if !pending.is_empty() => tokio::time::sleep(pause).await,
+            _ => break,
         }
     }
     let mut sent: HashMap<usize, String> = sent.into_iter().collect();

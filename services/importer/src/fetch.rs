@@ -1,7 +1,8 @@
 //! Fetching one page of the source, with retries, and checking it before
 //! anything is written.
 
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::Retryable as _;
+use pipeline_core::retry::Backoff;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
 use std::num::NonZeroUsize;
@@ -14,7 +15,6 @@ use tracing::warn;
 use url::Url;
 
 use crate::body::{self, Body, BodyWriter};
-use crate::settings::RetryPolicy;
 
 /// A Retry-After longer than this is not waited for in full.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -89,7 +89,7 @@ impl FetchError {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
-    retry: RetryPolicy,
+    retry: Backoff,
     /// One per request in flight to the API. A permit is held while a
     /// body arrives and given back before the body is checked, so that
     /// the next request does not wait on the CPU.
@@ -99,7 +99,7 @@ pub struct Fetcher {
 impl Fetcher {
     /// At most `concurrency` requests at a time, however many pages are
     /// being fetched.
-    pub fn new(http: reqwest::Client, retry: RetryPolicy, concurrency: NonZeroUsize) -> Self {
+    pub fn new(http: reqwest::Client, retry: Backoff, concurrency: NonZeroUsize) -> Self {
         Self {
             http,
             retry,
@@ -113,21 +113,17 @@ impl Fetcher {
     pub async fn fetch(&self, url: &Url) -> Result<Page, FetchError> {
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.retry.base)
-            .with_max_delay(self.retry.max)
-            .with_max_times(self.retry.max_attempts.get() as usize - 1);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
             self.attempt(url).await
         })
-        .retry(backoff)
+        .retry(self.retry.builder())
         .when(FetchError::is_retryable)
         .adjust(|e, delay| {
             let delay = delay?;
             Some(match e.retry_after() {
                 Some(after) => after.min(MAX_RETRY_AFTER),
-                None => delay.mul_f64(fastrand::f64()),
+                None => self.retry.jittered(delay),
             })
         })
         .notify(|e, delay| warn!(source.url = %url, "{e}; retrying in {delay:.1?}"))

@@ -22,6 +22,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::HealthSettings;
+use pipeline_core::retry::Backoff;
 use pipeline_core::settings::{
     AwsSettings, LogSettings, SettingError, defaults, parse_bucket_name, parse_http_url,
     parse_queue_url, required,
@@ -160,21 +161,14 @@ pub struct Config {
     pub every: Option<Duration>,
     pub page_size: Option<NonZeroU32>,
     pub fetch_concurrency: NonZeroUsize,
-    pub retry: RetryPolicy,
+    /// How a failed request to the API is tried again.
+    pub retry: Backoff,
     pub skip_unchanged: bool,
     pub gzip: bool,
     /// Touched while running, for `healthcheck`; `None` writes nothing.
     pub health_file: Option<PathBuf>,
     /// How long to wait at start for SQS and S3 to answer.
     pub startup_wait: Duration,
-}
-
-/// How a failed request is retried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: NonZeroU32,
-    pub base: Duration,
-    pub max: Duration,
 }
 
 impl Config {
@@ -208,10 +202,11 @@ impl Settings {
             every: self.every,
             page_size: self.page_size,
             fetch_concurrency: self.fetch_concurrency,
-            retry: RetryPolicy {
-                max_attempts: self.http_max_attempts,
-                base: self.http_retry_base,
+            retry: Backoff {
+                first: self.http_retry_base,
                 max: self.http_retry_max,
+                attempts: Some(self.http_max_attempts),
+                full_jitter: true,
             },
             skip_unchanged: self.skip_unchanged,
             gzip: self.gzip,

@@ -5,6 +5,7 @@
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use pipeline_core::message::Incoming;
 use pipeline_core::metrics::queue_name;
+use pipeline_core::retry::Backoff;
 use pipeline_core::trace_context;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -173,8 +174,13 @@ impl MessageHandler {
 /// The delay before the next try of a message received `attempts` times:
 /// `base`, doubling with each receive, at most [`MAX_RETRY_DELAY`].
 fn retry_delay(base: Duration, attempts: u32) -> Duration {
-    let doublings = attempts.clamp(1, 16) - 1;
-    (base * 2u32.pow(doublings)).min(MAX_RETRY_DELAY)
+    let policy = Backoff {
+        first: base,
+        max: MAX_RETRY_DELAY,
+        attempts: None,
+        full_jitter: false,
+    };
+    policy.pause_before(attempts.saturating_add(1))
 }
 
 /// The W3C trace context the sender put in the message's attributes.

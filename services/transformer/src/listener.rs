@@ -13,7 +13,7 @@
 //! the tests against LocalStack.
 
 use aws_sdk_sqs::types::Message;
-use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+use pipeline_core::retry::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,14 @@ use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue};
 /// waits for a message in hand to finish, or [`DRAIN_RECHECK`].
 const DRAIN_POLL: Duration = Duration::ZERO;
 const DRAIN_RECHECK: Duration = Duration::from_millis(50);
+
+/// Pauses while the queue cannot be reached: 1 s, 2 s, 4 s ... 30 s.
+const UNREACHABLE_QUEUE: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+    attempts: None,
+    full_jitter: false,
+};
 
 /// Once nothing is in hand, how long a pending receive is still given to
 /// return what it may have taken, so that it can be handed back.
@@ -113,7 +121,7 @@ pub struct Listener<'a, Q, H> {
     /// The last receive came back empty.
     found_nothing: bool,
     /// Pauses while the queue cannot be reached; `None` after a success.
-    backoff: Option<ExponentialBackoff>,
+    backoff: Option<Box<dyn Iterator<Item = Duration> + Send>>,
     /// Cancelled when the shutdown deadline passes: unfinished messages
     /// are then handed back to the queue.
     hand_back: CancellationToken,
@@ -313,14 +321,10 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
     /// Growing pauses while the queue cannot be reached, cut short by
     /// shutdown.
     async fn pause(&mut self) {
-        let delays = self.backoff.get_or_insert_with(|| {
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(Duration::from_secs(30))
-                .without_max_times()
-                .build()
-        });
-        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        let pauses = self
+            .backoff
+            .get_or_insert_with(|| Box::new(UNREACHABLE_QUEUE.pauses()));
+        let delay = pauses.next().unwrap_or(UNREACHABLE_QUEUE.max);
         tokio::select! {
             () = self.shutdown.cancelled() => {}
             () = tokio::time::sleep(delay) => {}
