@@ -1,8 +1,13 @@
 //! Tests of the whole path, in `tests/`, and what several of them share:
-//! which environment variables the binaries read, for the tests that check
-//! the compose file and the ECS task definitions against them.
+//! [`Pipeline`], one test's pipeline, and which environment variables the
+//! binaries read, for the tests that check the compose file and the ECS
+//! task definitions against them.
+
+mod pipeline;
 
 use std::collections::BTreeSet;
+
+pub use pipeline::{Pipeline, drain, import};
 
 /// Read by a library rather than by a command-line setting: the AWS SDK's
 /// credentials, the log filter, and the OpenTelemetry SDK's settings.

@@ -6,8 +6,8 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use e2e::{drain, import};
 use importer::settings::Config;
-use importer::{ImportReport, Importer};
 use pipeline_core::message::ObjectMessage;
 use pipeline_core::retry::Backoff;
 use pipeline_store::schema::{applied_objects, posts};
@@ -16,8 +16,6 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::{Duration, Instant};
 use testkit::fake_api::{self, FakeApi, Faults};
 use testkit::{TestAws, TestDb};
-use tokio_util::sync::CancellationToken;
-use transformer::{Mode, Transformer};
 use url::Url;
 
 /// Quick retries, and enough of them to ride out a 20% failure rate.
@@ -32,21 +30,6 @@ fn config(aws: &TestAws, source: Url, page_size: Option<u32>) -> Config {
         full_jitter: true,
     };
     config
-}
-
-async fn import(aws: &TestAws, config: Config) -> Result<ImportReport, importer::ImportError> {
-    Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-}
-
-async fn drain(aws: &TestAws, db: &TestDb) -> transformer::RunReport {
-    let config = transformer::settings::Config::new(aws.queue_url.clone(), db.url().clone());
-    Transformer::new(config, aws.clients.clone())
-        .run(Mode::Drain, CancellationToken::new())
-        .await
-        .unwrap()
 }
 
 async fn rows(db: &TestDb) -> Vec<(i64, i64, String, String)> {
@@ -373,7 +356,8 @@ async fn gzip_objects_are_stored_compressed_and_applied_the_same() {
 
     let report = import(&aws, config).await.unwrap();
 
-    let page = report.single();
+    assert_eq!(report.pages.len(), 1);
+    let page = &report.pages[0];
     let head = aws.head(&page.object.key).await;
     assert_eq!(head.content_encoding(), Some("gzip"));
     let stored = aws.object_bytes(&page.object.key).await;

@@ -6,26 +6,16 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use importer::Importer;
+use e2e::{drain, import};
 use importer::settings::Config;
 use pipeline_core::contract::{attribute, metadata};
 use pipeline_store::schema::{applied_objects, posts};
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
-use tokio_util::sync::CancellationToken;
-use transformer::{Mode, Transformer};
 
 /// About 20 MB as one answer: more than the importer keeps in memory and
 /// than the transformer reads whole, so both take their streaming paths.
 const POSTS: u32 = 60_000;
-
-async fn drain(aws: &TestAws, db: &TestDb) -> transformer::RunReport {
-    let config = transformer::settings::Config::new(aws.queue_url.clone(), db.url().clone());
-    Transformer::new(config, aws.clients.clone())
-        .run(Mode::Drain, CancellationToken::new())
-        .await
-        .unwrap()
-}
 
 async fn large_object_round_trip(gzip: bool) {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
@@ -42,13 +32,10 @@ async fn large_object_round_trip(gzip: bool) {
     );
     config.gzip = gzip;
 
-    let report = Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
+    let report = import(&aws, config).await.unwrap();
 
-    let page = report.single().clone();
+    assert_eq!(report.pages.len(), 1);
+    let page = report.pages[0].clone();
     assert!(
         page.bytes > importer::body::SPILL_BYTES,
         "{} bytes",

@@ -5,18 +5,13 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use importer::settings::Config as ImporterConfig;
-use importer::{ArchivedPage, Importer};
+use e2e::Pipeline;
 use pipeline_core::contract;
 use pipeline_core::message::ObjectMessage;
 use pipeline_store::schema::posts;
-use testkit::fake_api::{self, FakeApi};
-use testkit::{TestAws, TestDb};
+use testkit::fake_api;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 use transformer::process::{Context, ProcessError, apply_object};
-use transformer::settings::Config as TransformerConfig;
-use transformer::{Mode, RunReport, Transformer};
 
 /// Every column of `posts`.
 #[derive(Debug, Clone, PartialEq, Queryable)]
@@ -30,55 +25,9 @@ struct Row {
     loaded_at: OffsetDateTime,
 }
 
-/// One test's pipeline: its own database, bucket, queue and fake API.
-struct Pipeline {
-    db: TestDb,
-    aws: TestAws,
-    api: url::Url,
-}
-
-impl Pipeline {
-    async fn new() -> Self {
-        let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
-        let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-        Self { db, aws, api }
-    }
-
-    fn importer(&self, path: &str) -> Importer {
-        let config = ImporterConfig::new(
-            self.api.join(path).unwrap(),
-            self.aws.bucket.clone(),
-            self.aws.queue_url.clone(),
-        );
-        Importer::new(config, self.aws.clients.clone()).unwrap()
-    }
-
-    async fn import(&self, path: &str) -> ArchivedPage {
-        self.importer(path)
-            .import_once()
-            .await
-            .unwrap()
-            .single()
-            .clone()
-    }
-
-    fn transformer(&self) -> Transformer {
-        let config = TransformerConfig::new(self.aws.queue_url.clone(), self.db.url().clone());
-        Transformer::new(config, self.aws.clients.clone())
-    }
-
-    /// `transformer run --drain`.
-    async fn drain(&self) -> RunReport {
-        self.transformer()
-            .run(Mode::Drain, CancellationToken::new())
-            .await
-            .unwrap()
-    }
-
-    async fn rows(&self) -> Vec<Row> {
-        let mut conn = self.db.connect().await;
-        posts::table.order(posts::id).load(&mut conn).await.unwrap()
-    }
+async fn rows(pipeline: &Pipeline) -> Vec<Row> {
+    let mut conn = pipeline.db.connect().await;
+    posts::table.order(posts::id).load(&mut conn).await.unwrap()
 }
 
 /// The posts the fake API serves, as rows would hold them.
@@ -99,7 +48,7 @@ fn content(rows: &[Row]) -> Vec<(i64, i64, String, String)> {
 async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     let pipeline = Pipeline::new().await;
 
-    let report = pipeline.import("posts").await;
+    let report = pipeline.import_page("posts").await;
 
     // S3 keeps the exact bytes the API served, with their provenance.
     assert_eq!(pipeline.aws.keys().await, vec![report.object.key.clone()]);
@@ -146,7 +95,7 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
         (100, 0, 0)
     );
 
-    let rows = pipeline.rows().await;
+    let rows = rows(&pipeline).await;
     assert_eq!(content(&rows), expected_posts(0));
     for row in &rows {
         assert_eq!(row.source_object, report.object.to_string());
@@ -167,13 +116,13 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
 #[tokio::test]
 async fn the_same_message_twice_changes_nothing() {
     let pipeline = Pipeline::new().await;
-    pipeline.import("posts").await;
+    pipeline.import_page("posts").await;
     let body = pipeline.aws.peek_messages().await[0]
         .body()
         .unwrap()
         .to_owned();
     pipeline.drain().await;
-    let before = pipeline.rows().await;
+    let before = rows(&pipeline).await;
     assert_eq!(before.len(), 100);
 
     // A redelivery, as SQS may make at any time: same body, new message.
@@ -187,7 +136,7 @@ async fn the_same_message_twice_changes_nothing() {
         "the ledger answered: no row was even compared"
     );
     assert_eq!(
-        pipeline.rows().await,
+        rows(&pipeline).await,
         before,
         "not one column of one row changed, loaded_at included"
     );
@@ -196,18 +145,18 @@ async fn the_same_message_twice_changes_nothing() {
 #[tokio::test]
 async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
     let pipeline = Pipeline::new().await;
-    let first = pipeline.import("posts").await;
+    let first = pipeline.import_page("posts").await;
     pipeline.drain().await;
-    let before = pipeline.rows().await;
+    let before = rows(&pipeline).await;
 
-    let second = pipeline.import("posts?rev=1").await;
+    let second = pipeline.import_page("posts?rev=1").await;
     let run = pipeline.drain().await;
 
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
         (0, 14, 86)
     );
-    let after = pipeline.rows().await;
+    let after = rows(&pipeline).await;
     assert_eq!(content(&after), expected_posts(1));
     for (old, new) in before.iter().zip(&after) {
         if new.id % 7 == 0 {
@@ -232,12 +181,12 @@ async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
 #[tokio::test]
 async fn an_older_object_applied_late_never_overwrites_newer_rows() {
     let pipeline = Pipeline::new().await;
-    let older = pipeline.import("posts").await;
+    let older = pipeline.import_page("posts").await;
     // Hold the older message back, as a slow or delayed message would be.
     let older_body = pipeline.aws.take_bodies().await.remove(0);
-    pipeline.import("posts?rev=1").await;
+    pipeline.import_page("posts?rev=1").await;
     pipeline.drain().await;
-    let newest = pipeline.rows().await;
+    let newest = rows(&pipeline).await;
 
     pipeline.aws.send(&older_body).await;
     let run = pipeline.drain().await;
@@ -246,7 +195,7 @@ async fn an_older_object_applied_late_never_overwrites_newer_rows() {
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
         (0, 0, 100)
     );
-    assert_eq!(pipeline.rows().await, newest);
+    assert_eq!(rows(&pipeline).await, newest);
     assert!(
         newest
             .iter()
@@ -280,7 +229,7 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
     let run = pipeline.drain().await;
 
     assert_eq!(run.rows.inserted, 100);
-    let rows = pipeline.rows().await;
+    let rows = rows(&pipeline).await;
     assert_eq!(content(&rows), expected_posts(0));
     assert!(
         rows.iter()
@@ -291,7 +240,7 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
 #[tokio::test]
 async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     let pipeline = Pipeline::new().await;
-    let report = pipeline.import("posts").await;
+    let report = pipeline.import_page("posts").await;
     let cx = Context {
         s3: pipeline.aws.clients.s3.clone(),
         store: pipeline_store::Store::new(pipeline.db.url(), 1),
@@ -337,7 +286,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     );
 
     assert!(
-        pipeline.rows().await.is_empty(),
+        rows(&pipeline).await.is_empty(),
         "nothing refused was written"
     );
 }

@@ -6,138 +6,18 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use importer::settings::Config as ImporterConfig;
-use importer::{ArchivedPage, Importer};
-use pipeline_core::aws::AwsClients;
+use e2e::Pipeline;
 use pipeline_core::contract::attribute;
 use pipeline_store::DatabaseUrl;
-use pipeline_store::ledger::LedgerEntry;
-use pipeline_store::schema::{applied_objects, posts, quarantined_records};
+use pipeline_store::schema::quarantined_records;
 use std::num::NonZeroUsize;
 use std::time::Duration;
-use testkit::fake_api::{self, FakeApi};
+use testkit::TestAws;
+use testkit::fake_api;
 use testkit::proxy::Proxy;
-use testkit::{TestAws, TestDb};
 use tokio_util::sync::CancellationToken;
-use transformer::settings::Config;
-use transformer::{Mode, RunReport, Transformer};
+use transformer::Mode;
 use url::Url;
-
-struct Setup {
-    db: TestDb,
-    aws: TestAws,
-    api: Url,
-}
-
-impl Setup {
-    async fn new() -> Self {
-        let (db, aws) = tokio::join!(TestDb::new(), TestAws::new());
-        let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-        Self { db, aws, api }
-    }
-
-    async fn import(&self, path: &str) -> ArchivedPage {
-        let config = ImporterConfig::new(
-            self.api.join(path).unwrap(),
-            self.aws.bucket.clone(),
-            self.aws.queue_url.clone(),
-        );
-        let importer = Importer::new(config, self.aws.clients.clone()).unwrap();
-        importer.import_once().await.unwrap().single().clone()
-    }
-
-    /// The transformer's settings in tests: quick retries.
-    fn config(&self) -> Config {
-        let mut config = Config::new(self.aws.queue_url.clone(), self.db.url().clone());
-        config.retry_delay = Duration::from_secs(1);
-        config
-    }
-
-    async fn drain(&self) -> RunReport {
-        self.run(
-            self.config(),
-            self.aws.clients.clone(),
-            Mode::Drain,
-            CancellationToken::new(),
-        )
-        .await
-    }
-
-    async fn run(
-        &self,
-        config: Config,
-        aws: AwsClients,
-        mode: Mode,
-        stop: CancellationToken,
-    ) -> RunReport {
-        Transformer::new(config, aws).run(mode, stop).await.unwrap()
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut conn = self.db.connect().await;
-        let query = format!("SELECT count(*) AS n FROM {table}");
-        diesel::sql_query(query)
-            .get_result::<Count>(&mut conn)
-            .await
-            .unwrap()
-            .n
-    }
-
-    async fn ledger(&self) -> Vec<LedgerEntry> {
-        let mut conn = self.db.connect().await;
-        applied_objects::table
-            .select(LedgerEntry::as_select())
-            .order(applied_objects::applied_at)
-            .load(&mut conn)
-            .await
-            .unwrap()
-    }
-
-    /// Waits until at least one object is applied, so that a cut lands
-    /// once the run is past its start-up checks and at work; returns how
-    /// many objects were applied by then.
-    async fn first_applied(&self) -> usize {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let applied = self.ledger().await.len();
-            if applied > 0 {
-                return applied;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nothing was applied"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn titles(&self) -> Vec<(i64, String)> {
-        let mut conn = self.db.connect().await;
-        posts::table
-            .select((posts::id, posts::title))
-            .order(posts::id)
-            .load(&mut conn)
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `posts` has `n` rows, or panics after `timeout`.
-    async fn wait_for_rows(&self, n: i64, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.count("posts").await != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "posts never reached {n} rows"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
 
 fn post(id: i64, title: &str) -> String {
     format!(r#"{{"userId": 1, "id": {id}, "title": "{title}", "body": "b"}}"#)
@@ -145,8 +25,8 @@ fn post(id: i64, title: &str) -> String {
 
 #[tokio::test]
 async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once() {
-    let setup = Setup::new().await;
-    let report = setup.import("posts").await;
+    let setup = Pipeline::new().await;
+    let report = setup.import_page("posts").await;
     let body = setup.aws.peek_messages().await[0]
         .body()
         .unwrap()
@@ -177,7 +57,7 @@ async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once
 
 #[tokio::test]
 async fn duplicate_ids_in_one_object_the_last_occurrence_wins() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     let body = format!(
         "[{}, {}, {}]",
         post(1, "first"),
@@ -206,7 +86,7 @@ async fn duplicate_ids_in_one_object_the_last_occurrence_wins() {
 
 #[tokio::test]
 async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_ones_load() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     let huge = "x".repeat(300 * 1024);
     let records = [
         post(1, "good"),
@@ -275,8 +155,8 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
 
 #[tokio::test]
 async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_goes_on() {
-    let setup = Setup::new().await;
-    let good = setup.import("posts").await;
+    let setup = Pipeline::new().await;
+    let good = setup.import_page("posts").await;
     let bucket = &setup.aws.bucket;
     setup.aws.put("html.json", "<html>moved</html>").await;
     setup.aws.put("object.json", r#"{"posts": []}"#).await;
@@ -329,7 +209,7 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
         ids.push(setup.aws.send(body).await);
     }
     // All nine messages fit in one receive.
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(10).unwrap();
 
     let run = setup
@@ -382,7 +262,7 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
 
 #[tokio::test]
 async fn s3_event_notifications_are_applied_and_test_events_deleted() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     setup
         .aws
         .put("incoming/café au lait.json", fake_api::body(100, 0))
@@ -416,8 +296,8 @@ async fn s3_event_notifications_are_applied_and_test_events_deleted() {
 
 #[tokio::test]
 async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
-    let setup = Setup::new().await;
-    setup.import("posts").await;
+    let setup = Pipeline::new().await;
+    setup.import_page("posts").await;
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.cut();
@@ -425,7 +305,7 @@ async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
     let stop = CancellationToken::new();
     let run = {
         let stop = stop.clone();
-        let config = setup.config();
+        let config = setup.transformer_config();
         let setup = &setup;
         async move { setup.run(config, aws, Mode::Serve, stop).await }
     };
@@ -447,15 +327,15 @@ async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     for rev in 0..6 {
-        setup.import(&format!("posts?rev={rev}")).await;
+        setup.import_page(&format!("posts?rev={rev}")).await;
     }
     let mut direct = Url::parse(setup.db.url().expose()).unwrap();
     let postgres = direct.socket_addrs(|| None).unwrap()[0];
     let proxy = Proxy::start(postgres).await;
     direct.set_port(Some(proxy.addr().port())).unwrap();
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.database_url = direct.as_str().parse::<DatabaseUrl>().unwrap();
     config.concurrency = NonZeroUsize::new(2).unwrap();
     // Slow the database's answers so that the cut lands mid-run.
@@ -494,13 +374,13 @@ async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
 
 #[tokio::test]
 async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     for rev in 0..6 {
-        setup.import(&format!("posts?rev={rev}")).await;
+        setup.import_page(&format!("posts?rev={rev}")).await;
     }
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_through(&proxy).await;
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(2).unwrap();
     // Messages whose retry could not be scheduled (SQS was down too)
     // reappear after this.
@@ -540,12 +420,12 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
 
 #[tokio::test]
 async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
-    let setup = Setup::new().await;
-    setup.import("posts").await;
+    let setup = Pipeline::new().await;
+    setup.import_page("posts").await;
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.slow_down(Duration::from_secs(2));
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.visibility_timeout = Duration::from_secs(3);
 
     let stop = CancellationToken::new();
@@ -584,14 +464,14 @@ async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
 
 #[tokio::test]
 async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
-    let setup = Setup::new().await;
-    setup.import("posts").await;
+    let setup = Pipeline::new().await;
+    setup.import_page("posts").await;
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_with_s3_through(&proxy).await;
     // The 30 kB object arrives in chunks of 8 kB, one every 1.2 s: about
     // 5 s in all, more than twice the visibility timeout.
     proxy.slow_down(Duration::from_millis(1200));
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.visibility_timeout = Duration::from_secs(2);
 
     let report = setup
@@ -608,14 +488,14 @@ async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
 
 #[tokio::test]
 async fn it_never_holds_more_messages_than_it_can_work_on() {
-    let setup = Setup::new().await;
+    let setup = Pipeline::new().await;
     for rev in 0..8 {
-        setup.import(&format!("posts?rev={rev}")).await;
+        setup.import_page(&format!("posts?rev={rev}")).await;
     }
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_with_s3_through(&proxy).await;
     proxy.slow_down(Duration::from_millis(100));
-    let mut config = setup.config();
+    let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(2).unwrap();
 
     let done = CancellationToken::new();

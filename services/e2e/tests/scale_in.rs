@@ -7,7 +7,6 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use importer::Importer;
 use importer::settings::Config as ImporterConfig;
 use pipeline_store::schema::{applied_objects, posts};
 use std::num::NonZeroU32;
@@ -27,11 +26,7 @@ async fn import(aws: &TestAws, api: &Url, rev: u32) {
     let mut config = ImporterConfig::new(source, aws.bucket.clone(), aws.queue_url.clone());
     config.page_size = NonZeroU32::new(100);
     config.skip_unchanged = false;
-    Importer::new(config, aws.clients.clone())
-        .unwrap()
-        .import_once()
-        .await
-        .unwrap();
+    e2e::import(aws, config).await.unwrap();
 }
 
 async fn row_count(db: &TestDb) -> i64 {

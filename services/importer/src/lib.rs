@@ -81,15 +81,6 @@ impl ImportReport {
     pub fn bytes(&self) -> u64 {
         self.pages.iter().map(|p| p.bytes as u64).sum()
     }
-
-    /// The one page of a source that is not paginated.
-    ///
-    /// # Panics
-    /// When there is not exactly one.
-    pub fn single(&self) -> &ArchivedPage {
-        assert_eq!(self.pages.len(), 1, "expected exactly one page: {self:?}");
-        &self.pages[0]
-    }
 }
 
 /// An import in which at least one page failed. Every page not listed in

@@ -1,0 +1,194 @@
+//! A PostgreSQL database of a test's own.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use pipeline_store::DatabaseUrl;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::{env_url, run_detached, unique_name};
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: DatabaseUrl,
+}
+
+impl TestDb {
+    /// A new database with every migration applied.
+    pub async fn new() -> Self {
+        let template = template().await;
+        Self::create(&format!("TEMPLATE {template}")).await
+    }
+
+    /// A new database with no migration applied.
+    pub async fn empty() -> Self {
+        Self::create("TEMPLATE template0").await
+    }
+
+    async fn create(options: &str) -> Self {
+        crate::logs();
+        let name = unique_name("test").replace('-', "_");
+        let mut admin = admin().await;
+        diesel::sql_query(format!("CREATE DATABASE {name} {options}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        let url = db_url(&name)
+            .as_str()
+            .parse()
+            .expect("a valid database URL");
+        Self { name, url }
+    }
+
+    /// The URL of this database, as `DATABASE_URL` would give it.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// The URL of this database through another port of 127.0.0.1 (a
+    /// [`proxy::Proxy`]'s, or one where nothing listens), password included.
+    pub fn url_through(&self, port: u16) -> String {
+        let mut url = Url::parse(self.url.expose()).expect("a valid database URL");
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(port)).expect("a port");
+        url.to_string()
+    }
+
+    /// The number a query counts, as `SELECT count(*) AS n ...`.
+    pub async fn count(&self, query: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.connect().await;
+        diesel::sql_query(query)
+            .get_result::<Count>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .n
+    }
+
+    pub async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(self.url.expose())
+            .await
+            .expect("connecting to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(move || async move {
+            let mut admin = admin().await;
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        });
+    }
+}
+
+fn db_url(name: &str) -> Url {
+    let mut url = env_url("TEST_DATABASE_URL");
+    url.set_path(&format!("/{name}"));
+    url
+}
+
+async fn admin() -> AsyncPgConnection {
+    let url = env_url("TEST_DATABASE_URL");
+    AsyncPgConnection::establish(url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to TEST_DATABASE_URL: {e}"))
+}
+
+/// The name of a database with every migration applied, created once per
+/// set of migrations. An advisory lock keeps concurrent test processes from
+/// creating it twice; nobody stays connected to it, so it can be cloned.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("pipeline_template_{}", &migrations_hash()[..16]);
+            let mut admin = admin().await;
+            diesel::sql_query("SELECT pg_advisory_lock(7324)")
+                .execute(&mut admin)
+                .await
+                .expect("lock");
+            let exists: i64 = {
+                use diesel::sql_types::{BigInt, Text};
+                #[derive(diesel::QueryableByName)]
+                struct Count {
+                    #[diesel(sql_type = BigInt)]
+                    n: i64,
+                }
+                diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+                    .bind::<Text, _>(&name)
+                    .get_result::<Count>(&mut admin)
+                    .await
+                    .expect("query pg_database")
+                    .n
+            };
+            if exists == 0 {
+                let building = format!("{name}_building");
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("drop a half-built template");
+                diesel::sql_query(format!("CREATE DATABASE {building}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the template");
+                let url: DatabaseUrl = db_url(&building).as_str().parse().expect("valid URL");
+                pipeline_store::migrations::run_pending(&url, std::time::Duration::ZERO)
+                    .await
+                    .expect("migrate the template");
+                // Renamed only once complete, so a crash never leaves a half-migrated template.
+                diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("rename the template");
+            }
+            diesel::sql_query("SELECT pg_advisory_unlock(7324)")
+                .execute(&mut admin)
+                .await
+                .expect("unlock");
+            name
+        })
+        .await
+}
+
+fn migrations_hash() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(
+            file.strip_prefix(&dir)
+                .unwrap()
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hasher.update(std::fs::read(&file).unwrap());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
