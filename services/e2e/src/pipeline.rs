@@ -84,13 +84,15 @@ impl Pipeline {
     /// (in drain mode) the queue is empty.
     pub async fn run(
         &self,
-        config: TransformerConfig,
+        mut config: TransformerConfig,
         aws: AwsClients,
         mode: Mode,
         stop: CancellationToken,
     ) -> RunReport {
+        config.mode = mode;
         Transformer::new(config, aws)
-            .run(mode, stop)
+            .expect("a transformer")
+            .run(stop)
             .await
             .expect("the run")
     }
@@ -166,9 +168,11 @@ pub async fn import(aws: &TestAws, config: ImporterConfig) -> Result<ImportRepor
 /// `transformer run --drain` over `aws`'s queue into `db`, with the
 /// transformer's defaults.
 pub async fn drain(aws: &TestAws, db: &TestDb) -> RunReport {
-    let config = TransformerConfig::new(aws.queue_url.clone(), db.url().clone());
+    let mut config = TransformerConfig::new(aws.queue_url.clone(), db.url().clone());
+    config.mode = Mode::Drain;
     Transformer::new(config, aws.clients.clone())
-        .run(Mode::Drain, CancellationToken::new())
+        .expect("a transformer")
+        .run(CancellationToken::new())
         .await
         .expect("the run")
 }

@@ -15,9 +15,9 @@ use testkit::ecs_agent::FakeAgent;
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
 use tokio_util::sync::CancellationToken;
+use transformer::Transformer;
 use transformer::protection::{EXPIRY, IDLE_GRACE};
 use transformer::settings::Config;
-use transformer::{Mode, Transformer};
 use url::Url;
 
 /// Imports `posts` posts of revision `rev` in pages of 100: one message each.
@@ -78,8 +78,8 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
     let mut config = Config::new(aws.queue_url.clone(), db.url().clone());
     config.ecs_agent_uri = Some(agent.uri().clone());
     let stop = CancellationToken::new();
-    let transformer = Transformer::new(config, aws.clients.clone());
-    let run = tokio::spawn(transformer.run(Mode::Serve, stop.clone()));
+    let transformer = Transformer::new(config, aws.clients.clone()).unwrap();
+    let run = tokio::spawn(transformer.run(stop.clone()));
 
     // Ten messages applied, then nothing in hand: released after the grace.
     wait_until("1,000 rows", Duration::from_secs(30), async || {
@@ -140,7 +140,7 @@ async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
     config.concurrency = std::num::NonZeroUsize::new(2).unwrap();
     let stop = CancellationToken::new();
     let clients = TestAws::clients_with_s3_through(&s3).await;
-    let run = tokio::spawn(Transformer::new(config, clients).run(Mode::Serve, stop.clone()));
+    let run = tokio::spawn(Transformer::new(config, clients).unwrap().run(stop.clone()));
 
     wait_until("1,000 rows", Duration::from_secs(60), async || {
         row_count(&db).await == 1_000

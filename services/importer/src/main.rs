@@ -1,6 +1,6 @@
 use anyhow::Context as _;
+use importer::Importer;
 use importer::settings::{Cli, Command, Config};
-use importer::{Importer, run};
 use pipeline_core::aws::AwsClients;
 use pipeline_core::{exit, health, settings, shutdown};
 use std::process::ExitCode;
@@ -26,7 +26,5 @@ fn main() -> ExitCode {
 async fn start(cli: Cli, config: Config) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
-    let every = config.every;
-    let importer = Importer::new(config, aws)?;
-    run(&importer, every, shutdown).await
+    Importer::new(config, aws)?.run(shutdown).await
 }

@@ -79,7 +79,7 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn new(mut config: Config, aws: AwsClients) -> Self {
+    pub fn new(mut config: Config, aws: AwsClients) -> anyhow::Result<Self> {
         if let Some(secret_id) = &config.database_secret {
             config.database_url = secret::with_secret(config.database_url, &aws, secret_id);
         }
@@ -92,12 +92,12 @@ impl Transformer {
             s3: aws.s3.clone(),
             store: Store::new(&config.database_url, config.concurrency.get()),
         };
-        Self {
+        Ok(Self {
             config,
             aws,
             queue,
             cx,
-        }
+        })
     }
 
     /// Checks, before any message is taken, that the database is reachable
@@ -122,11 +122,8 @@ impl Transformer {
     /// Receives and applies messages until `shutdown` is cancelled or, in
     /// [`Mode::Drain`], until the queue is drained. Then finishes the
     /// messages in hand, within the shutdown deadline, and returns.
-    pub async fn run(
-        mut self,
-        mode: Mode,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<RunReport> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+        let mode = self.config.mode;
         self.check().await?;
         self.find_dead_letter_queue().await;
         let config = &self.config;

@@ -38,17 +38,16 @@ fn main() -> ExitCode {
             config.health_file = Some(cli.health.path("transformer"));
             config.startup_wait = cli.startup.wait;
             settings::or_exit(cli.aws.region());
-            let mode = if drain { Mode::Drain } else { Mode::Serve };
-            exit::run(cli.log.format, "transformer", run(&cli, config, mode))
+            if drain {
+                config.mode = Mode::Drain;
+            }
+            exit::run(cli.log.format, "transformer", run(&cli, config))
         }
     }
 }
 
-async fn run(cli: &Cli, config: Config, mode: Mode) -> anyhow::Result<()> {
+async fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
-    Transformer::new(config, aws)
-        .run(mode, shutdown)
-        .await
-        .map(drop)
+    Transformer::new(config, aws)?.run(shutdown).await.map(drop)
 }

@@ -25,6 +25,8 @@ use pipeline_core::settings::{
 };
 use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
 use pipeline_store::DatabaseUrl;
+
+use crate::Mode;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -167,6 +169,8 @@ pub struct Settings {
 /// The settings `transformer run` needs, all present and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Until shutdown, or (`--drain`) until the queue is empty.
+    pub mode: Mode,
     pub queue_url: Url,
     pub database_url: DatabaseUrl,
     /// Secrets Manager secret with the database password; `None`: the URL's.
@@ -216,6 +220,7 @@ impl Settings {
 
     pub fn resolve(&self) -> Result<Config, SettingError> {
         Ok(Config {
+            mode: Mode::Serve,
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
             database_url: self.database_url()?,
             database_secret: self.database_secret.clone(),

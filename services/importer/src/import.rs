@@ -1,0 +1,411 @@
+//! One import: the pages fetched, archived and handed to the announcer,
+//! then matched with what it confirmed.
+
+use futures::StreamExt as _;
+use futures::future::Either;
+use pipeline_core::object::ObjectRef;
+use pipeline_core::trace_context;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tracing::{info, instrument, warn};
+use url::Url;
+
+use crate::announce::{self, Announced, Announcement, Announcer};
+use crate::archive::{self, Provenance};
+use crate::fetch::{self, Page, page_url};
+use crate::{ArchivedPage, ImportError, ImportReport, Importer};
+
+/// How one page ended, before the announcer has answered.
+enum PageOutcome {
+    Archived(ArchivedPage),
+    Skipped,
+    Failed(String),
+}
+
+/// A source whose size the first page told: every page can be asked for.
+struct Known {
+    first: Page,
+    /// The first wave's other pages.
+    rest_of_wave: Vec<(Url, Result<Page, String>)>,
+    pages: u32,
+    /// Records per page.
+    limit: u32,
+}
+
+/// Where a page-by-page walk starts: after the first page.
+struct Walk {
+    first_url: Url,
+    /// The first page's `Link: rel="next"`.
+    next: Option<Url>,
+    /// Records on the first page.
+    count: u64,
+    /// Pages of the first wave, by URL: used if the walk reaches them.
+    prefetched: HashMap<Url, Result<Page, String>>,
+}
+
+impl Importer {
+    /// Fetches, archives and announces every page of the source once.
+    #[instrument(name = "import", skip_all, fields(source.url = %self.config.source_url))]
+    pub async fn import_once(&self) -> Result<ImportReport, ImportError> {
+        let started = Instant::now();
+        let retries = AtomicU64::new(0);
+        let (ready, announcer) =
+            Announcer::spawn(self.outbox.clone(), self.aws.s3.clone(), self.state.clone());
+        let outcomes = self.fetch_and_archive(&retries, &ready).await;
+        drop(ready);
+        let announced = announcer.finish().await;
+        let mut report = self.settle(outcomes, announced).await;
+        report.retries = retries.load(Ordering::Relaxed);
+        report.duration = started.elapsed();
+        report.log(&self.config.source_url);
+        if report.failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(ImportError {
+                report: Box::new(report),
+            })
+        }
+    }
+
+    /// Every page of the source, fetched and archived, each handed to the
+    /// announcer as it is archived.
+    async fn fetch_and_archive(
+        &self,
+        retries: &AtomicU64,
+        ready: &mpsc::Sender<Announcement>,
+    ) -> Vec<PageOutcome> {
+        let page_size = self.config.page_size.map(|n| n.get());
+        let mut wave = self.first_wave(retries).await;
+        let rest_of_wave = wave.split_off(1);
+        let Some((first_url, first)) = wave.pop() else {
+            return Vec::new();
+        };
+        let first = match first {
+            Err(e) => return vec![PageOutcome::Failed(e)],
+            Ok(first) => first,
+        };
+        if let (Some(limit), Some(total)) = (page_size, first.total) {
+            // The number of pages is known: fetch the rest at once.
+            let pages = total.div_ceil(u64::from(limit)).min(u64::from(u32::MAX)) as u32;
+            let known = Known {
+                first,
+                rest_of_wave,
+                pages,
+                limit,
+            };
+            return self.archive_known(known, retries, ready).await;
+        }
+        let walk = Walk {
+            first_url,
+            next: first.next.clone(),
+            count: first.record_count,
+            prefetched: rest_of_wave.into_iter().collect(),
+        };
+        let mut outcomes = vec![self.archive(first, ready).await];
+        self.follow(walk, retries, ready, &mut outcomes).await;
+        outcomes
+    }
+
+    /// With page numbers, the first wave asks for FETCH_CONCURRENCY pages at
+    /// once instead of waiting a round trip for page 1 to tell how many
+    /// there are. Pages past the end come back empty and are dropped.
+    async fn first_wave(&self, retries: &AtomicU64) -> Vec<(Url, Result<Page, String>)> {
+        let config = &self.config;
+        let urls: Vec<Url> = match config.page_size {
+            Some(limit) => (1..=self.width_in_pages())
+                .map(|n| page_url(&config.source_url, n, limit.get()))
+                .collect(),
+            None => vec![config.source_url.clone()],
+        };
+        futures::future::join_all(urls.into_iter().map(|url| async {
+            let fetched = self.fetch(&url, retries).await;
+            (url, fetched)
+        }))
+        .await
+    }
+
+    /// FETCH_CONCURRENCY, as a count of pages.
+    fn width_in_pages(&self) -> u32 {
+        self.config.fetch_concurrency.get().min(u32::MAX as usize) as u32
+    }
+
+    /// Fetches the pages not in the first wave and archives them all.
+    ///
+    /// Two stages joined by a channel FETCH_CONCURRENCY wide: a page being
+    /// archived does not hold up the fetching of the next. (Chained
+    /// directly, the archive stage would stop polling, and so stall, the
+    /// fetches in flight whenever it is full.) The fetch stage is twice as
+    /// wide as the requests the fetcher lets through, so that the pages
+    /// being checked do not leave a request slot idle.
+    async fn archive_known(
+        &self,
+        known: Known,
+        retries: &AtomicU64,
+        ready: &mpsc::Sender<Announcement>,
+    ) -> Vec<PageOutcome> {
+        let width = self.config.fetch_concurrency.get();
+        let fetched = std::iter::once(Ok(known.first)).chain(
+            known
+                .rest_of_wave
+                .into_iter()
+                .take(known.pages.saturating_sub(1) as usize)
+                .map(|(_, fetched)| fetched),
+        );
+        let to_fetch = (self.width_in_pages() + 1..=known.pages).map(|n| {
+            let url = page_url(&self.config.source_url, n, known.limit);
+            async move { self.fetch(&url, retries).await }
+        });
+        let (fetched_tx, fetched_rx) = futures::channel::mpsc::channel(width);
+        let fetching = futures::stream::iter(fetched)
+            .map(|f| Either::Left(futures::future::ready(f)))
+            .chain(futures::stream::iter(to_fetch).map(Either::Right))
+            .buffer_unordered(2 * width)
+            .map(Ok)
+            .forward(fetched_tx);
+        let archiving = fetched_rx
+            .map(|fetched| async {
+                match fetched {
+                    Ok(page) => self.archive(page, ready).await,
+                    Err(e) => PageOutcome::Failed(e),
+                }
+            })
+            .buffer_unordered(width)
+            .collect::<Vec<PageOutcome>>();
+        // The receiver lives until every page is archived, so forwarding
+        // cannot fail.
+        let (_, outcomes) = tokio::join!(fetching, archiving);
+        outcomes
+    }
+
+    /// Matches each page with what the announcer confirmed. A page archived
+    /// but never confirmed (the announcer died first) is as unannounced as
+    /// one SQS refused: its object is removed and the page fails.
+    async fn settle(&self, outcomes: Vec<PageOutcome>, announced: Announced) -> ImportReport {
+        let Announced {
+            mut message_ids,
+            failed,
+            died,
+        } = announced;
+        let mut report = ImportReport::default();
+        let mut unconfirmed = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                PageOutcome::Archived(mut page) => match message_ids.remove(&page.url) {
+                    Some(id) => {
+                        page.message_id = id;
+                        report.pages.push(page);
+                    }
+                    // Already in the announcer's failures, withdrawn.
+                    None if failed.iter().any(|(url, _)| *url == page.url) => {}
+                    None => unconfirmed.push(page.object),
+                },
+                PageOutcome::Skipped => report.skipped += 1,
+                PageOutcome::Failed(reason) => report.failures.push(reason),
+            }
+        }
+        let died = died.as_deref().unwrap_or("the announcer stopped");
+        let withdrawn = futures::stream::iter(unconfirmed)
+            .map(|object| {
+                let reason = format!(
+                    "archived {object} but {died} before announcing it on {}",
+                    self.config.queue_url
+                );
+                async move { announce::withdraw(&self.aws.s3, &object, reason).await }
+            })
+            .buffer_unordered(self.config.fetch_concurrency.get())
+            .collect::<Vec<String>>()
+            .await;
+        let not_announced = failed
+            .into_iter()
+            .map(|(_, reason)| reason)
+            .chain(withdrawn);
+        for reason in not_announced {
+            self.metrics.error("announce");
+            report.failures.push(reason);
+        }
+        self.metrics.messages_sent.add(
+            report.pages.len() as u64,
+            &pipeline_core::metrics::sqs("send", &self.config.queue_url),
+        );
+        report
+    }
+
+    /// Follows `Link: rel="next"`, or with a page size and no link, asks for
+    /// the next page while pages come back full. In order: each page says
+    /// where the next one is.
+    async fn follow(
+        &self,
+        walk: Walk,
+        retries: &AtomicU64,
+        ready: &mpsc::Sender<Announcement>,
+        outcomes: &mut Vec<PageOutcome>,
+    ) {
+        let Walk {
+            first_url,
+            mut next,
+            mut count,
+            mut prefetched,
+        } = walk;
+        let page_size = self.config.page_size.map(|n| n.get());
+        let mut visited = HashSet::from([first_url]);
+        let mut number = 1;
+        loop {
+            number += 1;
+            let url = match (next.take(), page_size) {
+                (Some(url), _) => url,
+                (None, Some(limit)) if count == u64::from(limit) => {
+                    page_url(&self.config.source_url, number, limit)
+                }
+                _ => return,
+            };
+            // A link back to a page already seen would loop forever.
+            if !visited.insert(url.clone()) {
+                return;
+            }
+            let fetched = match prefetched.remove(&url) {
+                Some(fetched) => fetched,
+                None => self.fetch(&url, retries).await,
+            };
+            match fetched {
+                Err(e) => {
+                    // Without this page there is no link to the next one.
+                    outcomes.push(PageOutcome::Failed(e));
+                    return;
+                }
+                Ok(page) if page.record_count == 0 => return,
+                Ok(page) => {
+                    next = page.next.clone();
+                    count = page.record_count;
+                    outcomes.push(self.archive(page, ready).await);
+                }
+            }
+        }
+    }
+
+    #[instrument(name = "fetch page", skip_all, fields(url.full = %url))]
+    async fn fetch(&self, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
+        let result = self.fetcher.fetch(url).await;
+        let attempts = match &result {
+            Ok(page) => page.attempts,
+            Err(fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
+            Err(_) => 1,
+        };
+        let retried = u64::from(attempts.saturating_sub(1));
+        retries.fetch_add(retried, Ordering::Relaxed);
+        self.metrics.fetch_retries.add(retried, &[]);
+        match &result {
+            Ok(page) => self.metrics.records_fetched.add(page.record_count, &[]),
+            Err(_) => self.metrics.error("fetch"),
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    /// Whether the page's bytes are those last archived for its URL (with
+    /// SKIP_UNCHANGED). When that cannot be told, the page is archived.
+    async fn is_unchanged(&self, page: &Page) -> bool {
+        let Some(state) = &self.state else {
+            return false;
+        };
+        match state.get(&page.url).await {
+            Ok(Some(last)) if last.sha256 == page.sha256 => {
+                info!(
+                    source.url = %page.url,
+                    "Page {} is unchanged since s3://{}/{}: skipped",
+                    page.url,
+                    self.config.bucket,
+                    last.key
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                warn!("{e}; archiving {} anyway", page.url);
+                false
+            }
+        }
+    }
+
+    /// Archives a page (unless it is unchanged) and queues its message.
+    #[instrument(name = "archive page", skip_all, fields(url.full = %page.url, otel.kind = "producer"))]
+    async fn archive(&self, page: Page, ready: &mpsc::Sender<Announcement>) -> PageOutcome {
+        let config = &self.config;
+        let sha256 = page.sha256.clone();
+        if let Some(first_bad) = &page.first_bad {
+            warn!(
+                records.bad = page.bad_records,
+                "{} of {} records from {} are not valid posts ({first_bad}); archived anyway: the transformer quarantines them",
+                page.bad_records,
+                page.record_count,
+                page.url,
+            );
+        }
+        if self.is_unchanged(&page).await {
+            return PageOutcome::Skipped;
+        }
+
+        let object = ObjectRef::new(
+            &config.bucket,
+            archive::object_key(&config.key_prefix, page.fetched_at),
+        );
+        let bytes = page.body.len() as usize;
+        // The transformer continues this span's trace.
+        let trace = trace_context::current();
+        let provenance = Provenance {
+            source_url: &page.url,
+            fetched_at: page.fetched_at,
+            record_count: page.record_count,
+            trace: &trace,
+        };
+        let put = archive::put(
+            &self.aws.s3,
+            &object,
+            &page.body,
+            &sha256,
+            provenance,
+            config.gzip,
+        );
+        if let Err(e) = put.await {
+            self.metrics.error("archive");
+            return PageOutcome::Failed(e.to_string());
+        }
+        self.metrics.objects_archived.add(1, &[]);
+        self.metrics.records_archived.add(page.record_count, &[]);
+        info!(
+            source.url = %page.url,
+            s3.bucket = %object.bucket,
+            s3.key = %object.key,
+            records = page.record_count,
+            bytes,
+            attempts = page.attempts,
+            duration_ms = page.duration.as_millis() as u64,
+            "Archived {} records ({bytes} bytes) from {} to {object} in {:.1?}",
+            page.record_count,
+            page.url,
+            page.duration,
+        );
+        let message = announce::message_for(
+            &object,
+            &sha256,
+            page.record_count,
+            &page.url,
+            page.fetched_at,
+        );
+        let announcement = Announcement {
+            page_url: page.url.clone(),
+            message,
+            trace,
+        };
+        // If the announcer is gone, the page is settled as unconfirmed.
+        let _ = ready.send(announcement).await;
+        PageOutcome::Archived(ArchivedPage {
+            url: page.url,
+            object,
+            message_id: String::new(),
+            record_count: page.record_count,
+            bytes,
+            sha256,
+        })
+    }
+}
