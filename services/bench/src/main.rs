@@ -7,7 +7,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use url::Url;
 
 /// Downloads pages 1..=PAGES of SOURCE_URL (`_page`, `_limit`) and discards them.
@@ -26,7 +26,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let http = reqwest::Client::builder().build()?;
+    // The importer's own client, with HTTP_TIMEOUT's default.
+    let http = importer::fetch::http_client(Duration::from_secs(30))?;
     let started = Instant::now();
     let sizes: Vec<anyhow::Result<usize>> = futures::stream::iter(1..=cli.pages)
         .map(|page| {

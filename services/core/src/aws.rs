@@ -82,12 +82,6 @@ fn endpoint_str(url: &Url) -> &str {
     url.as_str().trim_end_matches('/')
 }
 
-/// Renders an SDK error with its whole cause chain on one line: the SDK's
-/// own `Display` says only "dispatch failure" or "service error".
-pub fn describe(error: &(dyn Error + 'static)) -> String {
-    crate::error_chain(error)
-}
-
 /// Whether a failed AWS call may succeed if tried again: the service could
 /// not be reached, timed out, sent a broken answer, or answered 5xx or 429.
 /// Any other answer (no such queue or bucket, access denied) is definitive.
@@ -135,7 +129,7 @@ where
             let error = CheckError {
                 resource: resource.clone(),
                 via: via.to_owned(),
-                reason: explained.map_or_else(|| describe(&e), str::to_owned),
+                reason: explained.map_or_else(|| crate::error_chain(&e), str::to_owned),
             };
             if may_pass(&e) {
                 Attempt::NotReady(error)

@@ -7,6 +7,7 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use e2e::Pipeline;
+use pipeline_core::aws::AwsClients;
 use pipeline_core::contract::attribute;
 use pipeline_store::DatabaseUrl;
 use pipeline_store::schema::quarantined_records;
@@ -325,76 +326,25 @@ async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
     assert!(setup.aws.dead_letters().await.is_empty());
 }
 
-#[tokio::test]
-async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = Pipeline::new().await;
-    for rev in 0..6 {
-        setup.import_page(&format!("posts?rev={rev}")).await;
-    }
-    let mut direct = Url::parse(setup.db.url().expose()).unwrap();
-    let postgres = direct.socket_addrs(|| None).unwrap()[0];
-    let proxy = Proxy::start(postgres).await;
-    direct.set_port(Some(proxy.addr().port())).unwrap();
-    let mut config = setup.transformer_config();
-    config.database_url = direct.as_str().parse::<DatabaseUrl>().unwrap();
+/// Six revisions of the posts, one object each, applied in serve mode with
+/// two in hand, while `proxy` is cut for `outage` once the first object is
+/// applied. Then every object ends applied once, the last revision wins,
+/// nothing is dead-lettered and the queue ends empty.
+async fn ride_out(
+    setup: &Pipeline,
+    proxy: &Proxy,
+    mut config: transformer::settings::Config,
+    aws: AwsClients,
+    outage: Duration,
+) {
     config.concurrency = NonZeroUsize::new(2).unwrap();
-    // Slow the database's answers so that the cut lands mid-run.
-    proxy.slow_down(Duration::from_millis(30));
-
-    let stop = CancellationToken::new();
-    let run = setup.run(config, setup.aws.clients.clone(), Mode::Serve, stop.clone());
-    let outage = async {
-        let before_the_cut = setup.first_applied().await;
-        proxy.cut();
-        assert!(before_the_cut < 6, "the cut landed while work remained");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        proxy.slow_down(Duration::ZERO);
-        proxy.restore();
-        // The last object wins: every 7th title is at revision 5.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while setup.ledger().await.len() < 6 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not every object was applied"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        stop.cancel();
-    };
-    let (report, ()) = tokio::join!(run, outage);
-
-    assert_eq!(report.dead_lettered, 0, "{report:?}");
-    let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
-        .into_iter()
-        .map(|p| (p.id, p.title))
-        .collect();
-    assert_eq!(setup.titles().await, expected);
-    assert_eq!(setup.aws.message_count().await, 0);
-}
-
-#[tokio::test]
-async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = Pipeline::new().await;
-    for rev in 0..6 {
-        setup.import_page(&format!("posts?rev={rev}")).await;
-    }
-    let proxy = Proxy::to_localstack().await;
-    let aws = TestAws::clients_through(&proxy).await;
-    let mut config = setup.transformer_config();
-    config.concurrency = NonZeroUsize::new(2).unwrap();
-    // Messages whose retry could not be scheduled (SQS was down too)
-    // reappear after this.
-    config.visibility_timeout = Duration::from_secs(5);
-    proxy.slow_down(Duration::from_millis(50));
-
     let stop = CancellationToken::new();
     let run = setup.run(config, aws, Mode::Serve, stop.clone());
-    let outage = async {
+    let fault = async {
         let before_the_cut = setup.first_applied().await;
-        // S3 and SQS both gone: receives, fetches, deletes and heartbeats fail.
         proxy.cut();
         assert!(before_the_cut < 6, "the cut landed while work remained");
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(outage).await;
         proxy.slow_down(Duration::ZERO);
         proxy.restore();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -407,15 +357,56 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
         }
         stop.cancel();
     };
-    let (report, ()) = tokio::join!(run, outage);
+    let (report, ()) = tokio::join!(run, fault);
 
     assert_eq!(report.dead_lettered, 0, "{report:?}");
+    // The last object wins: every 7th title is at revision 5.
     let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
         .into_iter()
         .map(|p| (p.id, p.title))
         .collect();
     assert_eq!(setup.titles().await, expected);
+    assert_eq!(setup.aws.message_count().await, 0);
     assert!(setup.aws.dead_letters().await.is_empty());
+}
+
+async fn six_revisions() -> Pipeline {
+    let setup = Pipeline::new().await;
+    for rev in 0..6 {
+        setup.import_page(&format!("posts?rev={rev}")).await;
+    }
+    setup
+}
+
+#[tokio::test]
+async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
+    let setup = six_revisions().await;
+    let mut direct = Url::parse(setup.db.url().expose()).unwrap();
+    let postgres = direct.socket_addrs(|| None).unwrap()[0];
+    let proxy = Proxy::start(postgres).await;
+    direct.set_port(Some(proxy.addr().port())).unwrap();
+    let mut config = setup.transformer_config();
+    config.database_url = direct.as_str().parse::<DatabaseUrl>().unwrap();
+    // Slow the database's answers so that the cut lands mid-run.
+    proxy.slow_down(Duration::from_millis(30));
+
+    let aws = setup.aws.clients.clone();
+    ride_out(&setup, &proxy, config, aws, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
+    let setup = six_revisions().await;
+    // S3 and SQS both: receives, fetches, deletes and heartbeats fail.
+    let proxy = Proxy::to_localstack().await;
+    let aws = TestAws::clients_through(&proxy).await;
+    let mut config = setup.transformer_config();
+    // Messages whose retry could not be scheduled (SQS was down too)
+    // reappear after this.
+    config.visibility_timeout = Duration::from_secs(5);
+    proxy.slow_down(Duration::from_millis(50));
+
+    ride_out(&setup, &proxy, config, aws, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]

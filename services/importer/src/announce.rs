@@ -2,8 +2,8 @@
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::future::BoxFuture;
-use pipeline_core::aws::describe;
 use pipeline_core::contract::{attribute, string_attribute};
+use pipeline_core::error_chain;
 use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::retry::Backoff;
@@ -251,7 +251,7 @@ async fn send_batch(
                 }
             }
             Err(e) => {
-                let reason = describe(&e);
+                let reason = error_chain(&e);
                 for &index in &pending {
                     last_error.insert(index, reason.clone());
                 }

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use pipeline_core::aws::describe;
 use pipeline_core::contract::{metadata as meta, sha256_hex};
+use pipeline_core::error_chain;
 use pipeline_core::object::ObjectRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -116,7 +116,7 @@ pub async fn put(
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| failed(describe(&e)))
+                .map_err(|e| failed(error_chain(&e)))
         }
         Body::File { .. } => {
             let reader = body
@@ -176,7 +176,7 @@ async fn multipart(
     let upload_id = create
         .send()
         .await
-        .map_err(|e| format!("starting a multipart upload: {}", describe(&e)))?
+        .map_err(|e| format!("starting a multipart upload: {}", error_chain(&e)))?
         .upload_id
         .ok_or("S3 gave no upload id")?;
     match upload_parts(s3, object, &upload_id, reader, gzip).await {
@@ -193,7 +193,7 @@ async fn multipart(
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("completing the multipart upload: {}", describe(&e))),
+            .map_err(|e| format!("completing the multipart upload: {}", error_chain(&e))),
         Err(reason) => {
             // Nothing may stay half-written.
             let _ = s3
@@ -246,7 +246,7 @@ async fn upload_parts(
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| format!("uploading part {number}: {}", describe(&e)))?;
+            .map_err(|e| format!("uploading part {number}: {}", error_chain(&e)))?;
         completed.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -314,7 +314,7 @@ pub async fn remove(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<(), S
         .send()
         .await
         .map(drop)
-        .map_err(|e| format!("could not remove {object}: {}", describe(&e)))
+        .map_err(|e| format!("could not remove {object}: {}", error_chain(&e)))
 }
 
 /// What was last archived and announced for one page URL.
@@ -369,7 +369,7 @@ impl PageState {
             }
             Err(e) => {
                 let object = ObjectRef::new(&self.bucket, &key);
-                return Err(format!("cannot read {object}: {}", describe(&e)));
+                return Err(format!("cannot read {object}: {}", error_chain(&e)));
             }
         };
         let bytes = output
@@ -395,7 +395,13 @@ impl PageState {
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("cannot write s3://{}/{key}: {}", self.bucket, describe(&e)))
+            .map_err(|e| {
+                format!(
+                    "cannot write s3://{}/{key}: {}",
+                    self.bucket,
+                    error_chain(&e)
+                )
+            })
     }
 }
 

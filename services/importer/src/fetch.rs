@@ -85,6 +85,16 @@ impl FetchError {
     }
 }
 
+/// The importer's HTTP client: one request, body included, may take up to
+/// `timeout` (`HTTP_TIMEOUT`). The benchmark's download baseline uses the
+/// same.
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("api-pipeline-importer/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Fetches pages, retrying what may pass.
 #[derive(Debug, Clone)]
 pub struct Fetcher {

@@ -58,11 +58,8 @@ pub struct Importer {
 
 impl Importer {
     pub fn new(config: Config, aws: AwsClients) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(config.http_timeout)
-            .user_agent(concat!("api-pipeline-importer/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("Failed to build the HTTP client")?;
+        let http =
+            fetch::http_client(config.http_timeout).context("Failed to build the HTTP client")?;
         let fetcher = Fetcher::new(http, config.retry, config.fetch_concurrency);
         let state = config
             .skip_unchanged

@@ -106,6 +106,10 @@ async fn admin() -> AsyncPgConnection {
         .unwrap_or_else(|e| panic!("connecting to TEST_DATABASE_URL: {e}"))
 }
 
+/// The advisory lock that serialises creating the template: any number
+/// this cluster's other users do not take.
+const TEMPLATE_LOCK: i64 = 7324;
+
 /// The name of a database with every migration applied, created once per
 /// set of migrations. An advisory lock keeps concurrent test processes from
 /// creating it twice; nobody stays connected to it, so it can be cloned.
@@ -115,7 +119,8 @@ async fn template() -> &'static str {
         .get_or_init(|| async {
             let name = format!("pipeline_template_{}", &migrations_hash()[..16]);
             let mut admin = admin().await;
-            diesel::sql_query("SELECT pg_advisory_lock(7324)")
+            diesel::sql_query("SELECT pg_advisory_lock($1)")
+                .bind::<diesel::sql_types::BigInt, _>(TEMPLATE_LOCK)
                 .execute(&mut admin)
                 .await
                 .expect("lock");
@@ -153,7 +158,8 @@ async fn template() -> &'static str {
                     .await
                     .expect("rename the template");
             }
-            diesel::sql_query("SELECT pg_advisory_unlock(7324)")
+            diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<diesel::sql_types::BigInt, _>(TEMPLATE_LOCK)
                 .execute(&mut admin)
                 .await
                 .expect("unlock");

@@ -3,8 +3,8 @@
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
-use pipeline_core::aws::describe;
 use pipeline_core::contract::{attribute, string_attribute};
+use pipeline_core::error_chain;
 use std::time::Duration;
 use url::Url;
 
@@ -59,7 +59,7 @@ impl SqsQueue {
                 format!(
                     "cannot read the redrive policy of {}: {}",
                     self.url,
-                    describe(&e)
+                    error_chain(&e)
                 )
             })?;
         let Some(policy) = output
@@ -89,7 +89,12 @@ impl SqsQueue {
             .queue_owner_aws_account_id(*account)
             .send()
             .await
-            .map_err(|e| format!("cannot find the dead-letter queue {arn}: {}", describe(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot find the dead-letter queue {arn}: {}",
+                    error_chain(&e)
+                )
+            })?;
         let url = found
             .queue_url
             .and_then(|u| Url::parse(&u).ok())
@@ -117,7 +122,7 @@ impl SqsQueue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| format!("cannot receive from {}: {}", self.url, describe(&e)))?;
+            .map_err(|e| format!("cannot receive from {}: {}", self.url, error_chain(&e)))?;
         Ok(output.messages.unwrap_or_default())
     }
 
@@ -130,7 +135,7 @@ impl SqsQueue {
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("cannot delete it from {}: {}", self.url, describe(&e)))
+            .map_err(|e| format!("cannot delete it from {}: {}", self.url, error_chain(&e)))
     }
 
     /// Deletes up to [`MAX_RECEIVE`] messages, given as (message id, receipt
@@ -159,7 +164,7 @@ impl SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| format!("cannot delete it from {}: {}", self.url, describe(&e)))?;
+            .map_err(|e| format!("cannot delete it from {}: {}", self.url, error_chain(&e)))?;
         Ok(output
             .failed
             .iter()
@@ -197,7 +202,7 @@ impl SqsQueue {
                 format!(
                     "cannot change its visibility on {}: {}",
                     self.url,
-                    describe(&e)
+                    error_chain(&e)
                 )
             })
     }
@@ -236,7 +241,7 @@ impl SqsQueue {
         let sent = send.send().await.map_err(|e| {
             format!(
                 "cannot send it to the dead-letter queue {dlq}: {}",
-                describe(&e)
+                error_chain(&e)
             )
         })?;
         if let Some(receipt) = &message.receipt_handle {
@@ -264,7 +269,7 @@ impl SqsQueue {
                 format!(
                     "cannot read the attributes of {}: {}",
                     self.url,
-                    describe(&e)
+                    error_chain(&e)
                 )
             })?;
         let attributes = output.attributes.unwrap_or_default();

@@ -17,7 +17,8 @@
 //! minute per rotation; a read costs one `GetSecretValue`.
 
 use aws_sdk_secretsmanager::Client;
-use pipeline_core::aws::{AwsClients, describe, may_pass};
+use pipeline_core::aws::{AwsClients, may_pass};
+use pipeline_core::error_chain;
 use pipeline_store::{DatabaseUrl, PasswordError, PasswordSource};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ impl PasswordSource for SecretPassword {
                 .secret_id(&self.secret_id)
                 .send()
                 .await
-                .map_err(|e| failed(describe(&e), may_pass(&e)))?;
+                .map_err(|e| failed(error_chain(&e), may_pass(&e)))?;
             let text = secret
                 .secret_string()
                 .ok_or_else(|| failed("it holds binary data, not text".into(), false))?;
