@@ -10,6 +10,7 @@
 //!   bad one is reported (one line, before any network call).
 //! - [`aws`]: S3 and SQS clients from those settings (path-style S3 when a
 //!   custom endpoint such as LocalStack is used).
+//! - [`batch`]: SQS calls in batches of ten, by a task of their own.
 //! - [`message`]: the SQS message the importer sends and the transformer
 //!   reads. This is the contract between the two services, with
 //!   [`contract`]: the object metadata, message attributes and digest form.
@@ -26,6 +27,7 @@
 //! - [`exit`]: how a service reports the error that ends it.
 
 pub mod aws;
+pub mod batch;
 pub mod contract;
 pub mod exit;
 pub mod health;

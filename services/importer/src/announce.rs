@@ -2,6 +2,7 @@
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::future::BoxFuture;
+use pipeline_core::batch::{Batcher, Sink};
 use pipeline_core::contract::{attribute, string_attribute};
 use pipeline_core::error_chain;
 use pipeline_core::message::{MESSAGE_VERSION, ObjectMessage};
@@ -18,8 +19,6 @@ use url::Url;
 
 use crate::archive::{self, LastArchived, PageState};
 
-/// SQS takes at most 10 messages per batch.
-pub const MAX_BATCH: usize = 10;
 /// How a batch SQS did not take whole is sent again: four tries in all,
 /// pauses from 200 ms.
 const RESEND: Backoff = Backoff {
@@ -50,7 +49,7 @@ pub struct Confirmation {
 /// Where the announcer sends messages: the SQS queue ([`SqsOutbox`]) in
 /// the service. The seam lets a test make the announcer fail mid-import.
 pub trait Outbox: Send + Sync + std::fmt::Debug {
-    /// Sends one batch of at most [`MAX_BATCH`] and says, for each entry in
+    /// Sends one batch of at most [`pipeline_core::batch::MAX_BATCH`] and says, for each entry in
     /// order, its message id or why it was not sent.
     fn send<'a>(&'a self, batch: &'a [Announcement]) -> BoxFuture<'a, Vec<Result<String, String>>>;
 
@@ -80,17 +79,23 @@ pub struct Announced {
 }
 
 impl Announcer {
-    /// Starts announcing what arrives on the returned sender, until every
-    /// clone of it is dropped.
+    /// Starts announcing what is pushed to the returned batcher, until it
+    /// is dropped. Whatever is ready goes in one batch, so a burst of pages
+    /// costs few requests and a single page is not held back waiting for
+    /// company.
     pub fn spawn(
         outbox: Arc<dyn Outbox>,
         s3: aws_sdk_s3::Client,
         state: Option<PageState>,
-    ) -> (mpsc::Sender<Announcement>, Self) {
-        // Enough to take a full batch while the one before is in flight.
-        let (ready, waiting) = mpsc::channel(2 * MAX_BATCH);
+    ) -> (Batcher<Announcement>, Self) {
         let (confirm, confirmations) = mpsc::unbounded_channel();
-        let task = tokio::spawn(announce(outbox, s3, state, waiting, confirm));
+        let sink = Announce {
+            outbox,
+            s3,
+            state,
+            confirm,
+        };
+        let (ready, task) = Batcher::start(sink, Duration::ZERO);
         (
             ready,
             Self {
@@ -136,28 +141,26 @@ pub async fn withdraw(s3: &aws_sdk_s3::Client, object: &ObjectRef, mut reason: S
     reason
 }
 
-/// Sends the messages of archived pages as they arrive: whatever is ready
-/// goes in one batch, so a burst of pages costs few requests and a single
-/// page is not held back waiting for company.
+/// Sends a batch of announcements and reports each page's fate.
 ///
 /// A page that cannot be announced has its object removed: no message ever
 /// points at a missing object. Once a page is announced, its sha256 is
 /// recorded in `state` (when given), so that an unchanged page is skipped
 /// next time.
-async fn announce(
+struct Announce {
     outbox: Arc<dyn Outbox>,
     s3: aws_sdk_s3::Client,
     state: Option<PageState>,
-    mut ready: mpsc::Receiver<Announcement>,
     confirm: mpsc::UnboundedSender<Confirmation>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while ready.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = outbox.send(&batch).await;
-        for (item, result) in batch.drain(..).zip(results) {
+}
+
+impl Sink<Announcement> for Announce {
+    async fn send(&mut self, batch: Vec<Announcement>) {
+        let results = self.outbox.send(&batch).await;
+        for (item, result) in batch.into_iter().zip(results) {
             let outcome = match result {
                 Ok(message_id) => {
-                    if let Some(state) = &state {
+                    if let Some(state) = &self.state {
                         remember(state, &item).await;
                     }
                     Ok(message_id)
@@ -166,13 +169,13 @@ async fn announce(
                     let object = item.message.object();
                     let reason = format!(
                         "archived {object} but could not announce it on {}: {reason}",
-                        outbox.queue_url()
+                        self.outbox.queue_url()
                     );
-                    Err(withdraw(&s3, &object, reason).await)
+                    Err(withdraw(&self.s3, &object, reason).await)
                 }
             };
             // The importer holds the receiver until this task has ended.
-            let _ = confirm.send(Confirmation {
+            let _ = self.confirm.send(Confirmation {
                 page_url: item.page_url,
                 outcome,
             });

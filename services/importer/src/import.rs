@@ -3,12 +3,12 @@
 
 use futures::StreamExt as _;
 use futures::future::Either;
+use pipeline_core::batch::Batcher;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::trace_context;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tracing::{info, instrument, warn};
 use url::Url;
 
@@ -74,7 +74,7 @@ impl Importer {
     async fn fetch_and_archive(
         &self,
         retries: &AtomicU64,
-        ready: &mpsc::Sender<Announcement>,
+        ready: &Batcher<Announcement>,
     ) -> Vec<PageOutcome> {
         let page_size = self.config.page_size.map(|n| n.get());
         let mut wave = self.first_wave(retries).await;
@@ -143,7 +143,7 @@ impl Importer {
         &self,
         known: Known,
         retries: &AtomicU64,
-        ready: &mpsc::Sender<Announcement>,
+        ready: &Batcher<Announcement>,
     ) -> Vec<PageOutcome> {
         let width = self.config.fetch_concurrency.get();
         let fetched = std::iter::once(Ok(known.first)).chain(
@@ -239,7 +239,7 @@ impl Importer {
         &self,
         walk: Walk,
         retries: &AtomicU64,
-        ready: &mpsc::Sender<Announcement>,
+        ready: &Batcher<Announcement>,
         outcomes: &mut Vec<PageOutcome>,
     ) {
         let Walk {
@@ -329,7 +329,7 @@ impl Importer {
 
     /// Archives a page (unless it is unchanged) and queues its message.
     #[instrument(name = "archive page", skip_all, fields(url.full = %page.url, otel.kind = "producer"))]
-    async fn archive(&self, page: Page, ready: &mpsc::Sender<Announcement>) -> PageOutcome {
+    async fn archive(&self, page: Page, ready: &Batcher<Announcement>) -> PageOutcome {
         let config = &self.config;
         let sha256 = page.sha256.clone();
         if let Some(first_bad) = &page.first_bad {
@@ -398,7 +398,7 @@ impl Importer {
             trace,
         };
         // If the announcer is gone, the page is settled as unconfirmed.
-        let _ = ready.send(announcement).await;
+        let _ = ready.push(announcement);
         PageOutcome::Archived(ArchivedPage {
             url: page.url,
             object,

@@ -7,12 +7,11 @@
 //! rows are committed, so if this process dies before the delete, the
 //! redelivery finds the ledger row and changes nothing.
 
+use pipeline_core::batch::{Batcher, Sink};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::queue::{MAX_RECEIVE, SqsQueue};
+use crate::queue::SqsQueue;
 
 /// How long a finished message waits for others before it is deleted alone.
 pub const LINGER: Duration = Duration::from_millis(100);
@@ -24,31 +23,23 @@ pub struct Ack {
     pub receipt_handle: String,
 }
 
-enum Command {
-    Delete(Ack),
-    /// Delete everything pending now, then answer.
-    Flush(oneshot::Sender<()>),
-}
-
-/// The handle of the task that deletes messages; the task ends once this
-/// is dropped and what was pending is deleted.
+/// The handle of the task that deletes messages: a [`Batcher`] that waits
+/// [`LINGER`] for company. The task ends once this is dropped and what was
+/// pending is deleted.
 #[derive(Debug)]
 pub struct Acks {
-    commands: mpsc::UnboundedSender<Command>,
+    batcher: Batcher<Ack>,
 }
 
 impl Acks {
     pub fn start(queue: SqsQueue) -> Self {
-        let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(queue, receiver));
-        Self { commands }
+        let (batcher, _task) = Batcher::start(Deletes { queue }, LINGER);
+        Self { batcher }
     }
 
     /// Queues a finished message for deletion.
     pub fn delete(&self, ack: Ack) {
-        if let Err(mpsc::error::SendError(Command::Delete(ack))) =
-            self.commands.send(Command::Delete(ack))
-        {
+        if let Err(ack) = self.batcher.push(ack) {
             // Only once the deleting task has died: the redelivery finds
             // the ledger row.
             warn!(
@@ -60,53 +51,22 @@ impl Acks {
 
     /// Returns once every message queued so far was deleted (or failed to be).
     pub async fn flush(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.commands.send(Command::Flush(done)).is_ok() {
-            finished.await.ok();
-        }
+        self.batcher.flush().await;
     }
 }
 
-async fn run(queue: SqsQueue, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut pending: Vec<Ack> = Vec::with_capacity(MAX_RECEIVE);
-    // When the oldest pending message has waited long enough.
-    let mut due: Option<Instant> = None;
-    loop {
-        let command = tokio::select! {
-            command = commands.recv() => command,
-            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                delete(&queue, &mut pending).await;
-                due = None;
-                continue;
-            }
-        };
-        match command {
-            Some(Command::Delete(ack)) => {
-                pending.push(ack);
-                due.get_or_insert_with(|| Instant::now() + LINGER);
-                if pending.len() == MAX_RECEIVE {
-                    delete(&queue, &mut pending).await;
-                    due = None;
-                }
-            }
-            Some(Command::Flush(done)) => {
-                delete(&queue, &mut pending).await;
-                due = None;
-                done.send(()).ok();
-            }
-            None => {
-                delete(&queue, &mut pending).await;
-                return;
-            }
-        }
+struct Deletes {
+    queue: SqsQueue,
+}
+
+impl Sink<Ack> for Deletes {
+    async fn send(&mut self, batch: Vec<Ack>) {
+        delete(&self.queue, batch).await;
     }
 }
 
-/// Deletes `pending` in one call and empties it.
-async fn delete(queue: &SqsQueue, pending: &mut Vec<Ack>) {
-    if pending.is_empty() {
-        return;
-    }
+/// Deletes `pending` in one call.
+async fn delete(queue: &SqsQueue, pending: Vec<Ack>) {
     let batch: Vec<(&str, &str)> = pending
         .iter()
         .map(|a| (a.message_id.as_str(), a.receipt_handle.as_str()))
@@ -125,5 +85,4 @@ async fn delete(queue: &SqsQueue, pending: &mut Vec<Ack>) {
             }
         }
     }
-    pending.clear();
 }
