@@ -31,7 +31,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// The format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,34 +70,9 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
     let resource = resource(service);
     let mut problems = Vec::new();
 
-    let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
-    if export_traces {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-        {
-            Ok(exporter) => tracer = tracer.with_batch_exporter(exporter),
-            Err(e) => problems.push(format!("cannot export spans over OTLP: {e}")),
-        }
-    }
-    let tracer = tracer.build();
+    let tracer = tracer_provider(resource.clone(), export_traces, &mut problems);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-
-    let meter = export_metrics
-        .then(|| {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .build()
-                .map_err(|e| problems.push(format!("cannot export metrics over OTLP: {e}")))
-                .ok()
-        })
-        .flatten()
-        .map(|exporter| {
-            SdkMeterProvider::builder()
-                .with_periodic_exporter(exporter)
-                .with_resource(resource)
-                .build()
-        });
+    let meter = meter_provider(resource, export_metrics, &mut problems);
     if let Some(meter) = &meter {
         opentelemetry::global::set_meter_provider(meter.clone());
     }
@@ -111,9 +86,80 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false);
+    // Spans worth a trace: ours, and when traces are exported, one per AWS
+    // call (`S3.GetObject`, a debug span of the SDK); never the SDK
+    // runtime's internals, a dozen spans per call.
+    let aws_calls = if export_traces {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::OFF
+    };
+    let traced = Targets::new()
+        .with_target(service, LevelFilter::INFO)
+        .with_target("pipeline_core", LevelFilter::INFO)
+        .with_target("pipeline_store", LevelFilter::INFO)
+        .with_target("aws_sdk_s3", aws_calls)
+        .with_target("aws_sdk_sqs", aws_calls);
+    tracing_subscriber::registry()
+        .with(otel.with_filter(traced))
+        .with(log_lines(format).with_filter(filter))
+        .init();
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    Telemetry { tracer, meter }
+}
+
+/// Spans, exported over OTLP when `export`; a provider all the same, so
+/// spans get ids for the logs and the ledger.
+fn tracer_provider(
+    resource: Resource,
+    export: bool,
+    problems: &mut Vec<String>,
+) -> SdkTracerProvider {
+    let mut tracer = SdkTracerProvider::builder().with_resource(resource);
+    if export {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => tracer = tracer.with_batch_exporter(exporter),
+            Err(e) => problems.push(format!("cannot export spans over OTLP: {e}")),
+        }
+    }
+    tracer.build()
+}
+
+/// Metrics, exported over OTLP, when `export`.
+fn meter_provider(
+    resource: Resource,
+    export: bool,
+    problems: &mut Vec<String>,
+) -> Option<SdkMeterProvider> {
+    if !export {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| problems.push(format!("cannot export metrics over OTLP: {e}")))
+        .ok()?;
+    Some(
+        SdkMeterProvider::builder()
+            .with_periodic_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Log lines on stderr, text or JSON, each with the trace and span ids.
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     // Colour codes only where a person reads them, never in files or CloudWatch.
     let ansi = std::io::stderr().is_terminal();
-    let fmt = match format {
+    match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
@@ -131,29 +177,7 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
                     .with_current_span(true),
             ))
             .boxed(),
-    };
-    // Spans worth a trace: ours, and when traces are exported, one per AWS
-    // call (`S3.GetObject`, a debug span of the SDK); never the SDK
-    // runtime's internals, a dozen spans per call.
-    let aws_calls = if export_traces {
-        LevelFilter::DEBUG
-    } else {
-        LevelFilter::OFF
-    };
-    let traced = Targets::new()
-        .with_target(service, LevelFilter::INFO)
-        .with_target("pipeline_core", LevelFilter::INFO)
-        .with_target("pipeline_store", LevelFilter::INFO)
-        .with_target("aws_sdk_s3", aws_calls)
-        .with_target("aws_sdk_sqs", aws_calls);
-    tracing_subscriber::registry()
-        .with(otel.with_filter(traced))
-        .with(fmt.with_filter(filter))
-        .init();
-    for problem in problems {
-        tracing::warn!("{problem}");
     }
-    Telemetry { tracer, meter }
 }
 
 /// True when an OTLP endpoint is configured for `signal` (`TRACES`,

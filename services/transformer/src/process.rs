@@ -2,13 +2,11 @@
 //! exactly once (rows, quarantined records and ledger row in one
 //! transaction).
 
-use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
-use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::{ByteStream, ByteStreamError, DateTime as S3DateTime};
 use aws_sdk_s3::types::ChecksumMode;
 use bytes::Bytes;
 use pipeline_core::contract::{metadata, sha256_hex};
-use pipeline_core::message::{MessageError, ObjectMessage};
+use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records};
 use pipeline_core::telemetry;
@@ -18,9 +16,11 @@ use std::io::Read;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
-use tokio::task::JoinError;
 
+mod error;
 mod stream;
+
+pub use error::{ProcessError, S3ReadError};
 
 use stream::parse_stream;
 
@@ -29,119 +29,6 @@ use stream::parse_stream;
 pub struct Context {
     pub s3: aws_sdk_s3::Client,
     pub store: Store,
-}
-
-/// Why a message or its object could not be applied. Every variant names
-/// the object, and keeps its cause as a typed source: render it with
-/// [`pipeline_core::error_chain`], which gives the whole chain on one line.
-///
-/// Whether trying again can help ([`ProcessError::is_permanent`]) is decided
-/// from the cause's kind: S3's `NoSuchKey` and `NoSuchBucket`, the
-/// database's constraint violations ([`StoreError::is_permanent`]), a parser
-/// that panicked on these bytes. A permanent failure sends the message to
-/// the dead-letter queue at once; any other is retried after a delay, and
-/// the queue's redrive policy takes what keeps failing.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error("message body is in no known format")]
-    UnknownFormat {
-        #[source]
-        source: MessageError,
-    },
-    #[error("cannot fetch {object}")]
-    Fetch {
-        object: ObjectRef,
-        #[source]
-        source: S3ReadError,
-    },
-    #[error("{object} has sha256 {actual} but the message says {expected}")]
-    Checksum {
-        object: ObjectRef,
-        expected: String,
-        actual: String,
-    },
-    #[error("{object} is not a JSON array of posts")]
-    Parse {
-        object: ObjectRef,
-        #[source]
-        source: PostsError,
-    },
-    #[error("{object} holds {actual} records but the message says {expected}")]
-    RecordCount {
-        object: ObjectRef,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("cannot apply {object}")]
-    Store {
-        object: ObjectRef,
-        #[source]
-        source: StoreError,
-    },
-    /// A task reading or parsing the object panicked or was cancelled.
-    #[error("the work on {object} stopped")]
-    Crashed {
-        object: ObjectRef,
-        #[source]
-        source: JoinError,
-    },
-}
-
-/// Why an object could not be read from S3.
-#[derive(Debug, thiserror::Error)]
-pub enum S3ReadError {
-    /// Boxed: the SDK's error is large, and errors travel far.
-    #[error("GetObject failed")]
-    Get(#[source] Box<SdkError<GetObjectError>>),
-    #[error("reading the body failed")]
-    Read(#[source] ByteStreamError),
-}
-
-impl S3ReadError {
-    /// The object or its bucket does not exist: no retry will find it.
-    pub fn is_missing(&self) -> bool {
-        match self {
-            Self::Get(e) => match e.as_ref() {
-                SdkError::ServiceError(e) => {
-                    e.err().is_no_such_key() || e.err().code() == Some("NoSuchBucket")
-                }
-                _ => false,
-            },
-            Self::Read(_) => false,
-        }
-    }
-}
-
-impl ProcessError {
-    /// True when trying again cannot help: the object is missing, corrupt
-    /// or not what it claims to be, the database refuses its rows, or the
-    /// parser panicked on its bytes.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            Self::Fetch { source, .. } => source.is_missing(),
-            Self::Store { source, .. } => source.is_permanent(),
-            Self::Crashed { source, .. } => source.is_panic(),
-            Self::UnknownFormat { .. }
-            | Self::Checksum { .. }
-            | Self::Parse { .. }
-            | Self::RecordCount { .. } => true,
-        }
-    }
-
-    /// A short name for logs and metrics (`error.type`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::UnknownFormat { .. } => "unknown_format",
-            Self::Fetch { source, .. } if source.is_missing() => "object_missing",
-            Self::Fetch { .. } => "s3_unavailable",
-            Self::Checksum { .. } => "checksum_mismatch",
-            Self::Parse { .. } => "not_a_json_array",
-            Self::RecordCount { .. } => "record_count_mismatch",
-            Self::Store { source, .. } if source.is_permanent() => "database_refused",
-            Self::Store { .. } => "database_unavailable",
-            Self::Crashed { .. } => "crashed",
-        }
-    }
 }
 
 /// What applying one object did.

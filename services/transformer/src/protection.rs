@@ -210,34 +210,14 @@ impl Agent {
             };
             let mut retry_at = None;
             if let Some(protect) = protect {
-                if !protect {
-                    // Work taken from now on waits for a new protection.
-                    self.confirm.send_modify(|c| c.protected = false);
-                }
-                let was_failing = self.confirm.borrow().failing;
-                match self.put(protect).await {
+                match self.set(protect).await {
                     Ok(()) => {
-                        if was_failing {
-                            info!(ecs.agent.url = %self.url, "Scale-in protection works again");
-                        }
                         protected_until = protect.then(|| now + EXPIRY);
                         if protect {
                             stretch_began.get_or_insert(now);
                         }
-                        self.confirm.send_modify(|c| {
-                            c.protected = protect;
-                            c.failing = false;
-                        });
                     }
-                    Err(e) => {
-                        // Once per run of failures: the agent may be away
-                        // for a while, and the work goes on without it.
-                        if !was_failing {
-                            warn!(ecs.agent.url = %self.url, "{e}; trying again every {}s", RETRY.as_secs());
-                        }
-                        self.confirm.send_modify(|c| c.failing = true);
-                        retry_at = Some(Instant::now() + RETRY);
-                    }
+                    Err(()) => retry_at = Some(Instant::now() + RETRY),
                 }
             }
             let renew_at = protected_until.map(|until| until - RENEW_BEFORE);
@@ -254,6 +234,37 @@ impl Agent {
             && let Err(e) = self.put(false).await
         {
             warn!(ecs.agent.url = %self.url, "{e}");
+        }
+    }
+
+    /// Asks the agent to protect the task or not, and says so to the
+    /// transformer; a failure is logged once per run of failures.
+    async fn set(&self, protect: bool) -> Result<(), ()> {
+        if !protect {
+            // Work taken from now on waits for a new protection.
+            self.confirm.send_modify(|c| c.protected = false);
+        }
+        let was_failing = self.confirm.borrow().failing;
+        match self.put(protect).await {
+            Ok(()) => {
+                if was_failing {
+                    info!(ecs.agent.url = %self.url, "Scale-in protection works again");
+                }
+                self.confirm.send_modify(|c| {
+                    c.protected = protect;
+                    c.failing = false;
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // Once per run of failures: the agent may be away for a
+                // while, and the work goes on without it.
+                if !was_failing {
+                    warn!(ecs.agent.url = %self.url, "{e}; trying again every {}s", RETRY.as_secs());
+                }
+                self.confirm.send_modify(|c| c.failing = true);
+                Err(())
+            }
         }
     }
 
