@@ -202,6 +202,18 @@ impl TestAws {
             ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
             ApproximateNumberOfMessagesNotVisible,
         };
+        self.queue_counts(&[
+            ApproximateNumberOfMessages,
+            ApproximateNumberOfMessagesNotVisible,
+            ApproximateNumberOfMessagesDelayed,
+        ])
+        .await
+        .iter()
+        .sum()
+    }
+
+    /// The queue's approximate counts, in the order asked for.
+    async fn queue_counts(&self, names: &[QueueAttributeName]) -> Vec<u64> {
         let output = self
             .clients
             .sqs
@@ -212,19 +224,15 @@ impl TestAws {
             .await
             .expect("queue attributes");
         let attributes = output.attributes.unwrap_or_default();
-        [
-            ApproximateNumberOfMessages,
-            ApproximateNumberOfMessagesNotVisible,
-            ApproximateNumberOfMessagesDelayed,
-        ]
-        .iter()
-        .map(|name| {
-            attributes
-                .get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("a count")
-        })
-        .sum()
+        names
+            .iter()
+            .map(|name| {
+                attributes
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a count")
+            })
+            .collect()
     }
 
     /// Puts an object by hand.
@@ -242,26 +250,13 @@ impl TestAws {
 
     /// Visible and in-flight messages on the queue.
     pub async fn visible_and_in_flight(&self) -> (u64, u64) {
-        let output = self
-            .clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(self.queue_url.as_str())
-            .attribute_names(QueueAttributeName::All)
-            .send()
-            .await
-            .expect("queue attributes");
-        let attributes = output.attributes.unwrap_or_default();
-        let count = |name: QueueAttributeName| {
-            attributes
-                .get(&name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("a count")
-        };
-        (
-            count(QueueAttributeName::ApproximateNumberOfMessages),
-            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        let counts = self
+            .queue_counts(&[
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ])
+            .await;
+        (counts[0], counts[1])
     }
 
     /// Clients whose S3 requests go through `proxy` and whose SQS requests
