@@ -25,6 +25,20 @@
 //! - [`startup`]: waiting for PostgreSQL, SQS or S3 to answer at start-up.
 //! - [`retry`]: the one retry policy type, on backon.
 //! - [`exit`]: how a service reports the error that ends it.
+//!
+//! # Errors
+//!
+//! One rule across the workspace. A function that can fail returns a typed
+//! error that names the thing at fault (URL, `s3://bucket/key`, queue,
+//! message id, record index) and keeps what went wrong as its typed
+//! `#[source]`: the SDK's error, `diesel::result::Error`, `io::Error`,
+//! `JoinError`. Nothing is flattened to a `String` on the way up, so whether
+//! trying again can help is decided from the cause's real kind (an HTTP
+//! status, `NoSuchKey`, a constraint violation, a panic), next to the type:
+//! `FetchError::is_retryable`, `ProcessError::is_permanent`,
+//! `StoreError::is_permanent`, [`aws::may_pass`]. The one-line text a
+//! person reads is made only where the error is logged or reported, by
+//! [`error_chain`].
 
 pub mod aws;
 pub mod batch;

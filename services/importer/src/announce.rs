@@ -136,7 +136,7 @@ impl Announcer {
 pub async fn withdraw(s3: &aws_sdk_s3::Client, object: &ObjectRef, mut reason: String) -> String {
     match archive::remove(s3, object).await {
         Ok(()) => reason.push_str("; the object was removed"),
-        Err(e) => reason.push_str(&format!("; and {e}")),
+        Err(e) => reason.push_str(&format!("; and {}", error_chain(&e))),
     }
     reason
 }
@@ -191,7 +191,7 @@ async fn remember(state: &PageState, item: &Announcement) {
     };
     if let Err(e) = state.put(&item.page_url, &last).await {
         // Only costs a needless archive of this page next time.
-        warn!("{e}");
+        warn!("{}", error_chain(&e));
     }
 }
 

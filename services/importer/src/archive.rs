@@ -1,7 +1,6 @@
 //! Keeping the raw bytes in S3, and the record of what was last archived
 //! for each page.
 
-use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
@@ -10,7 +9,6 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use pipeline_core::contract::{metadata as meta, sha256_hex};
-use pipeline_core::error_chain;
 use pipeline_core::object::ObjectRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -33,11 +31,49 @@ pub struct Provenance<'a> {
     pub trace: &'a HashMap<String, String>,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An S3 call on `object` that failed: archiving a page, removing it, or
+/// reading or writing its page state. The SDK's (or the I/O) error stays
+/// the typed source; the one line is made where it is logged, with
+/// `pipeline_core::error_chain`.
 #[derive(Debug, thiserror::Error)]
-#[error("could not archive to {object}: {reason}")]
+#[error("{doing} {object}")]
 pub struct ArchiveError {
+    /// `could not archive to`, `could not remove`, `cannot read` ...
+    doing: &'static str,
     pub object: ObjectRef,
-    pub reason: String,
+    #[source]
+    source: BoxError,
+}
+
+impl ArchiveError {
+    fn new<'a>(doing: &'static str, object: &'a ObjectRef) -> impl Fn(BoxError) -> Self + 'a {
+        move |source| Self {
+            doing,
+            object: object.clone(),
+            source,
+        }
+    }
+}
+
+/// The step of an upload that failed, around the error it failed with.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}")]
+struct StepError {
+    step: String,
+    #[source]
+    source: BoxError,
+}
+
+fn step<E: Into<BoxError>>(step: impl Into<String>) -> impl FnOnce(E) -> BoxError {
+    let step = step.into();
+    move |source| {
+        Box::new(StepError {
+            step,
+            source: source.into(),
+        })
+    }
 }
 
 /// A new key for one fetch: `<prefix>/YYYY/MM/DD/<UUIDv7>.json`.
@@ -71,10 +107,7 @@ pub async fn put(
     provenance: Provenance<'_>,
     gzip: bool,
 ) -> Result<(), ArchiveError> {
-    let failed = |reason: String| ArchiveError {
-        object: object.clone(),
-        reason,
-    };
+    let failed = ArchiveError::new("could not archive to", object);
     let metadata = Metadata::new(sha256, provenance);
     match body {
         Body::Memory(bytes) => {
@@ -85,7 +118,7 @@ pub async fn put(
                     .write_all(bytes)
                     .and_then(|()| encoder.finish())
                     .map(Bytes::from)
-                    .map_err(|e| failed(format!("compressing: {e}")))?
+                    .map_err(|e| failed(step("compressing")(e)))?
             } else {
                 bytes.clone()
             };
@@ -116,12 +149,12 @@ pub async fn put(
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| failed(error_chain(&e)))
+                .map_err(|e| failed(e.into()))
         }
         Body::File { .. } => {
             let reader = body
                 .reader()
-                .map_err(|e| failed(format!("reading the body back: {e}")))?;
+                .map_err(|e| failed(step("reading the body back")(e)))?;
             multipart(s3, object, reader, metadata, gzip)
                 .await
                 .map_err(failed)
@@ -162,7 +195,7 @@ async fn multipart(
     reader: Box<dyn Read + Send>,
     metadata: Metadata,
     gzip: bool,
-) -> Result<(), String> {
+) -> Result<(), BoxError> {
     let mut create = s3
         .create_multipart_upload()
         .bucket(&object.bucket)
@@ -176,9 +209,9 @@ async fn multipart(
     let upload_id = create
         .send()
         .await
-        .map_err(|e| format!("starting a multipart upload: {}", error_chain(&e)))?
+        .map_err(step("starting a multipart upload"))?
         .upload_id
-        .ok_or("S3 gave no upload id")?;
+        .ok_or("S3 started a multipart upload but gave no upload id")?;
     match upload_parts(s3, object, &upload_id, reader, gzip).await {
         Ok(parts) => s3
             .complete_multipart_upload()
@@ -193,7 +226,7 @@ async fn multipart(
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("completing the multipart upload: {}", error_chain(&e))),
+            .map_err(step("completing the multipart upload")),
         Err(reason) => {
             // Nothing may stay half-written.
             let _ = s3
@@ -216,7 +249,7 @@ async fn upload_parts(
     upload_id: &str,
     reader: Box<dyn Read + Send>,
     gzip: bool,
-) -> Result<Vec<CompletedPart>, String> {
+) -> Result<Vec<CompletedPart>, BoxError> {
     // One part read ahead while one uploads: two parts in memory at most.
     let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
     let producer = tokio::task::spawn_blocking(move || {
@@ -229,7 +262,7 @@ async fn upload_parts(
     });
     let mut completed = Vec::new();
     while let Some(part) = parts_rx.recv().await {
-        let part = part.map_err(|e| format!("reading the body back: {e}"))?;
+        let part = part.map_err(step("reading the body back"))?;
         let number = completed.len() as i32 + 1;
         let checksum = BASE64.encode(Sha256::digest(&part));
         let uploaded = s3
@@ -246,7 +279,7 @@ async fn upload_parts(
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| format!("uploading part {number}: {}", error_chain(&e)))?;
+            .map_err(step(format!("uploading part {number}")))?;
         completed.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -255,7 +288,7 @@ async fn upload_parts(
                 .build(),
         );
     }
-    producer.await.map_err(|e| e.to_string())?;
+    producer.await.map_err(step("reading the body back"))?;
     Ok(completed)
 }
 
@@ -307,14 +340,14 @@ fn produce_parts(
 
 /// Removes an object that could not be announced, so that nothing stays
 /// archived that the transformer was never told about.
-pub async fn remove(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<(), String> {
+pub async fn remove(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<(), ArchiveError> {
     s3.delete_object()
         .bucket(&object.bucket)
         .key(&object.key)
         .send()
         .await
         .map(drop)
-        .map_err(|e| format!("could not remove {object}: {}", error_chain(&e)))
+        .map_err(|e| ArchiveError::new("could not remove", object)(e.into()))
 }
 
 /// What was last archived and announced for one page URL.
@@ -344,64 +377,55 @@ impl PageState {
         }
     }
 
-    fn key(&self, page_url: &Url) -> String {
-        format!(
+    fn object(&self, page_url: &Url) -> ObjectRef {
+        let key = format!(
             "{}/{}.json",
             self.prefix,
             &sha256_hex(page_url.as_str().as_bytes())[..32]
-        )
+        );
+        ObjectRef::new(&self.bucket, key)
     }
 
     /// What was last archived for `page_url`, if anything.
-    pub async fn get(&self, page_url: &Url) -> Result<Option<LastArchived>, String> {
-        let key = self.key(page_url);
+    pub async fn get(&self, page_url: &Url) -> Result<Option<LastArchived>, ArchiveError> {
+        let object = self.object(page_url);
+        let failed = ArchiveError::new("cannot read", &object);
         let output = match self
             .s3
             .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
+            .bucket(&object.bucket)
+            .key(&object.key)
             .send()
             .await
         {
             Ok(output) => output,
-            Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchKey") => {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Ok(None);
             }
-            Err(e) => {
-                let object = ObjectRef::new(&self.bucket, &key);
-                return Err(format!("cannot read {object}: {}", error_chain(&e)));
-            }
+            Err(e) => return Err(failed(e.into())),
         };
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| format!("cannot read s3://{}/{key}: {e}", self.bucket))?
-            .into_bytes();
+        let bytes = match output.body.collect().await {
+            Ok(body) => body.into_bytes(),
+            Err(e) => return Err(failed(e.into())),
+        };
         // A state file we cannot read is as good as none: archive again.
         Ok(serde_json::from_slice(&bytes).ok())
     }
 
     /// Records what was just archived and announced for a page.
-    pub async fn put(&self, page_url: &Url, last: &LastArchived) -> Result<(), String> {
-        let key = self.key(page_url);
+    pub async fn put(&self, page_url: &Url, last: &LastArchived) -> Result<(), ArchiveError> {
+        let object = self.object(page_url);
         let body = serde_json::to_vec(last).unwrap_or_else(|e| unreachable!("plain strings: {e}"));
         self.s3
             .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
+            .bucket(&object.bucket)
+            .key(&object.key)
             .content_type("application/json")
             .body(ByteStream::from(body))
             .send()
             .await
             .map(drop)
-            .map_err(|e| {
-                format!(
-                    "cannot write s3://{}/{key}: {}",
-                    self.bucket,
-                    error_chain(&e)
-                )
-            })
+            .map_err(|e| ArchiveError::new("cannot write", &object)(e.into()))
     }
 }
 

@@ -14,6 +14,8 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use url::Url;
 
+use pipeline_core::post::PostsError;
+
 use crate::body::{self, Body, BodyWriter};
 
 /// A Retry-After longer than this is not waited for in full.
@@ -44,42 +46,83 @@ pub struct Page {
     pub duration: Duration,
 }
 
-/// Why a page could not be fetched. Every message names the URL.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("GET {url} failed: {reason}")]
-    Request { url: Url, reason: String },
-    #[error("GET {url} answered HTTP {status}")]
+/// Why a page could not be fetched: the last attempt's failure, after
+/// `attempts` attempts. The one line names the URL; the failure's cause
+/// stays a typed source, rendered where it is logged.
+#[derive(Debug)]
+pub struct FetchError {
+    pub url: Url,
+    pub failure: Failure,
+    pub attempts: u32,
+}
+
+/// What went wrong with one attempt.
+#[derive(Debug)]
+pub enum Failure {
+    /// No answer, or the body broke off.
+    Request(reqwest::Error),
+    /// The body arrived but could not be kept.
+    Spill(std::io::Error),
     Status {
-        url: Url,
         status: StatusCode,
         retry_after: Option<Duration>,
     },
-    #[error("GET {url} did not return a JSON array: {reason}")]
-    Invalid { url: Url, reason: String },
-    #[error("{last} (gave up after {attempts} attempts)")]
-    GaveUp {
-        last: Box<FetchError>,
-        attempts: u32,
-    },
+    /// The body is not a JSON array.
+    Invalid(PostsError),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GET {} ", self.url)?;
+        match &self.failure {
+            Failure::Request(_) => f.write_str("failed")?,
+            Failure::Spill(_) => f.write_str("cannot keep the body in a temporary file")?,
+            Failure::Status { status, .. } => write!(f, "answered HTTP {status}")?,
+            Failure::Invalid(_) => f.write_str("did not return a JSON array")?,
+        }
+        if self.attempts > 1 {
+            write!(f, " (gave up after {} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.failure {
+            Failure::Request(e) => Some(e),
+            Failure::Spill(e) => Some(e),
+            Failure::Invalid(e) => Some(e),
+            Failure::Status { .. } => None,
+        }
+    }
 }
 
 impl FetchError {
+    fn new(url: &Url) -> impl Fn(Failure) -> Self + '_ {
+        |failure| Self {
+            url: url.clone(),
+            failure,
+            attempts: 1,
+        }
+    }
+
     /// Timeouts, connection errors, 429, 5xx and broken bodies may pass;
-    /// other answers will not change.
+    /// other answers, and a request that could not even be built, will not
+    /// change.
     fn is_retryable(&self) -> bool {
-        match self {
-            Self::Request { .. } | Self::Invalid { .. } => true,
-            Self::Status { status, .. } => {
+        match &self.failure {
+            Failure::Request(e) => !e.is_builder(),
+            Failure::Spill(_) | Failure::Invalid(_) => true,
+            Failure::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
-            Self::GaveUp { .. } => false,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Status { retry_after, .. } => *retry_after,
+        match &self.failure {
+            Failure::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -136,7 +179,10 @@ impl Fetcher {
                 None => self.retry.jittered(delay),
             })
         })
-        .notify(|e, delay| warn!(source.url = %url, "{e}; retrying in {delay:.1?}"))
+        .notify(|e, delay| {
+            let e = pipeline_core::error_chain(e);
+            warn!(source.url = %url, "{e}; retrying in {delay:.1?}");
+        })
         .await;
         let attempts = attempts.load(Ordering::Relaxed);
         match result {
@@ -145,19 +191,13 @@ impl Fetcher {
                 page.duration = started.elapsed();
                 Ok(page)
             }
-            Err(e) if attempts > 1 => Err(FetchError::GaveUp {
-                last: Box::new(e),
-                attempts,
-            }),
-            Err(e) => Err(e),
+            Err(e) => Err(FetchError { attempts, ..e }),
         }
     }
 
     async fn attempt(&self, url: &Url) -> Result<Page, FetchError> {
-        let request_failed = |e: reqwest::Error| FetchError::Request {
-            url: url.clone(),
-            reason: pipeline_core::error_chain(&e),
-        };
+        let failed = FetchError::new(url);
+        let request_failed = |e| failed(Failure::Request(e));
         let permit = self
             .in_flight
             .acquire()
@@ -172,11 +212,10 @@ impl Fetcher {
             .map_err(request_failed)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(FetchError::Status {
-                url: url.clone(),
+            return Err(failed(Failure::Status {
                 status,
                 retry_after: retry_after(response.headers()),
-            });
+            }));
         }
         let next = next_link(response.headers(), url);
         let total = response
@@ -186,19 +225,15 @@ impl Fetcher {
         // Streamed: hashed on the way in, spilled to a file when large.
         let mut response = response;
         let mut writer = BodyWriter::default();
-        let spill_failed = |e: std::io::Error| FetchError::Request {
-            url: url.clone(),
-            reason: format!("cannot keep the body in a temporary file: {e}"),
-        };
+        let spill_failed = |e| failed(Failure::Spill(e));
         while let Some(chunk) = response.chunk().await.map_err(request_failed)? {
             writer.write(&chunk).map_err(spill_failed)?;
         }
         let (body, sha256) = writer.finish().map_err(spill_failed)?;
         drop(permit);
-        let checked = body::check(&body).await.map_err(|e| FetchError::Invalid {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let checked = body::check(&body)
+            .await
+            .map_err(|e| failed(Failure::Invalid(e)))?;
         Ok(Page {
             url: url.clone(),
             body,
@@ -310,19 +345,24 @@ mod tests {
     #[test]
     fn what_is_retried() {
         let url = Url::parse("http://x/").unwrap();
-        let status = |code: u16| FetchError::Status {
-            url: url.clone(),
-            status: StatusCode::from_u16(code).unwrap(),
-            retry_after: None,
+        let failed = FetchError::new(&url);
+        let status = |code: u16| {
+            failed(Failure::Status {
+                status: StatusCode::from_u16(code).unwrap(),
+                retry_after: None,
+            })
         };
         assert!(status(429).is_retryable());
         assert!(status(503).is_retryable());
         assert!(!status(404).is_retryable());
         assert!(!status(401).is_retryable());
-        let invalid = FetchError::Invalid {
-            url,
-            reason: "EOF".into(),
-        };
-        assert!(invalid.is_retryable());
+        assert!(failed(Failure::Invalid(PostsError::Empty)).is_retryable());
+        // A request that cannot be built fails the same way every time.
+        let unbuildable = reqwest::Client::new()
+            .get("http://[::1")
+            .build()
+            .unwrap_err();
+        assert!(unbuildable.is_builder());
+        assert!(!failed(Failure::Request(unbuildable)).is_retryable());
     }
 }

@@ -4,6 +4,7 @@
 use futures::StreamExt as _;
 use futures::future::Either;
 use pipeline_core::batch::Batcher;
+use pipeline_core::error_chain;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::trace_context;
 use std::collections::{HashMap, HashSet};
@@ -14,7 +15,7 @@ use url::Url;
 
 use crate::announce::{self, Announced, Announcement, Announcer};
 use crate::archive::{self, Provenance};
-use crate::fetch::{self, Page, page_url};
+use crate::fetch::{Page, page_url};
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
 
 /// How one page ended, before the announcer has answered.
@@ -289,8 +290,7 @@ impl Importer {
         let result = self.fetcher.fetch(url).await;
         let attempts = match &result {
             Ok(page) => page.attempts,
-            Err(fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
-            Err(_) => 1,
+            Err(e) => e.attempts,
         };
         let retried = u64::from(attempts.saturating_sub(1));
         retries.fetch_add(retried, Ordering::Relaxed);
@@ -299,7 +299,7 @@ impl Importer {
             Ok(page) => self.metrics.records_fetched.add(page.record_count, &[]),
             Err(_) => self.metrics.error("fetch"),
         }
-        result.map_err(|e| e.to_string())
+        result.map_err(|e| error_chain(&e))
     }
 
     /// Whether the page's bytes are those last archived for its URL (with
@@ -321,7 +321,7 @@ impl Importer {
             }
             Ok(_) => false,
             Err(e) => {
-                warn!("{e}; archiving {} anyway", page.url);
+                warn!("{}; archiving {} anyway", error_chain(&e), page.url);
                 false
             }
         }
@@ -368,7 +368,7 @@ impl Importer {
         );
         if let Err(e) = put.await {
             self.metrics.error("archive");
-            return PageOutcome::Failed(e.to_string());
+            return PageOutcome::Failed(error_chain(&e));
         }
         self.metrics.objects_archived.add(1, &[]);
         self.metrics.records_archived.add(page.record_count, &[]);

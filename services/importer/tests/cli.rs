@@ -151,11 +151,11 @@ async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
     for (path, reason) in [
         (
             "fault/not-an-array",
-            "did not return a JSON array: invalid type: map, expected a JSON array of posts at line 1 column 0 (gave up after 3 attempts)",
+            "did not return a JSON array (gave up after 3 attempts): invalid type: map, expected a JSON array of posts at line 1 column 0",
         ),
         (
             "fault/not-json",
-            "did not return a JSON array: expected value at line 1 column 1 (gave up after 3 attempts)",
+            "did not return a JSON array (gave up after 3 attempts): expected value at line 1 column 1",
         ),
         (
             "fault/status/503",

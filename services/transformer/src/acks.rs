@@ -80,6 +80,7 @@ async fn delete(queue: &SqsQueue, pending: Vec<Ack>) {
             debug!(messages = batch.len(), "Deleted {} message(s)", batch.len());
         }
         Err(e) => {
+            let e = pipeline_core::error_chain(&e);
             for (id, _) in &batch {
                 warn!(messaging.message.id = %id, "Message {id}: applied, but {e}");
             }

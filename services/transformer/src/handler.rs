@@ -18,7 +18,7 @@ use crate::listener::Handler;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::process::{self, Context, ProcessError};
-use crate::queue::{SqsQueue, receive_count};
+use crate::queue::{QueueError, SqsQueue, receive_count};
 
 /// Retries of a failing message are never delayed longer than this.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -89,7 +89,8 @@ impl MessageHandler {
                 // Another worker may have it now: stop, and let the ledger
                 // sort out whatever both of us did.
                 return Outcome::Abandoned(format!(
-                    "cannot keep it hidden ({e}): stopped working on it"
+                    "cannot keep it hidden ({}): stopped working on it",
+                    pipeline_core::error_chain(&e)
                 ));
             }
             () = hand_back.cancelled() => {
@@ -141,7 +142,7 @@ impl MessageHandler {
 
     /// Keeps a message hidden while it is worked on: extends its visibility
     /// every third of the timeout. Returns only when that fails.
-    async fn heartbeat(&self, receipt: &str) -> String {
+    async fn heartbeat(&self, receipt: &str) -> QueueError {
         let timeout = self.visibility_timeout;
         loop {
             tokio::time::sleep(timeout / 3).await;
@@ -157,7 +158,7 @@ impl MessageHandler {
         message: &Message,
         receipt: &str,
         error: ProcessError,
-        not_dead_lettered: Option<String>,
+        not_dead_lettered: Option<QueueError>,
     ) -> Outcome {
         let attempts = receive_count(message);
         let delay = retry_delay(self.retry_delay, attempts);

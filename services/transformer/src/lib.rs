@@ -183,7 +183,7 @@ impl Transformer {
                  messages that can never succeed will stay on the queue",
                 self.queue.url()
             ),
-            Err(e) => warn!("{e}"),
+            Err(e) => warn!("{}", pipeline_core::error_chain(&e)),
         }
     }
 }

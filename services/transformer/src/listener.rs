@@ -13,6 +13,7 @@
 //! the tests against LocalStack.
 
 use aws_sdk_sqs::types::Message;
+use pipeline_core::error_chain;
 use pipeline_core::retry::Backoff;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::Mode;
 use crate::acks::Acks;
 use crate::outcome::{Outcome, RunReport};
 use crate::protection::ScaleInProtection;
-use crate::queue::{LONG_POLL, MAX_RECEIVE, SqsQueue};
+use crate::queue::{LONG_POLL, MAX_RECEIVE, QueueError, SqsQueue};
 
 /// In drain mode receives do not wait (short polls), so that the end of
 /// the work is noticed at once; after one that found nothing, the next
@@ -54,13 +55,13 @@ pub trait Queue: Send + Sync + 'static {
         self: Arc<Self>,
         max: usize,
         wait: Duration,
-    ) -> impl Future<Output = Result<Vec<Message>, String>> + Send + 'static;
+    ) -> impl Future<Output = Result<Vec<Message>, QueueError>> + Send + 'static;
 
     /// True when no message is visible, delayed or in flight anywhere.
-    fn is_drained(&self) -> impl Future<Output = Result<bool, String>> + Send;
+    fn is_drained(&self) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
     /// Makes a message received but never started visible again.
-    fn hand_back(&self, receipt: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn hand_back(&self, receipt: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// Deletes the finished messages still waiting to be: until then SQS
     /// counts them in flight.
@@ -117,7 +118,7 @@ pub struct Listener<'a, Q, H> {
     /// At most one receive at a time. It is never dropped while pending:
     /// SQS would still hand its messages out, to nobody, and they would stay
     /// hidden for their whole visibility timeout.
-    receiving: Option<JoinHandle<Result<Vec<Message>, String>>>,
+    receiving: Option<JoinHandle<Result<Vec<Message>, QueueError>>>,
     /// The last receive came back empty.
     found_nothing: bool,
     /// Pauses while the queue cannot be reached; `None` after a success.
@@ -236,7 +237,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             }
             Ok(false) => Step::Messages(Vec::new()),
             Err(e) => {
-                warn!("{e}");
+                warn!("{}", error_chain(&e));
                 self.pause().await;
                 Step::Again
             }
@@ -291,7 +292,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             }
             Ok(Err(e)) => {
                 // The queue unreachable: not a reason to die; wait and try again.
-                warn!("{e}");
+                warn!("{}", error_chain(&e));
                 self.pause().await;
                 Ok(Step::Again)
             }
@@ -385,6 +386,7 @@ async fn hand_back_unstarted(queue: &impl Queue, messages: &[Message]) -> u64 {
                 handed_back += 1;
             }
             Err(e) => {
+                let e = error_chain(&e);
                 warn!(messaging.message.id = %id, "Message {id}: received while stopping and {e}");
             }
         }
@@ -401,15 +403,19 @@ pub struct Sqs {
 }
 
 impl Queue for Sqs {
-    async fn receive(self: Arc<Self>, max: usize, wait: Duration) -> Result<Vec<Message>, String> {
+    async fn receive(
+        self: Arc<Self>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
         self.queue.receive(max, wait, self.visibility_timeout).await
     }
 
-    async fn is_drained(&self) -> Result<bool, String> {
+    async fn is_drained(&self) -> Result<bool, QueueError> {
         self.queue.is_drained().await
     }
 
-    async fn hand_back(&self, receipt: &str) -> Result<(), String> {
+    async fn hand_back(&self, receipt: &str) -> Result<(), QueueError> {
         self.queue.set_visibility(receipt, Duration::ZERO).await
     }
 

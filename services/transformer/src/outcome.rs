@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::process::{Applied, ProcessError};
+use crate::queue::QueueError;
 
 /// How one message ended, with what its log line and metrics need. The
 /// queue has already been told (deleted, dead-lettered, hidden, handed
@@ -33,13 +34,13 @@ pub enum Outcome {
         error: ProcessError,
         /// Its receive count, this one included.
         attempts: u32,
-        delay: Result<Duration, String>,
+        delay: Result<Duration, QueueError>,
         /// It can never succeed, but the dead-letter queue refused it.
-        not_dead_lettered: Option<String>,
+        not_dead_lettered: Option<QueueError>,
     },
     /// Not finished by the shutdown deadline: made visible again (or, on
     /// `Err`, left to reappear after its visibility timeout).
-    HandedBack(Result<(), String>),
+    HandedBack(Result<(), QueueError>),
     /// Work on it stopped, for the reason given; it reappears after its
     /// visibility timeout and the ledger settles what was done twice.
     Abandoned(String),
@@ -71,7 +72,10 @@ impl Outcome {
             } => {
                 let error = error_chain(error);
                 match not_dead_lettered {
-                    Some(e) => error!("Message {id}: {error}; could not dead-letter it: {e}"),
+                    Some(e) => error!(
+                        "Message {id}: {error}; could not dead-letter it: {}",
+                        error_chain(e)
+                    ),
                     None => warn!("Message {id}: {error}"),
                 }
                 match delay {
@@ -79,16 +83,18 @@ impl Outcome {
                         "Message {id}: receive {attempts}; retrying in {}",
                         humantime::format_duration(*delay)
                     ),
-                    Err(e) => {
-                        warn!("Message {id}: {e}; it reappears after its visibility timeout");
-                    }
+                    Err(e) => warn!(
+                        "Message {id}: {}; it reappears after its visibility timeout",
+                        error_chain(e)
+                    ),
                 }
             }
             Self::HandedBack(Ok(())) => warn!(
                 "Message {id}: not finished by the shutdown deadline: handed back to the queue"
             ),
             Self::HandedBack(Err(e)) => warn!(
-                "Message {id}: not finished by the shutdown deadline and {e}; it reappears after its visibility timeout"
+                "Message {id}: not finished by the shutdown deadline and {}; it reappears after its visibility timeout",
+                error_chain(e)
             ),
             Self::Abandoned(why) => error!("Message {id}: {why}"),
         }

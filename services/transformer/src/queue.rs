@@ -4,7 +4,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
 use pipeline_core::contract::{attribute, string_attribute};
-use pipeline_core::error_chain;
+use std::error::Error;
 use std::time::Duration;
 use url::Url;
 
@@ -18,6 +18,48 @@ const MAX_REASON_BYTES: usize = 4096;
 
 /// SQS caps a message's visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// A queue call that failed, or an answer that could not be used. The
+/// SDK's error stays the typed source: the one-line text is made where it
+/// is logged, with `pipeline_core::error_chain`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot {action} {queue}")]
+    Call {
+        /// What was asked: `receive from`, `delete it from` ...
+        action: &'static str,
+        /// The queue's URL, or its ARN where that is all there is.
+        queue: String,
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    #[error("{queue} has no dead-letter queue")]
+    NoDeadLetterQueue { queue: String },
+    #[error("{queue} answered without {what}")]
+    Answer { queue: String, what: String },
+}
+
+impl QueueError {
+    /// `map_err` for a call to `queue` (a URL or an ARN).
+    pub fn call<E: Error + Send + Sync + 'static>(
+        action: &'static str,
+        queue: &impl ToString,
+    ) -> impl FnOnce(E) -> Self {
+        let queue = queue.to_string();
+        move |source| Self::Call {
+            action,
+            queue,
+            source: Box::new(source),
+        }
+    }
+
+    fn answer(queue: &Url, what: impl Into<String>) -> Self {
+        Self::Answer {
+            queue: queue.to_string(),
+            what: what.into(),
+        }
+    }
+}
 
 /// One queue: receive, delete, hide, dead-letter, and tell whether it is empty.
 #[derive(Debug, Clone)]
@@ -47,7 +89,7 @@ impl SqsQueue {
     }
 
     /// Finds the dead-letter queue of this queue's redrive policy.
-    pub async fn discover_dead_letter_queue(&mut self) -> Result<Option<Url>, String> {
+    pub async fn discover_dead_letter_queue(&mut self) -> Result<Option<Url>, QueueError> {
         let output = self
             .client
             .get_queue_attributes()
@@ -55,13 +97,7 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::RedrivePolicy)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot read the redrive policy of {}: {}",
-                    self.url,
-                    error_chain(&e)
-                )
-            })?;
+            .map_err(QueueError::call("read the redrive policy of", &self.url))?;
         let Some(policy) = output
             .attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy))
@@ -72,15 +108,18 @@ impl SqsQueue {
             .ok()
             .and_then(|p| p.get("deadLetterTargetArn")?.as_str().map(str::to_owned))
             .ok_or_else(|| {
-                format!(
-                    "the redrive policy of {} has no deadLetterTargetArn: {policy}",
-                    self.url
+                QueueError::answer(
+                    &self.url,
+                    format!("a deadLetterTargetArn in its redrive policy: {policy}"),
                 )
             })?;
         // arn:aws:sqs:<region>:<account>:<name>
         let parts: Vec<&str> = arn.split(':').collect();
         let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
-            return Err(format!("{arn} is not an SQS queue ARN"));
+            return Err(QueueError::answer(
+                &self.url,
+                format!("an SQS queue ARN as its dead-letter target: {arn}"),
+            ));
         };
         let found = self
             .client
@@ -89,16 +128,11 @@ impl SqsQueue {
             .queue_owner_aws_account_id(*account)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot find the dead-letter queue {arn}: {}",
-                    error_chain(&e)
-                )
-            })?;
+            .map_err(QueueError::call("find the dead-letter queue", &arn))?;
         let url = found
             .queue_url
             .and_then(|u| Url::parse(&u).ok())
-            .ok_or_else(|| format!("no URL for the dead-letter queue {arn}"))?;
+            .ok_or_else(|| QueueError::answer(&self.url, format!("a URL for {arn}")))?;
         self.dead_letter_url = Some(url.clone());
         Ok(Some(url))
     }
@@ -110,7 +144,7 @@ impl SqsQueue {
         max: usize,
         wait: Duration,
         visibility: Duration,
-    ) -> Result<Vec<Message>, String> {
+    ) -> Result<Vec<Message>, QueueError> {
         let output = self
             .client
             .receive_message()
@@ -122,12 +156,12 @@ impl SqsQueue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| format!("cannot receive from {}: {}", self.url, error_chain(&e)))?;
+            .map_err(QueueError::call("receive from", &self.url))?;
         Ok(output.messages.unwrap_or_default())
     }
 
     /// Deletes a message: call only once its effect is committed.
-    pub async fn delete(&self, receipt_handle: &str) -> Result<(), String> {
+    pub async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         self.client
             .delete_message()
             .queue_url(self.url.as_str())
@@ -135,7 +169,7 @@ impl SqsQueue {
             .send()
             .await
             .map(drop)
-            .map_err(|e| format!("cannot delete it from {}: {}", self.url, error_chain(&e)))
+            .map_err(QueueError::call("delete it from", &self.url))
     }
 
     /// Deletes up to [`MAX_RECEIVE`] messages, given as (message id, receipt
@@ -143,7 +177,7 @@ impl SqsQueue {
     pub async fn delete_batch(
         &self,
         messages: &[(&str, &str)],
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, QueueError> {
         // Entry ids only need to be unique within the call; the message id
         // could repeat (a redelivery while the first copy is pending).
         let entries = messages
@@ -164,7 +198,7 @@ impl SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| format!("cannot delete it from {}: {}", self.url, error_chain(&e)))?;
+            .map_err(QueueError::call("delete it from", &self.url))?;
         Ok(output
             .failed
             .iter()
@@ -189,7 +223,7 @@ impl SqsQueue {
         &self,
         receipt_handle: &str,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), QueueError> {
         self.client
             .change_message_visibility()
             .queue_url(self.url.as_str())
@@ -198,21 +232,17 @@ impl SqsQueue {
             .send()
             .await
             .map(drop)
-            .map_err(|e| {
-                format!(
-                    "cannot change its visibility on {}: {}",
-                    self.url,
-                    error_chain(&e)
-                )
-            })
+            .map_err(QueueError::call("change its visibility on", &self.url))
     }
 
     /// Moves a message that can never succeed to the dead-letter queue, with
     /// the reason as a message attribute, then deletes it here. Returns the
     /// message's id on the dead-letter queue.
-    pub async fn dead_letter(&self, message: &Message, reason: &str) -> Result<String, String> {
+    pub async fn dead_letter(&self, message: &Message, reason: &str) -> Result<String, QueueError> {
         let Some(dlq) = &self.dead_letter_url else {
-            return Err(format!("{} has no dead-letter queue", self.url));
+            return Err(QueueError::NoDeadLetterQueue {
+                queue: self.url.to_string(),
+            });
         };
         // SQS refuses an empty body; keep the original attributes, which
         // carry the content type and the schema version.
@@ -238,12 +268,10 @@ impl SqsQueue {
         if let Some(id) = &message.message_id {
             send = send.message_attributes(attribute::SOURCE_MESSAGE_ID, string_attribute(id));
         }
-        let sent = send.send().await.map_err(|e| {
-            format!(
-                "cannot send it to the dead-letter queue {dlq}: {}",
-                error_chain(&e)
-            )
-        })?;
+        let sent = send
+            .send()
+            .await
+            .map_err(QueueError::call("send it to the dead-letter queue", dlq))?;
         if let Some(receipt) = &message.receipt_handle {
             self.delete(receipt).await?;
         }
@@ -251,7 +279,7 @@ impl SqsQueue {
     }
 
     /// True when the queue holds no visible, delayed or in-flight message.
-    pub async fn is_drained(&self) -> Result<bool, String> {
+    pub async fn is_drained(&self) -> Result<bool, QueueError> {
         use QueueAttributeName::{
             ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
             ApproximateNumberOfMessagesNotVisible,
@@ -265,13 +293,7 @@ impl SqsQueue {
             .attribute_names(ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot read the attributes of {}: {}",
-                    self.url,
-                    error_chain(&e)
-                )
-            })?;
+            .map_err(QueueError::call("read the attributes of", &self.url))?;
         let attributes = output.attributes.unwrap_or_default();
         let mut total = 0u64;
         for name in [
@@ -280,7 +302,7 @@ impl SqsQueue {
             ApproximateNumberOfMessagesDelayed,
         ] {
             let count = attributes.get(&name).and_then(|v| v.parse::<u64>().ok());
-            total += count.ok_or_else(|| format!("{} did not report {name}", self.url))?;
+            total += count.ok_or_else(|| QueueError::answer(&self.url, name.as_str()))?;
         }
         Ok(total == 0)
     }

@@ -54,14 +54,19 @@ impl FakeQueue {
 }
 
 impl Queue for FakeQueue {
-    async fn receive(self: Arc<Self>, max: usize, wait: Duration) -> Result<Vec<Message>, String> {
+    async fn receive(
+        self: Arc<Self>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
         tokio::time::sleep(self.receive_delay).await;
         let taken: Vec<Message> = {
             let mut memory = self.memory.lock().unwrap();
             if memory.unreachable_for > 0 {
                 memory.unreachable_for -= 1;
                 memory.failed_receives += 1;
-                return Err("the queue is unreachable".into());
+                let unreachable = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                return Err(QueueError::call("receive from", &"memory")(unreachable));
             }
             let n = max.min(memory.visible.len());
             memory.in_flight += n;
@@ -74,12 +79,12 @@ impl Queue for FakeQueue {
         Ok(taken)
     }
 
-    async fn is_drained(&self) -> Result<bool, String> {
+    async fn is_drained(&self) -> Result<bool, QueueError> {
         let memory = self.memory.lock().unwrap();
         Ok(memory.visible.is_empty() && memory.in_flight == 0)
     }
 
-    async fn hand_back(&self, receipt: &str) -> Result<(), String> {
+    async fn hand_back(&self, receipt: &str) -> Result<(), QueueError> {
         let mut memory = self.memory.lock().unwrap();
         memory.in_flight -= 1;
         memory.handed_back.push(receipt.to_owned());
