@@ -16,11 +16,9 @@ use crate::startup::{Attempt, WaitError, wait_for};
 pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
-    /// Where SQS requests go, for error messages: `endpoint <url>` or
-    /// `AWS in <region>`.
-    pub sqs_via: String,
-    /// Where S3 requests go, in the same form.
-    pub s3_via: String,
+    /// Where S3 and SQS requests go, when not to AWS itself.
+    s3_endpoint: Option<Url>,
+    sqs_endpoint: Option<Url>,
     /// The shared configuration (region, credentials) and the endpoint
     /// for other services, for clients a single service needs.
     pub shared: aws_config::SdkConfig,
@@ -37,13 +35,6 @@ impl AwsClients {
             .load()
             .await;
 
-        let via = |endpoint: Option<&Url>| match endpoint {
-            Some(endpoint) => format!("endpoint {}", endpoint_str(endpoint)),
-            None => format!(
-                "AWS in {region}",
-                region = shared.region().map_or("", |r| r.as_ref())
-            ),
-        };
         // Responses are checked against S3's checksum only when a GET asks
         // for it (`checksum_mode`): the transformer hashes every object it
         // reads anyway, and asks S3 only when it has no digest to compare.
@@ -63,11 +54,20 @@ impl AwsClients {
         Ok(Self {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
-            sqs_via: via(settings.sqs_endpoint()),
-            s3_via: via(settings.s3_endpoint()),
+            s3_endpoint: settings.s3_endpoint().cloned(),
+            sqs_endpoint: settings.sqs_endpoint().cloned(),
             endpoint: settings.endpoint_url.clone(),
             shared,
         })
+    }
+
+    /// Where requests to `endpoint` go, for error messages:
+    /// `endpoint <url>` or `AWS in <region>`.
+    fn via(&self, endpoint: Option<&Url>) -> String {
+        match endpoint {
+            Some(endpoint) => format!("endpoint {}", endpoint_str(endpoint)),
+            None => format!("AWS in {}", self.shared.region().map_or("", |r| r.as_ref())),
+        }
     }
 
     /// The endpoint URL to give a client of another service, if any.
@@ -151,7 +151,7 @@ pub async fn check_queue(
 ) -> Result<(), WaitError<CheckError>> {
     check(
         format!("SQS queue {queue_url}"),
-        &aws.sqs_via,
+        &aws.via(aws.sqs_endpoint.as_ref()),
         wait,
         || {
             aws.sqs
@@ -174,7 +174,7 @@ pub async fn check_bucket(
 ) -> Result<(), WaitError<CheckError>> {
     check(
         format!("S3 bucket {bucket}"),
-        &aws.s3_via,
+        &aws.via(aws.s3_endpoint.as_ref()),
         wait,
         || aws.s3.head_bucket().bucket(bucket).send(),
         |status| match status {

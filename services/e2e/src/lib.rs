@@ -3,6 +3,9 @@
 //! binaries read, for the tests that check the compose file and the ECS
 //! task definitions against them.
 
+// Test support: a panic here is a test's failure report.
+#![allow(clippy::expect_used)]
+
 mod pipeline;
 
 use std::collections::BTreeSet;

@@ -2,7 +2,7 @@
 //! only variables the binaries read, gives each service every setting it
 //! needs, and the LocalStack init hook creates what the services expect.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::CommandFactory;

@@ -20,12 +20,14 @@
 //!
 //! [`Importer::run`] imports once, or on a schedule until shutdown.
 
+// Public: the outbox seam (`announce`), the spill threshold and the HTTP
+// client the benchmark's baseline shares (`body`, `fetch`).
 pub mod announce;
-pub mod archive;
+mod archive;
 pub mod body;
 pub mod fetch;
 mod import;
-pub mod metrics;
+mod metrics;
 mod report;
 pub mod settings;
 

@@ -68,6 +68,8 @@ pub enum Command {
 }
 
 /// What to import and where to put it.
+// `<prefix>` in the help text is meant literally.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// URL of the JSON array of posts to import.

@@ -1,7 +1,5 @@
 //! An S3 bucket and SQS queue of a test's own, in LocalStack.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
-
 use aws_sdk_sqs::types::QueueAttributeName;
 use pipeline_core::aws::AwsClients;
 use pipeline_core::settings::AwsSettings;

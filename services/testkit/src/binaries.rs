@@ -1,7 +1,5 @@
 //! Running the workspace's binaries and reading what they print.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
-
 /// A command for one of the workspace's binaries with a clean environment:
 /// only `PATH` and `RUST_LOG=info`, so a developer's own `QUEUE_URL` or
 /// `DATABASE_URL` never leaks into a test.

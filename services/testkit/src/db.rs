@@ -1,7 +1,5 @@
 //! A PostgreSQL database of a test's own.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
-
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use pipeline_store::DatabaseUrl;
 use sha2::{Digest, Sha256};
@@ -51,7 +49,7 @@ impl TestDb {
     }
 
     /// The URL of this database through another port of 127.0.0.1 (a
-    /// [`proxy::Proxy`]'s, or one where nothing listens), password included.
+    /// [`crate::proxy::Proxy`]'s, or one where nothing listens), password included.
     pub fn url_through(&self, port: u16) -> String {
         let mut url = Url::parse(self.url.expose()).expect("a valid database URL");
         url.set_host(Some("127.0.0.1")).expect("a host");

@@ -17,7 +17,8 @@
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
 //! never share a table, a bucket or a queue, so they run in parallel.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+// Test support: a panic here is a test's failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use url::Url;
 

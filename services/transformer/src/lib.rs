@@ -30,14 +30,16 @@
 //! twice changes nothing, so any crash at any moment loses and duplicates
 //! nothing.
 
-pub mod acks;
-pub mod handler;
-pub mod listener;
-pub mod metrics;
-pub mod outcome;
+mod acks;
+mod handler;
+mod listener;
+mod metrics;
+mod outcome;
+mod queue;
+// Public for the binary (settings, secret) and for the tests that drive
+// one object through `process` or time the scale-in protection.
 pub mod process;
 pub mod protection;
-pub mod queue;
 pub mod secret;
 pub mod settings;
 

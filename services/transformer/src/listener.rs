@@ -350,7 +350,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
         while !self.tasks.is_empty() || self.receiving.is_some() {
             tokio::select! {
                 Some(done) = self.tasks.join_next() => self.report.add(done),
-                received = async { self.receiving.as_mut().expect("checked").await }, if self.receiving.is_some() => {
+                received = pending_receive(&mut self.receiving), if self.receiving.is_some() => {
                     self.receiving = None;
                     if let Ok(Ok(messages)) = received {
                         self.report.handed_back += hand_back_unstarted(&*self.queue, &messages).await;
@@ -369,6 +369,16 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             }
         }
         self.queue.flush().await;
+    }
+}
+
+/// What the pending receive returns; never ready when none is pending.
+async fn pending_receive(
+    receiving: &mut Option<JoinHandle<Result<Vec<Message>, QueueError>>>,
+) -> Result<Result<Vec<Message>, QueueError>, tokio::task::JoinError> {
+    match receiving {
+        Some(receive) => receive.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,7 +6,7 @@
 //! on a port where nothing listened: until then connections are refused,
 //! exactly as by a server that has not started.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! What the transformer's binary tests share: objects and messages made by
 //! the real importer, as in production.
 
+#![allow(clippy::expect_used)]
+
 use std::num::NonZeroU32;
 use testkit::TestAws;
 use url::Url;
