@@ -29,10 +29,11 @@ pub struct Object<'a> {
     pub trace_id: Option<&'a str>,
 }
 
-/// What applying an object did.
+/// What applying an object did to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Applied {
+pub enum Effect {
+    /// Its rows were upserted (and its bad records quarantined).
+    Written {
         rows: UpsertCounts,
         quarantined: u64,
     },
@@ -198,7 +199,7 @@ pub async fn apply<E: Send>(
     object: Object<'_>,
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
-) -> Result<(Outcome, StreamEnd), ApplyError<E>> {
+) -> Result<(Effect, StreamEnd), ApplyError<E>> {
     let lineage = Lineage {
         source_object: object.source_object,
         fetched_at: object.fetched_at,
@@ -222,7 +223,7 @@ pub async fn apply<E: Send>(
             }
             let quarantined = quarantine(conn, object.source_object, &end.sha256, &bad).await?;
             record_counts(conn, object.source_object, &end, rows, quarantined).await?;
-            Ok::<_, Rollback<E>>((Outcome::Applied { rows, quarantined }, end))
+            Ok::<_, Rollback<E>>((Effect::Written { rows, quarantined }, end))
         })
         .await;
     match applied {
@@ -233,7 +234,7 @@ pub async fn apply<E: Send>(
                 sha256: entry.sha256.clone(),
                 records: entry.records as u64,
             };
-            Ok((Outcome::AlreadyApplied(entry), end))
+            Ok((Effect::AlreadyApplied(entry), end))
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use opentelemetry::KeyValue;
 use pipeline_core::error_chain;
-use pipeline_store::ledger::Outcome as LedgerOutcome;
+use pipeline_store::ledger::Effect;
 use pipeline_store::posts::UpsertCounts;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -107,15 +107,15 @@ impl Outcome {
         match self {
             Self::Applied(applied) => {
                 for one in applied {
-                    match &one.outcome {
-                        LedgerOutcome::Applied { rows, quarantined } => {
+                    match &one.effect {
+                        Effect::Written { rows, quarantined } => {
                             m.objects.add(1, &outcome_is("applied"));
                             m.rows.add(rows.inserted, &outcome_is("inserted"));
                             m.rows.add(rows.updated, &outcome_is("updated"));
                             m.rows.add(rows.unchanged, &outcome_is("unchanged"));
                             m.quarantined.add(*quarantined, &[]);
                         }
-                        LedgerOutcome::AlreadyApplied(_) => {
+                        Effect::AlreadyApplied(_) => {
                             m.objects.add(1, &outcome_is("already_applied"));
                         }
                     }
@@ -158,12 +158,12 @@ impl RunReport {
                 self.messages_applied += 1;
                 for one in applied {
                     self.records += one.records;
-                    match one.outcome {
-                        LedgerOutcome::Applied { rows, quarantined } => {
+                    match one.effect {
+                        Effect::Written { rows, quarantined } => {
                             self.rows += rows;
                             self.quarantined += quarantined;
                         }
-                        LedgerOutcome::AlreadyApplied(_) => self.duplicate_objects += 1,
+                        Effect::AlreadyApplied(_) => self.duplicate_objects += 1,
                     }
                 }
             }
@@ -207,8 +207,8 @@ impl RunReport {
 
 fn log_applied(id: &str, applied: &Applied, took: Duration) {
     let object = &applied.object;
-    match &applied.outcome {
-        LedgerOutcome::Applied { rows, quarantined } => info!(
+    match &applied.effect {
+        Effect::Written { rows, quarantined } => info!(
             s3.bucket = %object.bucket,
             s3.key = %object.key,
             records = applied.records,
@@ -224,7 +224,7 @@ fn log_applied(id: &str, applied: &Applied, took: Duration) {
             rows.unchanged,
             quarantined,
         ),
-        LedgerOutcome::AlreadyApplied(entry) => info!(
+        Effect::AlreadyApplied(entry) => info!(
             s3.bucket = %object.bucket,
             s3.key = %object.key,
             "Message {id}: {object} (sha256 {}) was already applied by message {} at {}: nothing to do",

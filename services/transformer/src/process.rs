@@ -10,7 +10,7 @@ use pipeline_core::message::ObjectMessage;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records};
 use pipeline_core::telemetry;
-use pipeline_store::ledger::{self, ApplyError, Batch, LedgerEntry, Outcome, StreamEnd};
+use pipeline_store::ledger::{self, ApplyError, Batch, Effect, LedgerEntry, StreamEnd};
 use pipeline_store::{Store, StoreError};
 use std::io::Read;
 use time::OffsetDateTime;
@@ -38,7 +38,7 @@ pub struct Applied {
     pub sha256: String,
     /// Elements in the object's array (0 when it was not fetched again).
     pub records: u64,
-    pub outcome: Outcome,
+    pub effect: Effect,
 }
 
 /// Objects up to this size are read whole into memory and parsed at once;
@@ -239,11 +239,11 @@ impl Write<'_> {
             trace_id: trace_id.as_deref(),
         };
         match ledger::apply(&mut conn, target, batches, finish).await {
-            Ok((outcome, end)) => Ok(Applied {
+            Ok((effect, end)) => Ok(Applied {
                 object: self.object.clone(),
                 sha256: end.sha256,
                 records: end.records,
-                outcome,
+                effect,
             }),
             Err(ApplyError::Input(e)) => Err(e),
             Err(ApplyError::Query(e)) => Err(store_failed(&self.object, StoreError::Query(e))),
@@ -256,7 +256,7 @@ fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
         object,
         sha256: entry.sha256.clone(),
         records: 0,
-        outcome: Outcome::AlreadyApplied(entry),
+        effect: Effect::AlreadyApplied(entry),
     }
 }
 
