@@ -5,21 +5,13 @@
 
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
-use testkit::{TestAws, command, error_lines, sigterm, stderr_lines, wait_for_line};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use testkit::{Ran, Running, TestAws, command};
 
 const IMPORTER: &str = env!("CARGO_BIN_EXE_importer");
 
 #[tokio::test]
 async fn help_lists_every_setting_with_its_default() {
-    let output = command(IMPORTER).arg("--help").output().await.unwrap();
-    assert!(output.status.success());
-    // Help is wrapped to the terminal's width: compare with single spaces.
-    let help = String::from_utf8(output.stdout)
-        .unwrap()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let help = testkit::help_text(command(IMPORTER).arg("--help")).await;
     for env in [
         "SOURCE_URL",
         "RAW_BUCKET",
@@ -56,15 +48,15 @@ async fn help_lists_every_setting_with_its_default() {
 
 #[tokio::test]
 async fn a_missing_setting_is_one_line_naming_it() {
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs([("RAW_BUCKET", "raw"), ("AWS_REGION", "us-east-1")])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs([("RAW_BUCKET", "raw"), ("AWS_REGION", "us-east-1")]),
+    )
+    .await;
+    assert_eq!(ran.code, Some(2));
     assert_eq!(
-        stderr_lines(&output),
+        ran.lines,
         [
             "error: missing setting QUEUE_URL: set the environment variable QUEUE_URL or pass --queue-url"
         ]
@@ -90,19 +82,10 @@ async fn a_malformed_setting_is_one_line_naming_it() {
             "invalid setting IMPORT_EVERY (--every)",
         ),
     ] {
-        let output = command(IMPORTER)
-            .arg("run")
-            .env(env, value)
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{env}");
-        let lines = stderr_lines(&output);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(
-            lines[0].starts_with(&format!("error: {expected}")),
-            "{lines:?}"
-        );
+        let ran = Ran::of(command(IMPORTER).arg("run").env(env, value)).await;
+        assert_eq!(ran.lines.len(), 1, "{env}: {ran:?}");
+        let error = ran.one_error(2);
+        assert!(error.starts_with(&format!("error: {expected}")), "{error}");
     }
 }
 
@@ -111,15 +94,15 @@ async fn an_import_archives_one_object_and_sends_one_message() {
     let aws = TestAws::new().await;
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
 
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    )
+    .await;
 
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    ran.assert_success();
     let keys = aws.keys().await;
     assert_eq!(keys.len(), 1);
     assert!(
@@ -128,7 +111,7 @@ async fn an_import_archives_one_object_and_sends_one_message() {
     );
     assert_eq!(aws.object_bytes(&keys[0]).await, fake_api::body(100, 0));
     assert_eq!(aws.message_count().await, 1);
-    let log = stderr_lines(&output).join("\n");
+    let log = ran.log();
     let archived = format!(
         "Archived 100 records ({} bytes) from {api}posts to s3://{}/{}",
         fake_api::body(100, 0).len(),
@@ -165,21 +148,19 @@ async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
         ("fault/status/404", "answered HTTP 404 Not Found"),
     ] {
         let url = api.join(path).unwrap();
-        let output = command(IMPORTER)
-            .arg("run")
-            .envs(aws.env())
-            .envs([("HTTP_MAX_ATTEMPTS", "3"), ("HTTP_RETRY_BASE", "10ms")])
-            .env("SOURCE_URL", url.as_str())
-            .output()
-            .await
-            .unwrap();
+        let ran = Ran::of(
+            command(IMPORTER)
+                .arg("run")
+                .envs(aws.env())
+                .envs([("HTTP_MAX_ATTEMPTS", "3"), ("HTTP_RETRY_BASE", "10ms")])
+                .env("SOURCE_URL", url.as_str()),
+        )
+        .await;
 
-        assert_eq!(output.status.code(), Some(1), "{path}");
-        let errors = error_lines(&output);
-        assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+        let error = ran.one_error(1);
         assert!(
-            errors[0].contains(&format!("GET {url} {reason}")),
-            "{path}: {errors:?}"
+            error.contains(&format!("GET {url} {reason}")),
+            "{path}: {error}"
         );
     }
     assert!(aws.keys().await.is_empty(), "nothing archived");
@@ -192,16 +173,16 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     let url = api.join("fault/bad-record").unwrap();
 
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        .env("SOURCE_URL", url.as_str())
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("SOURCE_URL", url.as_str()),
+    )
+    .await;
 
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
-    let log = stderr_lines(&output).join("\n");
+    ran.assert_success();
+    let log = ran.log();
     assert!(
         log.contains(&format!("1 of 5 records from {url} are not valid posts (record 3: field `id`: invalid type: string \"four\", expected i64)")),
         "{log}"
@@ -225,31 +206,29 @@ async fn a_page_that_keeps_failing_exits_1_naming_it_and_logs_every_page() {
     .await
     .unwrap();
 
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        .envs([
-            ("PAGE_SIZE", "40"),
-            ("HTTP_MAX_ATTEMPTS", "2"),
-            ("HTTP_RETRY_BASE", "10ms"),
-        ])
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .envs([
+                ("PAGE_SIZE", "40"),
+                ("HTTP_MAX_ATTEMPTS", "2"),
+                ("HTTP_RETRY_BASE", "10ms"),
+            ])
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    )
+    .await;
 
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    let error = ran.one_error(1);
     let failed_page = format!(
         "GET {}posts?_page=2&_limit=40 answered HTTP 500 Internal Server Error (gave up after 2 attempts)",
         api
     );
     assert!(
-        errors[0].contains(&format!("1 of 3 pages failed; the first: {failed_page}")),
-        "{errors:?}"
+        error.contains(&format!("1 of 3 pages failed; the first: {failed_page}")),
+        "{error}"
     );
-    let log = stderr_lines(&output).join("\n");
+    let log = ran.log();
     assert_eq!(
         log.matches("Archived 40 records").count() + log.matches("Archived 20 records").count(),
         2,
@@ -271,31 +250,30 @@ async fn a_page_that_keeps_failing_exits_1_naming_it_and_logs_every_page() {
 #[tokio::test]
 async fn an_unreachable_queue_is_reported_before_anything_is_fetched() {
     let aws = TestAws::new().await;
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        // Port 9 (discard) has no listener here: connection refused.
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("SOURCE_URL", "http://127.0.0.1:9/posts")
-        .env("STARTUP_WAIT", "5s")
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            // Port 9 (discard) has no listener here: connection refused.
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("SOURCE_URL", "http://127.0.0.1:9/posts")
+            .env("STARTUP_WAIT", "5s"),
+    )
+    .await;
 
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = ran.one_error(1);
     assert!(
-        errors[0].contains(&format!("cannot reach SQS queue {}", aws.queue_url)),
-        "{errors:?}"
+        error.contains(&format!("cannot reach SQS queue {}", aws.queue_url)),
+        "{error}"
     );
-    assert!(errors[0].contains("onnection refused"), "{errors:?}");
+    assert!(error.contains("onnection refused"), "{error}");
     assert!(
-        errors[0].ends_with("(still not there after waiting 5s, STARTUP_WAIT)"),
-        "{errors:?}"
+        error.ends_with("(still not there after waiting 5s, STARTUP_WAIT)"),
+        "{error}"
     );
-    let waited = stderr_lines(&output)
-        .into_iter()
+    let waited = ran
+        .lines
+        .iter()
         .filter(|l| l.contains(&format!("Waiting for SQS queue {}", aws.queue_url)))
         .count();
     assert!(waited >= 1, "a line per retry");
@@ -306,31 +284,28 @@ async fn it_waits_for_sqs_and_s3_that_answer_later_then_imports() {
     let aws = TestAws::new().await;
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     let port = testkit::proxy::closed_port();
-    let mut child = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .env("STARTUP_WAIT", "60s")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    wait_for_line(
-        &mut stderr,
-        &format!("Waiting for SQS queue {}", aws.queue_url),
-        Duration::from_secs(20),
-    )
-    .await;
+    let mut importer = Running::spawn(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+            .env("STARTUP_WAIT", "60s"),
+    );
+    importer
+        .wait_for_line(
+            &format!("Waiting for SQS queue {}", aws.queue_url),
+            Duration::from_secs(20),
+        )
+        .await;
 
     // LocalStack "starts": the importer goes on, checks the bucket, imports.
     let _localstack =
         testkit::proxy::Proxy::start_on(port, testkit::proxy::localstack_addr()).await;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+    importer
+        .finish(Duration::from_secs(60))
         .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
+        .assert_success();
     assert_eq!(aws.keys().await.len(), 1);
     assert_eq!(aws.message_count().await, 1);
 }
@@ -338,26 +313,24 @@ async fn it_waits_for_sqs_and_s3_that_answer_later_then_imports() {
 #[tokio::test]
 async fn a_missing_bucket_is_one_line_at_once() {
     let aws = TestAws::new().await;
-    let output = command(IMPORTER)
-        .arg("run")
-        .envs(aws.env())
-        .env("RAW_BUCKET", "no-such-bucket-here")
-        .env("SOURCE_URL", "http://127.0.0.1:9/posts")
-        .env("STARTUP_WAIT", "60s")
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("RAW_BUCKET", "no-such-bucket-here")
+            .env("SOURCE_URL", "http://127.0.0.1:9/posts")
+            .env("STARTUP_WAIT", "60s"),
+    )
+    .await;
 
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = ran.one_error(1);
     assert!(
-        errors[0].contains("cannot reach S3 bucket no-such-bucket-here via endpoint http://"),
-        "{errors:?}"
+        error.contains("cannot reach S3 bucket no-such-bucket-here via endpoint http://"),
+        "{error}"
     );
     assert!(
-        errors[0].ends_with("HTTP 404: the bucket does not exist"),
-        "{errors:?}"
+        error.ends_with("HTTP 404: the bucket does not exist"),
+        "{error}"
     );
 }
 
@@ -365,25 +338,25 @@ async fn a_missing_bucket_is_one_line_at_once() {
 async fn on_a_schedule_it_imports_repeatedly_and_exits_0_on_sigterm() {
     let aws = TestAws::new().await;
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
-    let mut child = command(IMPORTER)
-        .args(["run", "--every", "200ms"])
-        .envs(aws.env())
-        .env("SKIP_UNCHANGED", "false")
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut importer = Running::spawn(
+        command(IMPORTER)
+            .args(["run", "--every", "200ms"])
+            .envs(aws.env())
+            .env("SKIP_UNCHANGED", "false")
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    );
 
-    wait_for_line(&mut stderr, "Archived 100 records", Duration::from_secs(30)).await;
-    wait_for_line(&mut stderr, "Archived 100 records", Duration::from_secs(30)).await;
-    sigterm(&child).await;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    for _ in 0..2 {
+        importer
+            .wait_for_line("Archived 100 records", Duration::from_secs(30))
+            .await;
+    }
+    importer.sigterm().await;
+    importer
+        .finish(Duration::from_secs(30))
         .await
-        .unwrap()
-        .unwrap();
+        .assert_success();
 
-    assert!(status.success(), "{status}");
     let keys = aws.keys().await;
     assert!(keys.len() >= 2, "{keys:?}");
     assert_eq!(
@@ -421,20 +394,23 @@ async fn healthcheck_passes_while_a_run_is_alive_and_fails_after() {
     assert_eq!(before.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&before.stderr).contains("importer.healthy"));
 
-    let mut importer = command(IMPORTER)
-        .args(["run", "--every", "1h"])
-        .envs(aws.env())
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .env("HEALTH_FILE", &health_file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(importer.stderr.take().unwrap()).lines();
-    wait_for_line(&mut lines, "Importing every", Duration::from_secs(30)).await;
+    let mut importer = Running::spawn(
+        command(IMPORTER)
+            .args(["run", "--every", "1h"])
+            .envs(aws.env())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+            .env("HEALTH_FILE", &health_file),
+    );
+    importer
+        .wait_for_line("Importing every", Duration::from_secs(30))
+        .await;
     assert!(healthcheck().status.success(), "healthy while running");
 
-    sigterm(&importer).await;
-    assert!(importer.wait().await.unwrap().success());
+    importer.sigterm().await;
+    importer
+        .finish(Duration::from_secs(30))
+        .await
+        .assert_success();
     assert_eq!(
         healthcheck().status.code(),
         Some(1),

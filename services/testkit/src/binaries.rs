@@ -1,4 +1,13 @@
-//! Running the workspace's binaries and reading what they print.
+//! Running the workspace's binaries and reading what they print: to the
+//! end ([`Ran`]), or in the background while the test acts ([`Running`]).
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// A command for one of the workspace's binaries with a clean environment:
 /// only `PATH` and `RUST_LOG=info`, so a developer's own `QUEUE_URL` or
@@ -9,56 +18,176 @@ pub fn command(binary: &str) -> tokio::process::Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .kill_on_drop(true);
     command
 }
 
-/// What a finished command printed on stderr, a line per entry.
-pub fn stderr_lines(output: &std::process::Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// What `command` (a `--help`) prints, with single spaces: help is wrapped
+/// to the terminal's width.
+pub async fn help_text(command: &mut tokio::process::Command) -> String {
+    let output = command.output().await.expect("the binary starts");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// The lines of a run's log that report an error.
-pub fn error_lines(output: &std::process::Output) -> Vec<String> {
-    stderr_lines(output)
-        .into_iter()
-        .filter(|l| l.contains("ERROR") || l.starts_with("error:"))
-        .collect()
+/// A finished run: its exit code and every line it wrote on stderr.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub lines: Vec<String>,
 }
 
-/// Waits until a running child's stderr has a line containing `needle`,
-/// returning the lines read so far. Panics after `timeout`.
-pub async fn wait_for_line(
-    stderr: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
-    needle: &str,
-    timeout: std::time::Duration,
-) -> Vec<String> {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(timeout, async {
-        while let Some(line) = stderr.next_line().await.expect("read stderr") {
-            let hit = line.contains(needle);
-            seen.push(line);
-            if hit {
-                return true;
-            }
+impl Ran {
+    /// Runs `command` to the end.
+    pub async fn of(command: &mut tokio::process::Command) -> Self {
+        command.output().await.expect("the binary starts").into()
+    }
+
+    /// The whole log, for searching and for failure messages.
+    pub fn log(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// The lines that report an error.
+    pub fn errors(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.contains("ERROR") || l.starts_with("error:"))
+            .collect()
+    }
+
+    /// Asserts exit code 0.
+    pub fn assert_success(&self) {
+        assert_eq!(self.code, Some(0), "{}", self.log());
+    }
+
+    /// Asserts exit `code` and exactly one error line, and returns it.
+    pub fn one_error(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "{}", self.log());
+        let errors = self.errors();
+        assert_eq!(errors.len(), 1, "one error line, in:\n{}", self.log());
+        errors[0]
+    }
+}
+
+impl From<std::process::Output> for Ran {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code(),
+            lines: String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
         }
-        false
-    })
-    .await;
-    assert!(
-        matches!(found, Ok(true)),
-        "no line containing {needle:?} in:\n{}",
-        seen.join("\n")
-    );
-    seen
+    }
+}
+
+/// A binary running in the background. Its stderr is read as it comes, by
+/// a task of its own, so that a chatty child never blocks on a full pipe
+/// while the test waits for something else.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Bumped at each line read; closed when stderr ends.
+    read: watch::Receiver<usize>,
+    reader: JoinHandle<()>,
+    /// Lines before this were searched by an earlier wait.
+    searched: usize,
+}
+
+impl Running {
+    pub fn spawn(command: &mut tokio::process::Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (bump, read) = watch::channel(0);
+        let collect = Arc::clone(&lines);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let mut lines = collect.lock().unwrap();
+                lines.push(line);
+                bump.send_replace(lines.len());
+            }
+        });
+        Self {
+            child,
+            lines,
+            read,
+            reader,
+            searched: 0,
+        }
+    }
+
+    /// Waits until a line after those found by earlier waits contains
+    /// `needle`, and returns it. Panics after `timeout`, or if stderr ends
+    /// first.
+    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                self.read.borrow_and_update();
+                {
+                    let lines = self.lines.lock().unwrap();
+                    let hit = lines[self.searched..]
+                        .iter()
+                        .position(|l| l.contains(needle));
+                    if let Some(at) = hit {
+                        self.searched += at + 1;
+                        return Some(lines[self.searched - 1].clone());
+                    }
+                    self.searched = lines.len();
+                }
+                if self.read.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no line containing {needle:?} in:\n{}", self.log()),
+        }
+    }
+
+    /// Every line read so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("the child's status").is_none()
+    }
+
+    /// Sends SIGTERM, as ECS does to stop a task.
+    pub async fn sigterm(&self) {
+        sigterm(&self.child).await;
+    }
+
+    /// Waits up to `timeout` for it to exit, and reads the rest of its log.
+    pub async fn finish(mut self, timeout: Duration) -> Ran {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running after {timeout:?}:\n{}", self.log()))
+            .expect("wait for the child");
+        self.reader.await.expect("the stderr reader");
+        Ran {
+            code: status.code(),
+            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
+        }
+    }
 }
 
 /// Sends SIGTERM, as ECS does to stop a task.
-pub async fn sigterm(child: &tokio::process::Child) {
+pub async fn sigterm(child: &Child) {
     let pid = child.id().expect("the child is running");
     let status = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

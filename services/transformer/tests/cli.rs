@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
-use testkit::{TestAws, TestDb, command, error_lines, sigterm, stderr_lines, wait_for_line};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use testkit::{Ran, Running, TestAws, TestDb, command};
 
 mod support;
 use support::import;
@@ -15,19 +14,12 @@ const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
 
 #[tokio::test]
 async fn help_lists_every_setting_and_hides_the_database_url() {
-    let output = command(TRANSFORMER)
-        .arg("--help")
-        .env("DATABASE_URL", "postgres://pipeline:hunter2@db/pipeline")
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success());
-    // Help is wrapped to the terminal's width: compare with single spaces.
-    let help = String::from_utf8(output.stdout)
-        .unwrap()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let help = testkit::help_text(
+        command(TRANSFORMER)
+            .arg("--help")
+            .env("DATABASE_URL", "postgres://pipeline:hunter2@db/pipeline"),
+    )
+    .await;
     for env in [
         "QUEUE_URL",
         "DATABASE_URL",
@@ -54,79 +46,68 @@ async fn help_lists_every_setting_and_hides_the_database_url() {
 
 #[tokio::test]
 async fn a_missing_queue_url_is_one_line_but_migrate_does_not_need_it() {
-    let output = command(TRANSFORMER)
-        .arg("run")
-        .envs([
-            ("DATABASE_URL", "postgres://u:p@127.0.0.1:9/db"),
-            ("AWS_REGION", "us-east-1"),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let ran = Ran::of(command(TRANSFORMER).arg("run").envs([
+        ("DATABASE_URL", "postgres://u:p@127.0.0.1:9/db"),
+        ("AWS_REGION", "us-east-1"),
+    ]))
+    .await;
+    assert_eq!(ran.code, Some(2));
     assert_eq!(
-        stderr_lines(&output),
+        ran.lines,
         [
             "error: missing setting QUEUE_URL: set the environment variable QUEUE_URL or pass --queue-url"
         ]
     );
 
     let db = TestDb::empty().await;
-    let output = command(TRANSFORMER)
-        .arg("migrate")
-        .env("DATABASE_URL", db.url().expose())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    Ran::of(
+        command(TRANSFORMER)
+            .arg("migrate")
+            .env("DATABASE_URL", db.url().expose()),
+    )
+    .await
+    .assert_success();
 }
 
 #[tokio::test]
 async fn a_malformed_database_url_is_one_line_without_the_password() {
-    let output = command(TRANSFORMER)
-        .arg("migrate")
-        .env(
-            "DATABASE_URL",
-            "postgres://pipeline:hunter2@db:notaport/pipeline",
-        )
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
+    let ran = Ran::of(command(TRANSFORMER).arg("migrate").env(
+        "DATABASE_URL",
+        "postgres://pipeline:hunter2@db:notaport/pipeline",
+    ))
+    .await;
+    assert_eq!(ran.lines.len(), 1, "{ran:?}");
+    let error = ran.one_error(2);
     assert!(
-        lines[0].starts_with("error: invalid setting DATABASE_URL (--database-url): "),
-        "{lines:?}"
+        error.starts_with("error: invalid setting DATABASE_URL (--database-url): "),
+        "{error}"
     );
-    assert!(!lines[0].contains("hunter2"), "{lines:?}");
+    assert!(!error.contains("hunter2"), "{error}");
 }
 
 #[tokio::test]
 async fn an_unreachable_database_is_one_line_naming_it_without_the_password() {
     let aws = TestAws::new().await;
-    let output = command(TRANSFORMER)
-        .args(["run", "--drain"])
-        .envs(aws.env())
-        .env(
-            "DATABASE_URL",
-            "postgres://pipeline:hunter2@127.0.0.1:9/pipeline",
-        )
-        // Tried once: waiting for a database that starts later is
-        // tests/startup.rs's.
-        .env("STARTUP_WAIT", "0s")
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(TRANSFORMER)
+            .args(["run", "--drain"])
+            .envs(aws.env())
+            .env(
+                "DATABASE_URL",
+                "postgres://pipeline:hunter2@127.0.0.1:9/pipeline",
+            )
+            // Tried once: waiting for a database that starts later is
+            // tests/startup.rs's.
+            .env("STARTUP_WAIT", "0s"),
+    )
+    .await;
 
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    let error = ran.one_error(1);
     assert!(
-        errors[0].contains("cannot connect to PostgreSQL at 127.0.0.1:9/pipeline as pipeline"),
-        "{errors:?}"
+        error.contains("cannot connect to PostgreSQL at 127.0.0.1:9/pipeline as pipeline"),
+        "{error}"
     );
-    assert!(!stderr_lines(&output).join("\n").contains("hunter2"));
+    assert!(!ran.log().contains("hunter2"));
 }
 
 #[tokio::test]
@@ -136,30 +117,21 @@ async fn a_wrong_password_is_one_line_without_the_password() {
     let mut url = url::Url::parse(db.url().expose()).unwrap();
     url.set_password(Some("not-the-password")).unwrap();
 
-    let output = command(TRANSFORMER)
-        .args(["run", "--drain"])
-        .envs(aws.env())
-        .env("DATABASE_URL", url.as_str())
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(TRANSFORMER)
+            .args(["run", "--drain"])
+            .envs(aws.env())
+            .env("DATABASE_URL", url.as_str()),
+    )
+    .await;
 
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
+    let error = ran.one_error(1);
     assert!(
-        errors[0].contains("cannot connect to PostgreSQL at 127.0.0.1:"),
-        "{errors:?}"
+        error.contains("cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{error}"
     );
-    assert!(
-        errors[0].contains("password authentication failed"),
-        "{errors:?}"
-    );
-    assert!(
-        !stderr_lines(&output)
-            .join("\n")
-            .contains("not-the-password")
-    );
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!ran.log().contains("not-the-password"));
 }
 
 #[tokio::test]
@@ -174,35 +146,29 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
         run
     };
 
-    let output = run().output().await.unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let errors = error_lines(&output);
-    assert_eq!(errors.len(), 1, "{:?}", stderr_lines(&output));
-    assert!(errors[0].contains("pending migration(s)"), "{errors:?}");
-    assert!(
-        errors[0].contains("run `transformer migrate` first"),
-        "{errors:?}"
-    );
+    let refused = Ran::of(&mut run()).await;
+    let error = refused.one_error(1);
+    assert!(error.contains("pending migration(s)"), "{error}");
+    assert!(error.contains("run `transformer migrate` first"), "{error}");
 
-    let migrate = command(TRANSFORMER)
-        .arg("migrate")
-        .env("DATABASE_URL", db.url().expose())
-        .output()
-        .await
-        .unwrap();
-    assert!(migrate.status.success(), "{:?}", stderr_lines(&migrate));
+    let migrate = Ran::of(
+        command(TRANSFORMER)
+            .arg("migrate")
+            .env("DATABASE_URL", db.url().expose()),
+    )
+    .await;
+    migrate.assert_success();
     let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().path().join("up.sql").exists())
         .count();
-    let logged = stderr_lines(&migrate).join("\n");
+    let logged = migrate.log();
     assert!(
         logged.contains(&format!("Applied {migrations} migration(s)")),
         "{logged}"
     );
 
-    let output = run().output().await.unwrap();
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    Ran::of(&mut run()).await.assert_success();
 }
 
 #[tokio::test]
@@ -219,18 +185,18 @@ async fn drain_applies_what_the_importer_sent_then_exits_0() {
         import(&aws, api.join(&format!("posts?rev={rev}")).unwrap(), None).await;
     }
 
-    let output = command(TRANSFORMER)
-        .args(["run", "--drain"])
-        .envs(aws.env())
-        .env("DATABASE_URL", db.url().expose())
-        .env("TRANSFORMER_CONCURRENCY", "2")
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(TRANSFORMER)
+            .args(["run", "--drain"])
+            .envs(aws.env())
+            .env("DATABASE_URL", db.url().expose())
+            .env("TRANSFORMER_CONCURRENCY", "2"),
+    )
+    .await;
 
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    ran.assert_success();
     assert_eq!(aws.message_count().await, 0);
-    let log = stderr_lines(&output).join("\n");
+    let log = ran.log();
     assert!(
         log.contains("Stopped after applying 3 message(s) (0 object(s) already applied, 0 dead-lettered, 0 to retry, 0 handed back)"),
         "{log}"
@@ -247,24 +213,25 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap(), None).await;
 
-    let output = command(TRANSFORMER)
-        .args(["run", "--drain"])
-        .envs(aws.env())
-        .env("DATABASE_URL", db.url().expose())
-        .env("ECS_AGENT_URI", agent.uri().as_str())
-        .output()
-        .await
-        .unwrap();
+    let ran = Ran::of(
+        command(TRANSFORMER)
+            .args(["run", "--drain"])
+            .envs(aws.env())
+            .env("DATABASE_URL", db.url().expose())
+            .env("ECS_AGENT_URI", agent.uri().as_str()),
+    )
+    .await;
 
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    ran.assert_success();
     assert_eq!(aws.message_count().await, 0, "the message was applied");
     let calls = agent.calls();
     assert!(
         !calls.is_empty() && calls.iter().all(|c| c.refused),
         "{calls:?}"
     );
-    let warnings: Vec<String> = stderr_lines(&output)
-        .into_iter()
+    let warnings: Vec<&String> = ran
+        .lines
+        .iter()
         .filter(|line| line.contains("scale-in protection"))
         .filter(|line| line.contains("WARN"))
         .collect();
@@ -282,29 +249,24 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
 async fn sigterm_stops_it_with_exit_0() {
     let aws = TestAws::new().await;
     let db = TestDb::new().await;
-    let mut child = command(TRANSFORMER)
-        .arg("run")
-        .envs(aws.env())
-        .env("DATABASE_URL", db.url().expose())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    wait_for_line(&mut stderr, "Receiving from", Duration::from_secs(30)).await;
+    let mut transformer = Running::spawn(
+        command(TRANSFORMER)
+            .arg("run")
+            .envs(aws.env())
+            .env("DATABASE_URL", db.url().expose()),
+    );
+    transformer
+        .wait_for_line("Receiving from", Duration::from_secs(30))
+        .await;
 
-    sigterm(&child).await;
+    transformer.sigterm().await;
 
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
-    wait_for_line(
-        &mut stderr,
-        "Stopped after applying 0 message(s)",
-        Duration::from_secs(5),
-    )
-    .await;
+    let ran = transformer.finish(Duration::from_secs(30)).await;
+    ran.assert_success();
+    assert!(
+        ran.log().contains("Stopped after applying 0 message(s)"),
+        "{ran:?}"
+    );
 }
 
 #[test]

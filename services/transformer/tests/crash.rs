@@ -10,7 +10,7 @@ use pipeline_store::schema::{applied_objects, posts, quarantined_records};
 use std::time::{Duration, Instant};
 use testkit::fake_api::{self, FakeApi};
 use testkit::proxy::Proxy;
-use testkit::{TestAws, TestDb, command, sigterm, stderr_lines};
+use testkit::{Ran, TestAws, TestDb, command, sigterm};
 
 mod support;
 use support::import;
@@ -99,7 +99,7 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
     .await
     .expect("the final drain finishes")
     .unwrap();
-    assert!(output.status.success(), "{:?}", stderr_lines(&output));
+    Ran::from(output).assert_success();
 
     // Every column of every row is what the API served last.
     let mut conn = db.connect().await;
@@ -211,9 +211,10 @@ async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
         .await
         .unwrap()
         .unwrap();
-    let log = stderr_lines(&output).join("\n");
+    let ran = Ran::from(output);
+    let log = ran.log();
 
-    assert!(output.status.success(), "{log}");
+    ran.assert_success();
     assert!(
         log.contains("not finished by the shutdown deadline: handed back to the queue"),
         "{log}"

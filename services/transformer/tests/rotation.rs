@@ -10,11 +10,9 @@
 
 use aws_sdk_secretsmanager::Client as Secrets;
 use diesel_async::RunQueryDsl as _;
-use std::process::Stdio;
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi};
-use testkit::{TestAws, TestDb, command, sigterm, unique_name};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use testkit::{Running, TestAws, TestDb, command, unique_name};
 
 mod support;
 use support::import;
@@ -95,30 +93,20 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
     let secret_arn = secret.arn().unwrap().to_owned();
 
     import_revision(&aws, &api, 0).await;
-    let mut child = command(TRANSFORMER)
-        .arg("run")
-        .envs(aws.env())
-        .env("DATABASE_URL", url.as_str())
-        .env("DATABASE_SECRET", &secret_arn)
-        .env("TRANSFORMER_CONCURRENCY", "2")
-        .env("RETRY_DELAY", "1s")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let collect = std::sync::Arc::clone(&log);
-    let reading = tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            collect.lock().unwrap().push(line);
-        }
-    });
-    let so_far = || log.lock().unwrap().join("\n");
+    let transformer = Running::spawn(
+        command(TRANSFORMER)
+            .arg("run")
+            .envs(aws.env())
+            .env("DATABASE_URL", url.as_str())
+            .env("DATABASE_SECRET", &secret_arn)
+            .env("TRANSFORMER_CONCURRENCY", "2")
+            .env("RETRY_DELAY", "1s"),
+    );
     assert!(
         within_a_minute(async || db.count("SELECT count(*) AS n FROM applied_objects").await == 10)
             .await,
         "the first 10 objects were not applied:\n{}",
-        so_far()
+        transformer.log()
     );
 
     // The rotation: PostgreSQL takes only the new password, every session
@@ -147,16 +135,12 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
         within_a_minute(async || db.count("SELECT count(*) AS n FROM applied_objects").await == 20)
             .await,
         "the other 10 objects were not applied:\n{}",
-        so_far()
+        transformer.log()
     );
-    sigterm(&child).await;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    reading.await.unwrap();
-    let log = so_far();
-    assert!(status.success(), "{log}");
+    transformer.sigterm().await;
+    let ran = transformer.finish(Duration::from_secs(30)).await;
+    ran.assert_success();
+    let log = ran.log();
 
     assert_eq!(aws.message_count().await, 0, "every message deleted");
     assert!(aws.dead_letters().await.is_empty(), "nothing dead-lettered");

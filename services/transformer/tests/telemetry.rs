@@ -10,7 +10,7 @@ use pipeline_store::schema::applied_objects;
 use std::path::PathBuf;
 use testkit::fake_api::{self, FakeApi};
 use testkit::otlp::Receiver;
-use testkit::{TestAws, TestDb, command, stderr_lines};
+use testkit::{Ran, TestAws, TestDb, command};
 
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
 
@@ -41,31 +41,27 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
         ("OTEL_METRIC_EXPORT_INTERVAL", "60000".into()),
     ];
 
-    let imported = command(importer_binary().to_str().unwrap())
-        .arg("run")
-        .envs(aws.env())
-        .envs(otel.clone())
-        .env("SOURCE_URL", api.join("posts").unwrap().as_str())
-        .env("PAGE_SIZE", "50")
-        .env("LOG_FORMAT", "json")
-        .output()
-        .await
-        .unwrap();
-    assert!(imported.status.success(), "{:?}", stderr_lines(&imported));
-    let transformed = command(TRANSFORMER)
-        .args(["run", "--drain"])
-        .envs(aws.env())
-        .envs(otel)
-        .env("DATABASE_URL", db.url().expose())
-        .env("LOG_FORMAT", "json")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        transformed.status.success(),
-        "{:?}",
-        stderr_lines(&transformed)
-    );
+    Ran::of(
+        command(importer_binary().to_str().unwrap())
+            .arg("run")
+            .envs(aws.env())
+            .envs(otel.clone())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+            .env("PAGE_SIZE", "50")
+            .env("LOG_FORMAT", "json"),
+    )
+    .await
+    .assert_success();
+    let transformed = Ran::of(
+        command(TRANSFORMER)
+            .args(["run", "--drain"])
+            .envs(aws.env())
+            .envs(otel)
+            .env("DATABASE_URL", db.url().expose())
+            .env("LOG_FORMAT", "json"),
+    )
+    .await;
+    transformed.assert_success();
 
     // Both exited: their spans and metrics were flushed on the way out.
     let spans = receiver.spans();
@@ -127,7 +123,7 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
     assert_eq!(trace_ids, vec![Some(import.trace_id.clone()); 2]);
 
     // Log lines inside a span carry its ids.
-    let logged = String::from_utf8_lossy(&transformed.stderr);
+    let logged = transformed.log();
     assert!(
         logged.contains(&format!(r#""trace_id":"{}""#, import.trace_id)),
         "{logged}"
