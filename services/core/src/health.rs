@@ -12,6 +12,7 @@
 
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -38,6 +39,29 @@ impl HealthSettings {
         self.file
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("{service}.healthy")))
+    }
+}
+
+/// The `healthcheck` subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Healthcheck {
+    /// How old the health file may be.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_age: Duration,
+}
+
+impl Healthcheck {
+    /// Checks the health file at `path`: exit 0 while it is fresh, else 1
+    /// with the reason on one line.
+    #[must_use]
+    pub fn run(&self, path: &Path) -> ExitCode {
+        match check(path, self.max_age) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(unhealthy) => {
+                eprintln!("{unhealthy}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 

@@ -23,7 +23,23 @@ use clap::{Args, Parser};
 use std::error::Error as _;
 use url::Url;
 
+use crate::health::HealthSettings;
+use crate::startup::StartupSettings;
 use crate::telemetry::LogFormat;
+
+/// The settings every service reads besides its own: where AWS is, how to
+/// log, the health file and how long to wait for dependencies at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub aws: AwsSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+    #[command(flatten)]
+    pub health: HealthSettings,
+    #[command(flatten)]
+    pub startup: StartupSettings,
+}
 
 /// Where the AWS services are. The SDK would read the same variables by
 /// itself; declaring them here puts them in `--help` and gives them flags.

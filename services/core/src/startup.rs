@@ -26,10 +26,6 @@ use tracing::warn;
 
 use crate::retry::Backoff;
 
-/// The default of `STARTUP_WAIT`: long enough for PostgreSQL's first
-/// initialisation of a new volume and a LocalStack start on a laptop.
-pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(60);
-
 /// Pauses between tries: from 250 ms, doubling up to 5 s, drawn at random
 /// below that so that services started together do not knock together.
 const PAUSES: Backoff = Backoff {
@@ -39,6 +35,8 @@ const PAUSES: Backoff = Backoff {
     full_jitter: true,
 };
 
+// The default, 60s, is long enough for PostgreSQL's first initialisation
+// of a new volume and a LocalStack start on a laptop.
 #[derive(Debug, Clone, Args)]
 pub struct StartupSettings {
     /// How long the first connection to PostgreSQL, SQS or S3 is retried while the

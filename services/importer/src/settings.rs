@@ -21,13 +21,12 @@
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
 use clap::{Args, Parser, Subcommand};
-use pipeline_core::health::HealthSettings;
+use pipeline_core::health::Healthcheck;
 use pipeline_core::retry::Backoff;
 use pipeline_core::settings::{
-    AwsSettings, LogSettings, SettingError, defaults, parse_bucket_name, parse_http_url,
-    parse_queue_url, required,
+    Common, SettingError, defaults, parse_bucket_name, parse_http_url, parse_queue_url, required,
 };
-use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
+use pipeline_core::startup::StartupSettings;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,13 +44,7 @@ pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
     #[command(flatten)]
-    pub aws: AwsSettings,
-    #[command(flatten)]
-    pub log: LogSettings,
-    #[command(flatten)]
-    pub health: HealthSettings,
-    #[command(flatten)]
-    pub startup: StartupSettings,
+    pub common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,11 +53,7 @@ pub enum Command {
     Run,
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
-    Healthcheck {
-        /// How old the health file may be.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        max_age: Duration,
-    },
+    Healthcheck(Healthcheck),
 }
 
 /// What to import and where to put it.
@@ -183,18 +172,14 @@ impl Config {
             queue_url: Some(queue_url),
             ..defaults()
         };
-        let startup: StartupSettings = defaults();
-        Self {
-            startup_wait: startup.wait,
-            ..settings
-                .resolve()
-                .unwrap_or_else(|e| unreachable!("the bucket and the queue are given: {e}"))
-        }
+        settings
+            .resolve(&defaults())
+            .unwrap_or_else(|e| unreachable!("the bucket and the queue are given: {e}"))
     }
 }
 
 impl Settings {
-    pub fn resolve(&self) -> Result<Config, SettingError> {
+    pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
         Ok(Config {
             source_url: self.source_url.clone(),
             bucket: required(self.raw_bucket.clone(), "RAW_BUCKET", "--raw-bucket")?,
@@ -213,7 +198,7 @@ impl Settings {
             skip_unchanged: self.skip_unchanged,
             gzip: self.gzip,
             health_file: None,
-            startup_wait: DEFAULT_STARTUP_WAIT,
+            startup_wait: startup.wait,
         })
     }
 }

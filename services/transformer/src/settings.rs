@@ -19,11 +19,9 @@
 //! plus the AWS and logging settings of [`pipeline_core::settings`].
 
 use clap::{Args, Parser, Subcommand};
-use pipeline_core::health::HealthSettings;
-use pipeline_core::settings::{
-    AwsSettings, LogSettings, SettingError, defaults, parse_queue_url, required,
-};
-use pipeline_core::startup::{DEFAULT_STARTUP_WAIT, StartupSettings};
+use pipeline_core::health::Healthcheck;
+use pipeline_core::settings::{Common, SettingError, defaults, parse_queue_url, required};
+use pipeline_core::startup::StartupSettings;
 use pipeline_store::DatabaseUrl;
 
 use crate::Mode;
@@ -42,13 +40,7 @@ pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
     #[command(flatten)]
-    pub aws: AwsSettings,
-    #[command(flatten)]
-    pub log: LogSettings,
-    #[command(flatten)]
-    pub health: HealthSettings,
-    #[command(flatten)]
-    pub startup: StartupSettings,
+    pub common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,11 +55,7 @@ pub enum Command {
     },
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
-    Healthcheck {
-        /// How old the health file may be.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        max_age: Duration,
-    },
+    Healthcheck(Healthcheck),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -199,13 +187,9 @@ impl Config {
             database_url: Some(database_url),
             ..defaults()
         };
-        let startup: StartupSettings = defaults();
-        Self {
-            startup_wait: startup.wait,
-            ..settings
-                .resolve()
-                .unwrap_or_else(|e| unreachable!("the queue and the database are given: {e}"))
-        }
+        settings
+            .resolve(&defaults())
+            .unwrap_or_else(|e| unreachable!("the queue and the database are given: {e}"))
     }
 }
 
@@ -218,7 +202,7 @@ impl Settings {
         })
     }
 
-    pub fn resolve(&self) -> Result<Config, SettingError> {
+    pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
         Ok(Config {
             mode: Mode::Serve,
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
@@ -232,7 +216,7 @@ impl Settings {
             health_file: None,
             ecs_agent_uri: self.ecs_agent_uri.clone(),
             scale_in_protection_max: self.scale_in_protection_max,
-            startup_wait: DEFAULT_STARTUP_WAIT,
+            startup_wait: startup.wait,
         })
     }
 }
