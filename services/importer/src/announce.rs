@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use url::Url;
 
-use crate::archive::{self, LastArchived, PageState};
+use crate::archive;
+use crate::page_state::{LastArchived, PageState};
 
 /// How a batch SQS did not take whole is sent again: four tries in all,
 /// pauses from 200 ms.

@@ -1,5 +1,4 @@
-//! Keeping the raw bytes in S3, and the record of what was last archived
-//! for each page.
+//! Keeping the raw bytes in S3.
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
@@ -8,9 +7,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use pipeline_core::contract::{metadata as meta, sha256_hex};
+use pipeline_core::contract::metadata as meta;
 use pipeline_core::object::ObjectRef;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
@@ -48,7 +46,10 @@ pub struct ArchiveError {
 }
 
 impl ArchiveError {
-    fn new<'a>(doing: &'static str, object: &'a ObjectRef) -> impl Fn(BoxError) -> Self + 'a {
+    pub(crate) fn new<'a>(
+        doing: &'static str,
+        object: &'a ObjectRef,
+    ) -> impl Fn(BoxError) -> Self + 'a {
         move |source| Self {
             doing,
             object: object.clone(),
@@ -348,85 +349,6 @@ pub async fn remove(s3: &aws_sdk_s3::Client, object: &ObjectRef) -> Result<(), A
         .await
         .map(drop)
         .map_err(|e| ArchiveError::new("could not remove", object)(e.into()))
-}
-
-/// What was last archived and announced for one page URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastArchived {
-    pub source_url: String,
-    pub sha256: String,
-    pub key: String,
-}
-
-/// The last archived sha256 of each page URL, kept in the bucket under
-/// `_state/<prefix>/`: an ECS task starts with an empty disk, and every
-/// overlapping run sees the same state.
-#[derive(Debug, Clone)]
-pub struct PageState {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    prefix: String,
-}
-
-impl PageState {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: String, key_prefix: &str) -> Self {
-        Self {
-            s3,
-            bucket,
-            prefix: format!("_state/{key_prefix}"),
-        }
-    }
-
-    fn object(&self, page_url: &Url) -> ObjectRef {
-        let key = format!(
-            "{}/{}.json",
-            self.prefix,
-            &sha256_hex(page_url.as_str().as_bytes())[..32]
-        );
-        ObjectRef::new(&self.bucket, key)
-    }
-
-    /// What was last archived for `page_url`, if anything.
-    pub async fn get(&self, page_url: &Url) -> Result<Option<LastArchived>, ArchiveError> {
-        let object = self.object(page_url);
-        let failed = ArchiveError::new("cannot read", &object);
-        let output = match self
-            .s3
-            .get_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(failed(e.into())),
-        };
-        let bytes = match output.body.collect().await {
-            Ok(body) => body.into_bytes(),
-            Err(e) => return Err(failed(e.into())),
-        };
-        // A state file we cannot read is as good as none: archive again.
-        Ok(serde_json::from_slice(&bytes).ok())
-    }
-
-    /// Records what was just archived and announced for a page.
-    pub async fn put(&self, page_url: &Url, last: &LastArchived) -> Result<(), ArchiveError> {
-        let object = self.object(page_url);
-        let body = serde_json::to_vec(last).unwrap_or_else(|e| unreachable!("plain strings: {e}"));
-        self.s3
-            .put_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| ArchiveError::new("cannot write", &object)(e.into()))
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!    is a JSON array. If not, nothing is written for it. Elements that are
 //!    not valid posts are counted and archived with the rest: the transformer
 //!    quarantines them.
-//! 2. [`archive`]: unless the page is unchanged since it was last archived,
+//! 2. [`archive`]: unless the page is unchanged since it was last archived
+//!    ([`page_state`], with `SKIP_UNCHANGED`),
 //!    put the raw bytes at a new time-ordered key, with provenance metadata
 //!    and a SHA-256 that S3 verifies.
 //! 3. [`announce`]: send one message per object, in batches; an object
@@ -28,6 +29,7 @@ pub mod body;
 pub mod fetch;
 mod import;
 mod metrics;
+mod page_state;
 mod report;
 pub mod settings;
 
@@ -41,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::announce::{Outbox, SqsOutbox};
-use crate::archive::PageState;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
+use crate::page_state::PageState;
 use crate::settings::Config;
 
 /// Everything one import needs, built once per process.

@@ -54,12 +54,12 @@ use tracing::{info, warn};
 
 use crate::acks::Acks;
 use crate::handler::MessageHandler;
-use crate::listener::{Limits, Listener, Sqs};
+use crate::listener::{Limits, Listener};
 use crate::metrics::Metrics;
 pub use crate::outcome::RunReport;
 use crate::process::Context;
 use crate::protection::ScaleInProtection;
-use crate::queue::SqsQueue;
+use crate::queue::{Sqs, SqsQueue};
 use crate::settings::Config;
 
 /// When to stop.

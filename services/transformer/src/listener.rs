@@ -25,10 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Mode;
-use crate::acks::Acks;
 use crate::outcome::{Outcome, RunReport};
 use crate::protection::ScaleInProtection;
-use crate::queue::{LONG_POLL, MAX_RECEIVE, QueueError, SqsQueue};
+use crate::queue::{LONG_POLL, MAX_RECEIVE, QueueError};
 
 /// In drain mode receives do not wait (short polls), so that the end of
 /// the work is noticed at once; after one that found nothing, the next
@@ -402,36 +401,6 @@ async fn hand_back_unstarted(queue: &impl Queue, messages: &[Message]) -> u64 {
         }
     }
     handed_back
-}
-
-/// The transformer's SQS queue, with the deletes its handler left pending.
-#[derive(Debug)]
-pub struct Sqs {
-    pub queue: SqsQueue,
-    pub acks: Arc<Acks>,
-    pub visibility_timeout: Duration,
-}
-
-impl Queue for Sqs {
-    async fn receive(
-        self: Arc<Self>,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Message>, QueueError> {
-        self.queue.receive(max, wait, self.visibility_timeout).await
-    }
-
-    async fn is_drained(&self) -> Result<bool, QueueError> {
-        self.queue.is_drained().await
-    }
-
-    async fn hand_back(&self, receipt: &str) -> Result<(), QueueError> {
-        self.queue.set_visibility(receipt, Duration::ZERO).await
-    }
-
-    async fn flush(&self) {
-        self.acks.flush().await;
-    }
 }
 
 #[cfg(test)]

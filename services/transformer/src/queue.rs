@@ -1,12 +1,17 @@
-//! The SQS queue the transformer reads, and its dead-letter queue.
+//! The SQS queue the transformer reads, its dead-letter queue, and [`Sqs`],
+//! the queue as the receive loop sees it.
 
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
 use pipeline_core::contract::{attribute, string_attribute};
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+use crate::acks::Acks;
+use crate::listener::Queue;
 
 /// SQS allows at most 10 messages per receive and 20 s of long polling.
 pub const MAX_RECEIVE: usize = 10;
@@ -305,6 +310,36 @@ impl SqsQueue {
             total += count.ok_or_else(|| QueueError::answer(&self.url, name.as_str()))?;
         }
         Ok(total == 0)
+    }
+}
+
+/// The transformer's SQS queue, with the deletes its handler left pending.
+#[derive(Debug)]
+pub struct Sqs {
+    pub queue: SqsQueue,
+    pub acks: Arc<Acks>,
+    pub visibility_timeout: Duration,
+}
+
+impl Queue for Sqs {
+    async fn receive(
+        self: Arc<Self>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        self.queue.receive(max, wait, self.visibility_timeout).await
+    }
+
+    async fn is_drained(&self) -> Result<bool, QueueError> {
+        self.queue.is_drained().await
+    }
+
+    async fn hand_back(&self, receipt: &str) -> Result<(), QueueError> {
+        self.queue.set_visibility(receipt, Duration::ZERO).await
+    }
+
+    async fn flush(&self) {
+        self.acks.flush().await;
     }
 }
 

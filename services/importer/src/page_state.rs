@@ -1,0 +1,89 @@
+//! The record of what was last archived for each page, for
+//! `SKIP_UNCHANGED`.
+
+use aws_sdk_s3::primitives::ByteStream;
+use pipeline_core::contract::sha256_hex;
+use pipeline_core::object::ObjectRef;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::archive::ArchiveError;
+
+/// What was last archived and announced for one page URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastArchived {
+    pub source_url: String,
+    pub sha256: String,
+    pub key: String,
+}
+
+/// The last archived sha256 of each page URL, kept in the bucket under
+/// `_state/<prefix>/`: an ECS task starts with an empty disk, and every
+/// overlapping run sees the same state.
+#[derive(Debug, Clone)]
+pub struct PageState {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl PageState {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: String, key_prefix: &str) -> Self {
+        Self {
+            s3,
+            bucket,
+            prefix: format!("_state/{key_prefix}"),
+        }
+    }
+
+    fn object(&self, page_url: &Url) -> ObjectRef {
+        let key = format!(
+            "{}/{}.json",
+            self.prefix,
+            &sha256_hex(page_url.as_str().as_bytes())[..32]
+        );
+        ObjectRef::new(&self.bucket, key)
+    }
+
+    /// What was last archived for `page_url`, if anything.
+    pub async fn get(&self, page_url: &Url) -> Result<Option<LastArchived>, ArchiveError> {
+        let object = self.object(page_url);
+        let failed = ArchiveError::new("cannot read", &object);
+        let output = match self
+            .s3
+            .get_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(failed(e.into())),
+        };
+        let bytes = match output.body.collect().await {
+            Ok(body) => body.into_bytes(),
+            Err(e) => return Err(failed(e.into())),
+        };
+        // A state file we cannot read is as good as none: archive again.
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Records what was just archived and announced for a page.
+    pub async fn put(&self, page_url: &Url, last: &LastArchived) -> Result<(), ArchiveError> {
+        let object = self.object(page_url);
+        let body = serde_json::to_vec(last).unwrap_or_else(|e| unreachable!("plain strings: {e}"));
+        self.s3
+            .put_object()
+            .bucket(&object.bucket)
+            .key(&object.key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ArchiveError::new("cannot write", &object)(e.into()))
+    }
+}
