@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use e2e::Pipeline;
 use pipeline_core::aws::AwsClients;
-use pipeline_core::contract::attribute;
+use pipeline_core::contract::{attribute, string_attribute};
 use pipeline_store::DatabaseUrl;
 use pipeline_store::schema::quarantined_records;
 use std::num::NonZeroUsize;
@@ -169,6 +169,20 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
             format!("[{}, {{\"userId\": 1", post(1, "a")),
         )
         .await;
+    setup.aws.put("hundred.json", fake_api::body(100, 1)).await;
+    // Says it is gzip, and is not.
+    setup
+        .aws
+        .clients
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key("not-gzip.json")
+        .content_encoding("gzip")
+        .body(fake_api::body(10, 0).into())
+        .send()
+        .await
+        .unwrap();
     let minimal = |key: &str| format!(r#"{{"bucket": "{bucket}", "key": "{key}"}}"#);
     let bad = [
         (
@@ -204,12 +218,32 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
             minimal("truncated.json"),
             "is not a JSON array of posts: EOF while parsing",
         ),
+        (
+            minimal("not-gzip.json"),
+            "is not a JSON array of posts: Content-Encoding is gzip but",
+        ),
+        (
+            format!(r#"{{"bucket": "{bucket}", "key": "hundred.json", "record_count": 99}}"#),
+            "holds 100 records but the message says 99",
+        ),
     ];
+    // Each with attributes of its own, which the dead letter must keep.
     let mut ids = Vec::new();
-    for (body, _) in &bad {
-        ids.push(setup.aws.send(body).await);
+    for (i, (body, _)) in bad.iter().enumerate() {
+        let sent = setup
+            .aws
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(setup.aws.queue_url.as_str())
+            .message_body(body)
+            .message_attributes("test-index", string_attribute(i.to_string()))
+            .send()
+            .await
+            .unwrap();
+        ids.push(sent.message_id.unwrap());
     }
-    // All nine messages fit in one receive.
+    // Eleven messages: two receives.
     let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(10).unwrap();
 
@@ -222,9 +256,10 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
         )
         .await;
 
+    // Each one at once: none is retried.
     assert_eq!(
         (run.messages_applied, run.dead_lettered, run.retried),
-        (1, 8, 0)
+        (1, bad.len() as u64, 0)
     );
     assert_eq!(
         setup.count("posts").await,
@@ -240,7 +275,7 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
         }
     }
     assert_eq!(dead.len(), bad.len());
-    for (id, (body, reason)) in ids.iter().zip(&bad) {
+    for (i, (id, (body, reason))) in ids.iter().zip(&bad).enumerate() {
         let letter = dead
             .iter()
             .find(|m| {
@@ -258,7 +293,48 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
             .string_value()
             .unwrap();
         assert!(why.contains(reason), "{id}: {why}");
+        assert_eq!(
+            attributes["test-index"].string_value(),
+            Some(i.to_string().as_str()),
+            "{id}: its own attributes are kept"
+        );
+        assert_eq!(
+            attributes[attribute::SOURCE_QUEUE_URL].string_value(),
+            Some(setup.aws.queue_url.as_str())
+        );
     }
+}
+
+#[tokio::test]
+async fn dead_letter_queue_url_is_used_instead_of_the_redrive_policys() {
+    let setup = Pipeline::new().await;
+    // A queue of another test's set-up, as the explicitly named one.
+    let elsewhere = TestAws::new().await;
+    let id = setup.aws.send("hello, not JSON").await;
+    let mut config = setup.transformer_config();
+    config.dead_letter_queue_url = Some(elsewhere.queue_url.clone());
+
+    let run = setup
+        .run(
+            config,
+            setup.aws.clients.clone(),
+            Mode::Drain,
+            CancellationToken::new(),
+        )
+        .await;
+
+    assert_eq!(run.dead_lettered, 1, "{run:?}");
+    let letters = elsewhere.peek_messages().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let attributes = letters[0].message_attributes().unwrap();
+    assert_eq!(
+        attributes[attribute::SOURCE_MESSAGE_ID].string_value(),
+        Some(id.as_str())
+    );
+    assert!(
+        setup.aws.dead_letters().await.is_empty(),
+        "not the redrive policy's"
+    );
 }
 
 #[tokio::test]
@@ -359,6 +435,10 @@ async fn ride_out(
     };
     let (report, ()) = tokio::join!(run, fault);
 
+    // The cut was felt: it broke connections in use, or refused new ones.
+    // (The transformer may not notice more: the SDK's own retries can span
+    // a short outage.)
+    assert!(proxy.broken() >= 1, "the cut went unnoticed: {report:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     // The last object wins: every 7th title is at revision 5.
     let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
@@ -465,10 +545,40 @@ async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
     let mut config = setup.transformer_config();
     config.visibility_timeout = Duration::from_secs(2);
 
-    let report = setup
-        .run(config, aws, Mode::Drain, CancellationToken::new())
-        .await;
+    // Once the transformer holds the message, a second consumer looks for
+    // it every 100 ms: without the heartbeat it would be visible again 2 s
+    // after it was taken, and be seen here (received with a visibility
+    // timeout of 0, so that it is not kept from the transformer).
+    let done = CancellationToken::new();
+    let run = async {
+        let report = setup
+            .run(config, aws, Mode::Drain, CancellationToken::new())
+            .await;
+        done.cancel();
+        report
+    };
+    let second_consumer = async {
+        let mut seen = Vec::new();
+        let mut taken = false;
+        while !done.is_cancelled() {
+            if taken {
+                seen.extend(setup.aws.peek_messages().await);
+            } else {
+                taken = setup.aws.visible_and_in_flight().await == (0, 1);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(taken, "the watcher never saw the message in flight");
+        seen
+    };
+    let (report, seen) = tokio::join!(run, second_consumer);
 
+    let seen: Vec<_> = seen.iter().filter_map(|m| m.message_id()).collect();
+    assert!(
+        seen.is_empty(),
+        "the message became visible again while it was worked on, and was received {} more time(s): {seen:?}",
+        seen.len()
+    );
     assert_eq!(
         (report.messages_applied, report.duplicate_objects),
         (1, 0),

@@ -16,6 +16,8 @@ struct State {
     /// Pause before each chunk sent back to the client, in milliseconds.
     delay_ms: AtomicU64,
     connections: Mutex<Vec<AbortHandle>>,
+    /// Connections closed by a cut or refused while down.
+    broken: AtomicU64,
 }
 
 /// Forwards every connection to `target` until dropped.
@@ -50,6 +52,7 @@ impl Proxy {
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if shared.down.load(Ordering::SeqCst) {
+                    shared.broken.fetch_add(1, Ordering::SeqCst);
                     drop(client);
                     continue;
                 }
@@ -93,8 +96,17 @@ impl Proxy {
     pub fn cut(&self) {
         self.state.down.store(true, Ordering::SeqCst);
         for connection in self.state.connections.lock().expect("lock").drain(..) {
+            if !connection.is_finished() {
+                self.state.broken.fetch_add(1, Ordering::SeqCst);
+            }
             connection.abort();
         }
+    }
+
+    /// How many connections a cut closed or the proxy refused while down:
+    /// more than none shows that the outage was felt.
+    pub fn broken(&self) -> u64 {
+        self.state.broken.load(Ordering::SeqCst)
     }
 
     /// Accepts connections again, as a server that came back would.

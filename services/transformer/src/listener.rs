@@ -237,6 +237,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             Ok(false) => Step::Messages(Vec::new()),
             Err(e) => {
                 warn!("{}", error_chain(&e));
+                self.report.queue_failures += 1;
                 self.pause().await;
                 Step::Again
             }
@@ -292,6 +293,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             Ok(Err(e)) => {
                 // The queue unreachable: not a reason to die; wait and try again.
                 warn!("{}", error_chain(&e));
+                self.report.queue_failures += 1;
                 self.pause().await;
                 Ok(Step::Again)
             }

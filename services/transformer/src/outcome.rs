@@ -147,6 +147,8 @@ pub struct RunReport {
     pub records: u64,
     pub rows: UpsertCounts,
     pub quarantined: u64,
+    /// Receives and drain checks that failed: the queue could not be reached.
+    pub queue_failures: u64,
 }
 
 impl RunReport {
@@ -189,6 +191,8 @@ impl RunReport {
             messages.dead_lettered = self.dead_lettered,
             messages.retried = self.retried,
             messages.handed_back = self.handed_back,
+            messages.abandoned = self.abandoned,
+            queue.failures = self.queue_failures,
             records = self.records,
             rows.inserted = self.rows.inserted,
             rows.updated = self.rows.updated,

@@ -300,6 +300,7 @@ async fn an_unreachable_queue_is_tried_again_after_growing_pauses() {
 
     assert_eq!(run.report.messages_applied, 1);
     assert_eq!(run.queue.memory.lock().unwrap().failed_receives, 3);
+    assert_eq!(run.report.queue_failures, 3);
     // Pauses of 1, 2 and 4 s, then a second of work.
     assert!(
         (8 * SECOND..9 * SECOND).contains(&run.took),
