@@ -3,13 +3,14 @@
 
 #![allow(clippy::expect_used)]
 
+use importer::ImportReport;
 use std::num::NonZeroU32;
 use testkit::TestAws;
 use url::Url;
 
 /// Imports `source` into the test's bucket and queue: one message, or one
 /// per page of `page_size` records.
-pub async fn import(aws: &TestAws, source: Url, page_size: Option<u32>) {
+pub async fn import(aws: &TestAws, source: Url, page_size: Option<u32>) -> ImportReport {
     let mut config =
         importer::settings::Config::new(source, aws.bucket.clone(), aws.queue_url.clone());
     config.page_size = page_size.and_then(NonZeroU32::new);
@@ -17,5 +18,5 @@ pub async fn import(aws: &TestAws, source: Url, page_size: Option<u32>) {
         .expect("an importer")
         .import_once()
         .await
-        .expect("the import");
+        .expect("the import")
 }
