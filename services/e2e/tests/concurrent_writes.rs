@@ -36,6 +36,7 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     let older = OffsetDateTime::now_utc() - time::Duration::minutes(1);
     let newer = OffsetDateTime::now_utc();
     let (a_wrote, b_may_start) = tokio::sync::oneshot::channel();
+    let (b_is, b_pid) = tokio::sync::oneshot::channel::<i32>();
 
     // A inserts post 1 and keeps its transaction open until B is blocked
     // on post 1's key: B looked before A committed, so B's plain INSERT
@@ -55,15 +56,23 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
                 )
                 .await?;
                 a_wrote.send(()).unwrap();
+                let b_pid = b_pid.await.unwrap();
                 let mut watcher = pipeline_store::connect(&db_url).await.unwrap();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                 loop {
-                    let waiting: Count =
-                        diesel::sql_query("SELECT count(*) AS n FROM pg_locks WHERE NOT granted")
-                            .get_result(&mut watcher)
-                            .await?;
+                    let waiting: Count = diesel::sql_query(
+                        "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND pid = $1",
+                    )
+                    .bind::<diesel::sql_types::Integer, _>(b_pid)
+                    .get_result(&mut watcher)
+                    .await?;
                     if waiting.n > 0 {
                         break;
                     }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "B (pid {b_pid}) never waited on A's row"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 QueryResult::Ok(counts)
@@ -74,6 +83,16 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     };
     b_may_start.await.unwrap();
     let mut conn = db.connect().await;
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    b_is.send(pid.pid).unwrap();
     let b = conn
         .transaction(async |conn| {
             upsert(

@@ -314,7 +314,13 @@ async fn no_more_requests_are_in_flight_than_fetch_concurrency() {
     let stats: fake_api::Stats = serde_json::from_slice(&stats).unwrap();
     // Pages are checked after their request is done: more pages are on
     // their way than requests are in flight, and the API must not see it.
-    assert_eq!(stats.most_in_flight, 3, "FETCH_CONCURRENCY is 3");
+    // Never more than FETCH_CONCURRENCY (3); at least two at once shows
+    // the limit was reached for, on a machine too busy to fill all three.
+    assert!(
+        (2..=3).contains(&stats.most_in_flight),
+        "{} requests in flight at most, FETCH_CONCURRENCY is 3",
+        stats.most_in_flight
+    );
 }
 
 #[tokio::test]

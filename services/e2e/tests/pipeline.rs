@@ -184,23 +184,34 @@ async fn an_older_object_applied_late_never_overwrites_newer_rows() {
     let older = pipeline.import_page("posts").await;
     // Hold the older message back, as a slow or delayed message would be.
     let older_body = pipeline.aws.take_bodies().await.remove(0);
-    pipeline.import_page("posts?rev=1").await;
+    let newer = pipeline.import_page("posts?rev=1").await;
     pipeline.drain().await;
     let newest = rows(&pipeline).await;
+    // The set-up has teeth: the older object holds other content for every
+    // 7th post, which the newer one wrote.
+    assert_eq!(content(&newest), expected_posts(1));
+    let changed: Vec<&Row> = newest.iter().filter(|r| r.id % 7 == 0).collect();
+    assert!(!changed.is_empty());
+    for row in &changed {
+        assert_ne!(
+            expected_posts(0)[row.id as usize - 1],
+            expected_posts(1)[row.id as usize - 1]
+        );
+        assert_eq!(row.source_object, newer.object.to_string());
+    }
 
     pipeline.aws.send(&older_body).await;
     let run = pipeline.drain().await;
 
+    assert_eq!(run.messages_applied, 1);
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
         (0, 0, 100)
     );
+    // Every column of every row, lineage included, is as the newer object
+    // left it.
     assert_eq!(rows(&pipeline).await, newest);
-    assert!(
-        newest
-            .iter()
-            .all(|r| r.id % 7 != 0 || r.source_object != older.object.to_string())
-    );
+    assert_ne!(older.object, newer.object);
 }
 
 #[tokio::test]

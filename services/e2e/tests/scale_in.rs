@@ -92,23 +92,33 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
     .await;
     assert!(!run.is_finished(), "released while still running");
     let calls = agent.calls();
-    assert_eq!(
-        calls
-            .iter()
-            .map(|c| (c.protection_enabled, c.expires_in_minutes))
-            .collect::<Vec<_>>(),
-        [(true, Some(EXPIRY.as_secs() / 60)), (false, None)],
-        "one call to protect and one to release for ten messages, not one per message"
+    // Protect and release alternate, a pair per busy stretch: one for the
+    // ten messages, or two if a loaded machine left it idle for the grace
+    // between two of them; never one per message.
+    let pairs = calls.len() / 2;
+    assert!(
+        calls.len() % 2 == 0 && (1..=2).contains(&pairs),
+        "{calls:?}"
     );
+    for pair in calls.chunks(2) {
+        assert_eq!(
+            pair.iter()
+                .map(|c| (c.protection_enabled, c.expires_in_minutes))
+                .collect::<Vec<_>>(),
+            [(true, Some(EXPIRY.as_secs() / 60)), (false, None)],
+            "{calls:?}"
+        );
+    }
     let (first_applied, last_applied) = applied_between(&db).await;
     assert!(
         calls[0].at <= first_applied,
         "protected before the first object was applied"
     );
+    let released = calls.last().unwrap();
     assert!(
-        calls[1].at >= last_applied + IDLE_GRACE,
+        released.at >= last_applied + IDLE_GRACE,
         "released no sooner than {IDLE_GRACE:?} after the last: {:?} after",
-        calls[1].at.duration_since(last_applied)
+        released.at.duration_since(last_applied)
     );
 
     // New work protects it again; stopping while protected releases it.
@@ -119,10 +129,14 @@ async fn a_transformer_is_protected_while_it_holds_messages_and_released_when_id
     .await;
     stop.cancel();
     run.await.unwrap().unwrap();
+    let before = pairs * 2;
     let calls = agent.calls();
-    assert_eq!(calls.len(), 4, "{calls:?}");
-    assert!(calls[2].protection_enabled);
-    assert!(!calls[3].protection_enabled, "released on stopping");
+    assert_eq!(calls.len(), before + 2, "{calls:?}");
+    assert!(calls[before].protection_enabled);
+    assert!(
+        !calls[before + 1].protection_enabled,
+        "released on stopping"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! An announcer that dies part-way through an import, on the real
-//! LocalStack: the pages it announced stay, every other page fails the
-//! import and leaves no object behind.
+//! An announcer that dies part-way through an import, or whose messages
+//! are refused, on the real LocalStack: the pages it announced stay, every
+//! other page fails the import and leaves no object behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -99,4 +99,62 @@ async fn a_dying_announcer_fails_the_pages_it_did_not_confirm_and_removes_their_
         .collect();
     assert_eq!(messages, keys, "one message per remaining object");
     assert_eq!(outbox.batches.load(Ordering::SeqCst), 2);
+}
+
+/// Refuses every message, as SQS does one it cannot take.
+#[derive(Debug)]
+struct Refuses {
+    queue_url: Url,
+}
+
+impl Outbox for Refuses {
+    fn send<'a>(&'a self, batch: &'a [Announcement]) -> BoxFuture<'a, Vec<Result<String, String>>> {
+        let refused = batch
+            .iter()
+            .map(|_| Err("InvalidParameterValue: refused by the test".to_owned()))
+            .collect();
+        Box::pin(async move { refused })
+    }
+
+    fn queue_url(&self) -> &Url {
+        &self.queue_url
+    }
+}
+
+#[tokio::test]
+async fn an_object_that_cannot_be_announced_is_removed() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi {
+        posts: 300,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let mut config = Config::new(
+        api.join("posts").unwrap(),
+        aws.bucket.clone(),
+        aws.queue_url.clone(),
+    );
+    config.page_size = NonZeroU32::new(100);
+    let importer = Importer::new(config, aws.clients.clone())
+        .unwrap()
+        .with_outbox(Arc::new(Refuses {
+            queue_url: aws.queue_url.clone(),
+        }));
+
+    let err = importer.import_once().await.unwrap_err();
+
+    assert!(err.report.pages.is_empty(), "{:?}", err.report.pages);
+    assert_eq!(err.report.failures.len(), 3, "{:?}", err.report.failures);
+    for failure in &err.report.failures {
+        assert!(
+            failure.contains(&format!("s3://{}/posts/", aws.bucket))
+                && failure.contains("but could not announce it on")
+                && failure.contains("refused by the test")
+                && failure.ends_with("; the object was removed"),
+            "{failure}"
+        );
+    }
+    assert!(aws.keys().await.is_empty(), "no object left behind");
+    assert_eq!(aws.message_count().await, 0);
 }

@@ -417,3 +417,77 @@ async fn healthcheck_passes_while_a_run_is_alive_and_fails_after() {
         "unhealthy once stopped"
     );
 }
+
+#[tokio::test]
+async fn on_a_schedule_a_failed_import_is_logged_and_the_next_one_runs() {
+    let aws = TestAws::new().await;
+    // The first request is refused, and with one attempt the first import
+    // fails; the next one is answered.
+    let faults = testkit::fake_api::Faults {
+        throttle_first: 1,
+        ..Default::default()
+    };
+    let api = fake_api::spawn(FakeApi {
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let mut importer = Running::spawn(
+        command(IMPORTER)
+            .args(["run", "--every", "200ms"])
+            .envs(aws.env())
+            .env("HTTP_MAX_ATTEMPTS", "1")
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    );
+
+    let failed = importer
+        .wait_for_line("answered HTTP 429", Duration::from_secs(30))
+        .await;
+    assert!(failed.contains("ERROR"), "{failed}");
+    importer
+        .wait_for_line("Archived 100 records", Duration::from_secs(30))
+        .await;
+    assert!(importer.is_running());
+    importer.sigterm().await;
+    importer
+        .finish(Duration::from_secs(30))
+        .await
+        .assert_success();
+    assert_eq!(aws.keys().await.len(), 1);
+    assert_eq!(aws.message_count().await, 1);
+}
+
+#[tokio::test]
+async fn sigterm_during_an_import_lets_it_finish() {
+    let aws = TestAws::new().await;
+    // Every answer takes 2 s: the signal lands while the page is fetched.
+    let faults = testkit::fake_api::Faults {
+        delay: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let api = fake_api::spawn(FakeApi {
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let mut importer = Running::spawn(
+        command(IMPORTER)
+            .args(["run", "--every", "1h"])
+            .envs(aws.env())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    );
+    importer
+        .wait_for_line("Importing every", Duration::from_secs(30))
+        .await;
+    assert!(aws.keys().await.is_empty(), "the fetch is still going on");
+
+    importer.sigterm().await;
+
+    let ran = importer.finish(Duration::from_secs(30)).await;
+    ran.assert_success();
+    assert!(ran.log().contains("Archived 100 records"), "{ran:?}");
+    assert_eq!(aws.keys().await.len(), 1);
+    assert_eq!(aws.message_count().await, 1, "archived and announced");
+}

@@ -169,7 +169,12 @@ impl Running {
 
     /// Sends SIGTERM, as ECS does to stop a task.
     pub async fn sigterm(&self) {
-        sigterm(&self.child).await;
+        signal(&self.child, "TERM").await;
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub async fn sigint(&self) {
+        signal(&self.child, "INT").await;
     }
 
     /// Waits up to `timeout` for it to exit, and reads the rest of its log.
@@ -188,9 +193,13 @@ impl Running {
 
 /// Sends SIGTERM, as ECS does to stop a task.
 pub async fn sigterm(child: &Child) {
+    signal(child, "TERM").await;
+}
+
+async fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("the child is running");
     let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .await
         .expect("run kill");

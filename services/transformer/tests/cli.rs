@@ -212,11 +212,16 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
     agent.refuse();
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap(), None).await;
+    // The 30 kB object arrives in chunks of 8 kB, one every 3 s: busy for
+    // about 12 s, long enough for the refused call to be tried twice more.
+    let proxy = testkit::proxy::Proxy::to_localstack().await;
+    proxy.slow_down(Duration::from_secs(3));
 
     let ran = Ran::of(
         command(TRANSFORMER)
             .args(["run", "--drain"])
             .envs(aws.env())
+            .env("AWS_ENDPOINT_URL_S3", proxy.url().as_str())
             .env("DATABASE_URL", db.url().expose())
             .env("ECS_AGENT_URI", agent.uri().as_str()),
     )
@@ -226,8 +231,8 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
     assert_eq!(aws.message_count().await, 0, "the message was applied");
     let calls = agent.calls();
     assert!(
-        !calls.is_empty() && calls.iter().all(|c| c.refused),
-        "{calls:?}"
+        calls.len() >= 3 && calls.iter().all(|c| c.refused),
+        "refused, and tried again at least twice: {calls:?}"
     );
     let warnings: Vec<&String> = ran
         .lines
@@ -246,27 +251,32 @@ async fn an_agent_refusing_scale_in_protection_is_one_warning_and_the_work_goes_
 }
 
 #[tokio::test]
-async fn sigterm_stops_it_with_exit_0() {
+async fn sigterm_or_sigint_stops_it_with_exit_0() {
     let aws = TestAws::new().await;
     let db = TestDb::new().await;
-    let mut transformer = Running::spawn(
-        command(TRANSFORMER)
-            .arg("run")
-            .envs(aws.env())
-            .env("DATABASE_URL", db.url().expose()),
-    );
-    transformer
-        .wait_for_line("Receiving from", Duration::from_secs(30))
-        .await;
+    for signal in ["TERM", "INT"] {
+        let mut transformer = Running::spawn(
+            command(TRANSFORMER)
+                .arg("run")
+                .envs(aws.env())
+                .env("DATABASE_URL", db.url().expose()),
+        );
+        transformer
+            .wait_for_line("Receiving from", Duration::from_secs(30))
+            .await;
 
-    transformer.sigterm().await;
+        match signal {
+            "TERM" => transformer.sigterm().await,
+            _ => transformer.sigint().await,
+        }
 
-    let ran = transformer.finish(Duration::from_secs(30)).await;
-    ran.assert_success();
-    assert!(
-        ran.log().contains("Stopped after applying 0 message(s)"),
-        "{ran:?}"
-    );
+        let ran = transformer.finish(Duration::from_secs(30)).await;
+        ran.assert_success();
+        assert!(
+            ran.log().contains("Stopped after applying 0 message(s)"),
+            "SIG{signal}: {ran:?}"
+        );
+    }
 }
 
 #[test]
@@ -283,4 +293,70 @@ fn the_compose_file_gives_the_transformer_and_migrate_every_setting_they_need() 
             "{service}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_failed_message_is_hidden_for_retry_delay_then_tried_again() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    import(&aws, api.join("posts").unwrap(), None).await;
+
+    // S3 refuses every connection: the fetch fails for a passing reason,
+    // each time.
+    let mut transformer = Running::spawn(
+        command(TRANSFORMER)
+            .arg("run")
+            .envs(aws.env())
+            .env(
+                "AWS_ENDPOINT_URL_S3",
+                format!("http://127.0.0.1:{}", testkit::proxy::closed_port()),
+            )
+            .env("DATABASE_URL", db.url().expose())
+            .env("RETRY_DELAY", "4s"),
+    );
+    transformer
+        .wait_for_line("receive 1; retrying in 4s", Duration::from_secs(30))
+        .await;
+    let hidden_at = std::time::Instant::now();
+    // Hidden for the retry delay, then received again: not at once, and
+    // not after the visibility timeout (60 s).
+    transformer
+        .wait_for_line("receive 2; retrying in 8s", Duration::from_secs(30))
+        .await;
+    let hidden_for = hidden_at.elapsed();
+    assert!(
+        hidden_for >= Duration::from_millis(3500),
+        "tried again after {hidden_for:?}"
+    );
+    transformer.sigterm().await;
+    transformer
+        .finish(Duration::from_secs(30))
+        .await
+        .assert_success();
+}
+
+#[tokio::test]
+async fn database_password_replaces_the_urls_and_is_never_logged() {
+    let db = TestDb::empty().await;
+    let mut url = url::Url::parse(db.url().expose()).unwrap();
+    let password = url.password().unwrap().to_owned();
+    url.set_password(Some("not-the-password")).unwrap();
+    let migrate = |password: &str| {
+        let mut migrate = command(TRANSFORMER);
+        migrate
+            .arg("migrate")
+            .env("DATABASE_URL", url.as_str())
+            .env("DATABASE_PASSWORD", password);
+        migrate
+    };
+
+    let refused = Ran::of(&mut migrate("still-not-it")).await;
+    let error = refused.one_error(1);
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!refused.log().contains("still-not-it"), "{refused:?}");
+
+    let ran = Ran::of(&mut migrate(&password)).await;
+    ran.assert_success();
+    assert!(!ran.log().contains(&password), "{ran:?}");
 }

@@ -90,6 +90,21 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
         assert_eq!(message.attribute("messaging.system"), Some("aws_sqs"));
         assert!(message.attribute("messaging.message.id").is_some());
     }
+    // Each object carries its archive span's context in its S3 metadata,
+    // for whoever reads it later (a replay, a redrive).
+    let keys = aws.keys().await;
+    assert_eq!(keys.len(), 2);
+    for key in &keys {
+        let head = aws.head(key).await;
+        let traceparent = head.metadata().unwrap()["traceparent"].clone();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[1], import.trace_id, "{key}: {traceparent}");
+        assert!(
+            archived.iter().any(|a| a.span_id == parts[2]),
+            "{key}: {traceparent} names no archive span"
+        );
+    }
     // The trace, as the closing note of the issue shows it.
     for span in spans.iter().filter(|s| s.trace_id == import.trace_id) {
         eprintln!(
@@ -105,13 +120,18 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
             }
         );
     }
-    // The work inside the message span belongs to the same trace.
-    let fetched_pages = spans.iter().filter(|s| s.name == "fetch page").count();
+    // Each page fetch is a child of the import, in its trace.
+    let fetched_pages: Vec<_> = spans.iter().filter(|s| s.name == "fetch page").collect();
     assert_eq!(
-        fetched_pages,
+        fetched_pages.len(),
         2 + 2,
         "a first wave of FETCH_CONCURRENCY (4) pages, 2 of them past the end"
     );
+    for fetch in &fetched_pages {
+        assert_eq!(fetch.service, "importer");
+        assert_eq!(fetch.trace_id, import.trace_id, "{fetch:#?}");
+        assert_eq!(fetch.parent_span_id, import.span_id, "{fetch:#?}");
+    }
 
     // Every ledger row leads back to the import's trace.
     let mut conn = db.connect().await;
