@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 use e2e::{drain, import};
 use importer::settings::Config;
 use pipeline_core::contract::{attribute, metadata};
-use pipeline_store::schema::{applied_objects, posts};
+use pipeline_store::schema::{applied_objects, posts, quarantined_records};
 use testkit::fake_api::{self, FakeApi};
 use testkit::{TestAws, TestDb};
 
@@ -108,6 +108,9 @@ async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres() {
     large_object_round_trip(false).await;
 }
 
+/// The importer's compressed multipart upload. (Posts compress about
+/// twentyfold: the transformer reads this one whole. The compressed
+/// streaming path is `a_streamed_gzip_object_with_duplicates_across_batches_and_a_bad_record`'s.)
 #[tokio::test]
 async fn a_large_gzip_object_round_trips_too() {
     large_object_round_trip(true).await;
@@ -136,4 +139,102 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
         .unwrap()
         .to_owned();
     assert!(reason.contains("but the message says 0000"), "{reason}");
+}
+
+/// An object above `IN_MEMORY_BYTES` as stored, so the transformer streams
+/// it in batches: posts 7 and 14 come again at the end, as revision 1 has
+/// them (a dozen batches after their first occurrence), and record 30,000
+/// is not a post.
+async fn streamed_object(gzip: bool) {
+    const BAD_AT: usize = 30_000;
+    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
+    let to_value = |p: &pipeline_core::post::Post| serde_json::to_value(p).unwrap();
+    let mut records: Vec<serde_json::Value> =
+        fake_api::posts(POSTS, 0).iter().map(to_value).collect();
+    records.insert(
+        BAD_AT,
+        serde_json::json!({"userId": 1, "id": "thirty thousand", "title": "t", "body": "b"}),
+    );
+    let again: Vec<_> = fake_api::posts(14, 1)
+        .into_iter()
+        .filter(|p| p.id % 7 == 0)
+        .collect();
+    records.extend(again.iter().map(to_value));
+    let json = serde_json::to_vec(&records).unwrap();
+    // Stored blocks: a real gzip stream, as large as the JSON, so that it
+    // is streamed compressed without megabytes of random data.
+    let stored = if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        std::io::Write::write_all(&mut encoder, &json).unwrap();
+        encoder.finish().unwrap()
+    } else {
+        json
+    };
+    assert!(
+        stored.len() as i64 > transformer::process::IN_MEMORY_BYTES,
+        "{} bytes are read whole",
+        stored.len()
+    );
+    let mut put = aws
+        .clients
+        .s3
+        .put_object()
+        .bucket(&aws.bucket)
+        .key("streamed.json")
+        .body(stored.into());
+    if gzip {
+        put = put.content_encoding("gzip");
+    }
+    put.send().await.unwrap();
+    aws.send(&format!(
+        r#"{{"bucket": "{}", "key": "streamed.json"}}"#,
+        aws.bucket
+    ))
+    .await;
+
+    let run = drain(&aws, &db).await;
+
+    assert_eq!((run.messages_applied, run.dead_lettered), (1, 0), "{run:?}");
+    assert_eq!(run.records, u64::from(POSTS) + 3);
+    assert_eq!((run.rows.inserted, run.rows.updated), (u64::from(POSTS), 2));
+    assert_eq!(run.quarantined, 1);
+    let mut conn = db.connect().await;
+    let rows: Vec<(i64, String, String)> = posts::table
+        .select((posts::id, posts::title, posts::body))
+        .order(posts::id)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let mut expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
+        .into_iter()
+        .map(|p| (p.id, p.title, p.body))
+        .collect();
+    for post in again {
+        expected[post.id as usize - 1] = (post.id, post.title, post.body);
+    }
+    assert!(
+        rows == expected,
+        "every post, the last occurrence of 7 and 14"
+    );
+    let quarantined: Vec<(i64, String)> = quarantined_records::table
+        .select((
+            quarantined_records::record_index,
+            quarantined_records::reason,
+        ))
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0].0, BAD_AT as i64);
+    assert!(quarantined[0].1.contains("`id`"), "{}", quarantined[0].1);
+}
+
+#[tokio::test]
+async fn a_streamed_object_with_duplicates_across_batches_and_a_bad_record() {
+    streamed_object(false).await;
+}
+
+#[tokio::test]
+async fn a_streamed_gzip_object_with_duplicates_across_batches_and_a_bad_record() {
+    streamed_object(true).await;
 }
