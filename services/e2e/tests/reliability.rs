@@ -20,6 +20,18 @@ use tokio_util::sync::CancellationToken;
 use transformer::Mode;
 use url::Url;
 
+/// Waits until `condition` holds, for at most 30 s.
+async fn wait_until(what: &str, condition: impl AsyncFn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn post(id: i64, title: &str) -> String {
     format!(r#"{{"userId": 1, "id": {id}, "title": "{title}", "body": "b"}}"#)
 }
@@ -387,9 +399,9 @@ async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
         async move { setup.run(config, aws, Mode::Serve, stop).await }
     };
     let outage = async {
-        // Long enough for the message to fail at least once, not so long
-        // that the redrive policy gives up on it.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // Until the message has failed once: the SDK tries a call three
+        // times, so three refused connections end the first fetch.
+        wait_until("three refused connections", async || proxy.broken() >= 3).await;
         proxy.restore();
         setup.wait_for_rows(100, Duration::from_secs(60)).await;
         stop.cancel();
@@ -502,14 +514,10 @@ async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
     let stop = CancellationToken::new();
     let run = setup.run(config, aws, Mode::Serve, stop.clone());
     let pull_the_rug = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while setup.aws.visible_and_in_flight().await != (0, 1) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the message was never taken"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until("the message taken and its object downloading", async || {
+            setup.aws.visible_and_in_flight().await == (0, 1) && proxy.open_connections() > 0
+        })
+        .await;
         // Gone from under the worker, as when another worker finished it.
         setup
             .aws
@@ -520,7 +528,11 @@ async fn work_stops_on_a_message_whose_visibility_cannot_be_extended() {
             .send()
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The next heartbeat fails and the worker drops the download.
+        wait_until("the download dropped", async || {
+            proxy.open_connections() == 0
+        })
+        .await;
         stop.cancel();
     };
     let (report, ()) = tokio::join!(run, pull_the_rug);

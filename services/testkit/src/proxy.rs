@@ -103,6 +103,12 @@ impl Proxy {
         }
     }
 
+    /// Connections open through the proxy now.
+    pub fn open_connections(&self) -> usize {
+        let connections = self.state.connections.lock().expect("lock");
+        connections.iter().filter(|c| !c.is_finished()).count()
+    }
+
     /// How many connections a cut closed or the proxy refused while down:
     /// more than none shows that the outage was felt.
     pub fn broken(&self) -> u64 {
