@@ -637,3 +637,46 @@ async fn it_never_holds_more_messages_than_it_can_work_on() {
         "{most_in_flight} messages were held at once"
     );
 }
+
+#[tokio::test]
+async fn two_workers_given_the_same_object_at_once_apply_it_once() {
+    let setup = Pipeline::new().await;
+    setup.import_page("posts").await;
+    let body = setup.aws.peek_messages().await[0]
+        .body()
+        .unwrap()
+        .to_owned();
+    setup.aws.send(&body).await;
+    // A slow way to S3 keeps both downloads going at the same time, so
+    // that both reach the database with the same object.
+    let proxy = Proxy::to_localstack().await;
+    proxy.slow_down(Duration::from_millis(300));
+    let mut config = setup.transformer_config();
+    config.concurrency = NonZeroUsize::new(1).unwrap();
+    let worker = || async {
+        let aws = TestAws::clients_with_s3_through(&proxy).await;
+        setup
+            .run(config.clone(), aws, Mode::Drain, CancellationToken::new())
+            .await
+    };
+
+    let (a, b) = tokio::join!(worker(), worker());
+
+    assert_eq!(
+        (
+            a.messages_applied,
+            b.messages_applied,
+            a.dead_lettered + b.dead_lettered
+        ),
+        (1, 1, 0),
+        "one message each: {a:?} {b:?}"
+    );
+    assert_eq!(
+        a.duplicate_objects + b.duplicate_objects,
+        1,
+        "one applied it, the other found it in the ledger: {a:?} {b:?}"
+    );
+    assert_eq!(a.rows.inserted + b.rows.inserted, 100);
+    assert_eq!(setup.ledger().await.len(), 1);
+    assert_eq!(setup.count("posts").await, 100);
+}
