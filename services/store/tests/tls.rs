@@ -127,3 +127,55 @@ async fn a_bundle_with_a_certificate_that_does_not_parse_still_verifies() {
     );
     assert!(encrypted(&url).await.unwrap());
 }
+
+/// In front of the real server, a server that has no TLS: it answers the
+/// client's `SSLRequest` with `N`, as PostgreSQL with `ssl=off` does, then
+/// passes the session through unencrypted. Returns its port.
+async fn without_tls() -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = url::Url::parse(&env("TEST_DATABASE_URL"))
+        .unwrap()
+        .socket_addrs(|| Some(5432))
+        .unwrap()[0];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // SSLRequest: length 8, then the code 80877103.
+                let mut first = [0u8; 8];
+                client.read_exact(&mut first).await.unwrap();
+                let mut upstream = tokio::net::TcpStream::connect(server).await.unwrap();
+                if first == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+                    client.write_all(b"N").await.unwrap();
+                } else {
+                    upstream.write_all(&first).await.unwrap();
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn prefer_and_the_default_connect_unencrypted_to_a_server_without_tls() {
+    let port = without_tls().await;
+    let through = |query: &str| {
+        let mut url = url::Url::parse(&env("TEST_DATABASE_URL")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        url.set_query(Some(query));
+        url.as_str().parse::<DatabaseUrl>().unwrap()
+    };
+    assert!(!encrypted(&through("sslmode=prefer")).await.unwrap());
+    assert!(!encrypted(&through("")).await.unwrap());
+    // And one that insists on TLS says so, in one line.
+    let refused =
+        pipeline_core::error_chain(&encrypted(&through("sslmode=require")).await.unwrap_err());
+    assert!(
+        refused.starts_with(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}/"
+        )) && refused.ends_with("server does not support TLS"),
+        "{refused}"
+    );
+}
