@@ -32,12 +32,18 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use url::Url;
 
+use endpoint::{Endpoint, HttpEndpoint};
+
+mod endpoint;
+
 /// How long one protection lasts. It is renewed while the task stays busy,
 /// so this only bounds how long a task that stopped answering keeps
 /// scale-in away.
 pub const EXPIRY: Duration = Duration::from_secs(10 * 60);
 
-/// A protection is renewed once less than this is left of it.
+/// A protection is renewed once no more than this is left of it. (At
+/// exactly this much: waking at the renewal time must renew, or the loop
+/// would wake again at once until the clock moved on.)
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 /// Nothing in hand for this long lifts the protection: a transformer that
@@ -89,13 +95,27 @@ impl ScaleInProtection {
                 agent: None,
             };
         };
-        let (confirm, confirmed) = watch::channel(Confirmed::default());
-        let agent = Agent::new(uri, confirm, limit);
+        let endpoint = HttpEndpoint::new(uri);
         info!(
-            ecs.agent.url = %agent.url,
+            ecs.agent.url = %endpoint.url(),
             "Scale-in protection through {} while messages are in hand",
-            agent.url
+            endpoint.url()
         );
+        Self::with_endpoint(endpoint, limit, busy, wanted)
+    }
+
+    fn with_endpoint(
+        endpoint: impl Endpoint,
+        limit: Duration,
+        busy: watch::Sender<bool>,
+        wanted: watch::Receiver<bool>,
+    ) -> Self {
+        let (confirm, confirmed) = watch::channel(Confirmed::default());
+        let agent = Agent {
+            endpoint,
+            confirm,
+            limit,
+        };
         Self {
             busy,
             confirmed: Some(confirmed),
@@ -141,30 +161,15 @@ impl ScaleInProtection {
     }
 }
 
-/// The agent's task-protection endpoint.
-struct Agent {
-    http: reqwest::Client,
-    url: Url,
+/// The task that keeps the protection as the receive loop wants it.
+struct Agent<E> {
+    endpoint: E,
     confirm: watch::Sender<Confirmed>,
     /// The longest busy stretch that is protected.
     limit: Duration,
 }
 
-impl Agent {
-    fn new(agent_uri: &Url, confirm: watch::Sender<Confirmed>, limit: Duration) -> Self {
-        let url = Url::parse(&format!(
-            "{}/task-protection/v1/state",
-            agent_uri.as_str().trim_end_matches('/')
-        ))
-        .unwrap_or_else(|e| unreachable!("a URL with a path added is a URL: {e}"));
-        Self {
-            http: reqwest::Client::new(),
-            url,
-            confirm,
-            limit,
-        }
-    }
-
+impl<E: Endpoint> Agent<E> {
     /// Keeps the protection as `wanted` says until its sender is dropped,
     /// then lifts it.
     async fn follow(self, mut wanted: watch::Receiver<bool>) {
@@ -184,7 +189,7 @@ impl Agent {
                 (true, None) if declined => None,
                 (true, Some(_)) if limit_at.is_some_and(|at| at <= now) => {
                     info!(
-                        ecs.agent.url = %self.url,
+                        ecs.agent.url = %self.endpoint.url(),
                         "Busy for {} in a row: lifting scale-in protection until idle, so that a deployment or scale-in can stop this task",
                         humantime::format_duration(self.limit)
                     );
@@ -193,7 +198,7 @@ impl Agent {
                     Some(false)
                 }
                 (true, None) => Some(true),
-                (true, Some(until)) if until.saturating_duration_since(now) < RENEW_BEFORE => {
+                (true, Some(until)) if until.saturating_duration_since(now) <= RENEW_BEFORE => {
                     Some(true)
                 }
                 (false, _) if (protected_until.is_some() || declined) => {
@@ -231,9 +236,9 @@ impl Agent {
         // The transformer is stopping.
         self.confirm.send_modify(|c| c.protected = false);
         if protected_until.is_some()
-            && let Err(e) = self.put(false).await
+            && let Err(e) = self.endpoint.put(false).await
         {
-            warn!(ecs.agent.url = %self.url, "{e}");
+            warn!(ecs.agent.url = %self.endpoint.url(), "{e}");
         }
     }
 
@@ -245,10 +250,10 @@ impl Agent {
             self.confirm.send_modify(|c| c.protected = false);
         }
         let was_failing = self.confirm.borrow().failing;
-        match self.put(protect).await {
+        match self.endpoint.put(protect).await {
             Ok(()) => {
                 if was_failing {
-                    info!(ecs.agent.url = %self.url, "Scale-in protection works again");
+                    info!(ecs.agent.url = %self.endpoint.url(), "Scale-in protection works again");
                 }
                 self.confirm.send_modify(|c| {
                     c.protected = protect;
@@ -260,7 +265,7 @@ impl Agent {
                 // Once per run of failures: the agent may be away for a
                 // while, and the work goes on without it.
                 if !was_failing {
-                    warn!(ecs.agent.url = %self.url, "{e}; trying again every {}s", RETRY.as_secs());
+                    warn!(ecs.agent.url = %self.endpoint.url(), "{e}; trying again every {}s", RETRY.as_secs());
                 }
                 self.confirm.send_modify(|c| c.failing = true);
                 Err(())
@@ -284,76 +289,6 @@ impl Agent {
             }
         }
     }
-
-    /// One call; the error names the endpoint and says what the agent said.
-    async fn put(&self, protected: bool) -> Result<(), String> {
-        let body = if protected {
-            serde_json::json!({
-                "ProtectionEnabled": true,
-                "ExpiresInMinutes": EXPIRY.as_secs() / 60,
-            })
-        } else {
-            serde_json::json!({ "ProtectionEnabled": false })
-        };
-        let failed = |reason: String| {
-            format!(
-                "cannot turn scale-in protection {} with PUT {}: {reason}",
-                if protected { "on" } else { "off" },
-                self.url
-            )
-        };
-        let response = self
-            .http
-            .put(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| failed(pipeline_core::error_chain(&e)))?;
-        let status = response.status();
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|e| failed(pipeline_core::error_chain(&e)))?;
-        answer_to_result(status, &answer).map_err(failed)
-    }
-}
-
-/// What the agent's answer means: `{"protection": {...}}` on success,
-/// `{"failure": {"Reason", "Detail"}}` or `{"error": {"Code", "Message"}}`
-/// otherwise.
-fn answer_to_result(status: reqwest::StatusCode, answer: &[u8]) -> Result<(), String> {
-    let json: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
-    let text = |object: &serde_json::Value, keys: &[&str]| {
-        keys.iter()
-            .filter_map(|k| object.get(k).and_then(serde_json::Value::as_str))
-            .collect::<Vec<_>>()
-            .join(": ")
-    };
-    if let Some(failure) = json.get("failure") {
-        return Err(format!(
-            "the agent answered failure {}",
-            text(failure, &["Reason", "Detail"])
-        ));
-    }
-    if let Some(error) = json.get("error") {
-        return Err(format!(
-            "the agent answered HTTP {status}, {}",
-            text(error, &["Code", "Message"])
-        ));
-    }
-    if !status.is_success() {
-        let answer = String::from_utf8_lossy(answer);
-        return Err(format!(
-            "the agent answered HTTP {status}: {}",
-            answer.trim()
-        ));
-    }
-    if json.get("protection").is_none() {
-        return Err("the agent's answer has no `protection`".to_owned());
-    }
-    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -364,31 +299,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::StatusCode;
-
-    #[test]
-    fn the_agents_answers_become_one_line_each() {
-        let ok = br#"{"protection":{"ExpirationDate":"2026-11-26T15:00:00Z","ProtectionEnabled":true,"TaskArn":"arn:aws:ecs:eu-west-1:1:task/c/1"}}"#;
-        assert_eq!(answer_to_result(StatusCode::OK, ok), Ok(()));
-
-        let failure = br#"{"failure":{"Arn":"arn:aws:ecs:eu-west-1:1:task/c/1","Reason":"TASK_NOT_VALID","Detail":null}}"#;
-        assert_eq!(
-            answer_to_result(StatusCode::OK, failure),
-            Err("the agent answered failure TASK_NOT_VALID".to_owned())
-        );
-
-        let denied = br#"{"error":{"Arn":"arn","Code":"AccessDeniedException","Message":"not authorized to perform: ecs:UpdateTaskProtection"}}"#;
-        assert_eq!(
-            answer_to_result(StatusCode::BAD_REQUEST, denied),
-            Err("the agent answered HTTP 400 Bad Request, AccessDeniedException: not authorized to perform: ecs:UpdateTaskProtection".to_owned())
-        );
-
-        assert_eq!(
-            answer_to_result(StatusCode::BAD_GATEWAY, b"upstream down\n"),
-            Err("the agent answered HTTP 502 Bad Gateway: upstream down".to_owned())
-        );
-        assert!(answer_to_result(StatusCode::OK, b"{}").is_err());
-    }
-}
+mod tests;
