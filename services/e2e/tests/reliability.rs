@@ -32,6 +32,25 @@ async fn wait_until(what: &str, condition: impl AsyncFn() -> bool) {
     }
 }
 
+/// Drains with `config` while `watch` looks on; `done` is cancelled when
+/// the drain is over.
+async fn drain_watched<T>(
+    setup: &Pipeline,
+    config: transformer::settings::Config,
+    aws: AwsClients,
+    watch: impl AsyncFnOnce(&CancellationToken) -> T,
+) -> (transformer::RunReport, T) {
+    let done = CancellationToken::new();
+    let run = async {
+        let report = setup
+            .run(config, aws, Mode::Drain, CancellationToken::new())
+            .await;
+        done.cancel();
+        report
+    };
+    tokio::join!(run, watch(&done))
+}
+
 fn post(id: i64, title: &str) -> String {
     format!(r#"{{"userId": 1, "id": {id}, "title": "{title}", "body": "b"}}"#)
 }
@@ -561,15 +580,7 @@ async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
     // it every 100 ms: without the heartbeat it would be visible again 2 s
     // after it was taken, and be seen here (received with a visibility
     // timeout of 0, so that it is not kept from the transformer).
-    let done = CancellationToken::new();
-    let run = async {
-        let report = setup
-            .run(config, aws, Mode::Drain, CancellationToken::new())
-            .await;
-        done.cancel();
-        report
-    };
-    let second_consumer = async {
+    let (report, seen) = drain_watched(&setup, config, aws, async |done| {
         let mut seen = Vec::new();
         let mut taken = false;
         while !done.is_cancelled() {
@@ -582,8 +593,8 @@ async fn a_heartbeat_keeps_a_slow_message_from_being_redelivered() {
         }
         assert!(taken, "the watcher never saw the message in flight");
         seen
-    };
-    let (report, seen) = tokio::join!(run, second_consumer);
+    })
+    .await;
 
     let seen: Vec<_> = seen.iter().filter_map(|m| m.message_id()).collect();
     assert!(
@@ -611,15 +622,7 @@ async fn it_never_holds_more_messages_than_it_can_work_on() {
     let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(2).unwrap();
 
-    let done = CancellationToken::new();
-    let run = async {
-        let report = setup
-            .run(config, aws, Mode::Drain, CancellationToken::new())
-            .await;
-        done.cancel();
-        report
-    };
-    let watch = async {
+    let (report, most_in_flight) = drain_watched(&setup, config, aws, async |done| {
         let mut most_in_flight = 0;
         while !done.is_cancelled() {
             let (_, in_flight) = setup.aws.visible_and_in_flight().await;
@@ -627,8 +630,8 @@ async fn it_never_holds_more_messages_than_it_can_work_on() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         most_in_flight
-    };
-    let (report, most_in_flight) = tokio::join!(run, watch);
+    })
+    .await;
 
     assert_eq!(report.messages_applied, 8);
     assert!(most_in_flight >= 1, "the watcher saw the work");
