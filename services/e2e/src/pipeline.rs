@@ -71,8 +71,13 @@ impl Pipeline {
 
     /// `transformer run --drain`.
     pub async fn drain(&self) -> RunReport {
+        self.drain_with(self.transformer_config()).await
+    }
+
+    /// `transformer run --drain` with these settings.
+    pub async fn drain_with(&self, config: TransformerConfig) -> RunReport {
         self.run(
-            self.transformer_config(),
+            config,
             self.aws.clients.clone(),
             Mode::Drain,
             CancellationToken::new(),

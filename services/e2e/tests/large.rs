@@ -66,12 +66,7 @@ async fn large_object_round_trip(gzip: bool) {
     );
     assert_eq!(run.rows.inserted, u64::from(POSTS));
     let mut conn = db.connect().await;
-    let rows: Vec<(i64, String, String)> = posts::table
-        .select((posts::id, posts::title, posts::body))
-        .order(posts::id)
-        .load(&mut conn)
-        .await
-        .unwrap();
+    let rows = rows(&mut conn).await;
     let expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
         .into_iter()
         .map(|p| (p.id, p.title, p.body))
@@ -97,6 +92,16 @@ async fn large_object_round_trip(gzip: bool) {
     assert_eq!(again.rows, Default::default());
     let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
     assert_eq!(count, i64::from(POSTS));
+}
+
+/// Every post's id, title and body, by id.
+async fn rows(conn: &mut diesel_async::AsyncPgConnection) -> Vec<(i64, String, String)> {
+    posts::table
+        .select((posts::id, posts::title, posts::body))
+        .order(posts::id)
+        .load(conn)
+        .await
+        .unwrap()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -199,12 +204,7 @@ async fn streamed_object(gzip: bool) {
     assert_eq!((run.rows.inserted, run.rows.updated), (u64::from(POSTS), 2));
     assert_eq!(run.quarantined, 1);
     let mut conn = db.connect().await;
-    let rows: Vec<(i64, String, String)> = posts::table
-        .select((posts::id, posts::title, posts::body))
-        .order(posts::id)
-        .load(&mut conn)
-        .await
-        .unwrap();
+    let rows = rows(&mut conn).await;
     let mut expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
         .into_iter()
         .map(|p| (p.id, p.title, p.body))

@@ -278,14 +278,7 @@ async fn what_can_never_succeed_is_dead_lettered_with_its_reason_and_the_batch_g
     let mut config = setup.transformer_config();
     config.concurrency = NonZeroUsize::new(10).unwrap();
 
-    let run = setup
-        .run(
-            config,
-            setup.aws.clients.clone(),
-            Mode::Drain,
-            CancellationToken::new(),
-        )
-        .await;
+    let run = setup.drain_with(config).await;
 
     // Each one at once: none is retried.
     assert_eq!(
@@ -345,14 +338,7 @@ async fn dead_letter_queue_url_is_used_instead_of_the_redrive_policys() {
     let mut config = setup.transformer_config();
     config.dead_letter_queue_url = Some(elsewhere.queue_url.clone());
 
-    let run = setup
-        .run(
-            config,
-            setup.aws.clients.clone(),
-            Mode::Drain,
-            CancellationToken::new(),
-        )
-        .await;
+    let run = setup.drain_with(config).await;
 
     assert_eq!(run.dead_lettered, 1, "{run:?}");
     let letters = elsewhere.peek_messages().await;
