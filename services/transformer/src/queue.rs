@@ -46,14 +46,15 @@ pub enum QueueError {
 
 impl QueueError {
     /// `map_err` for a call to `queue` (a URL or an ARN).
-    pub fn call<E: Error + Send + Sync + 'static>(
+    /// The queue's name is only rendered on failure: this sits on every
+    /// receive, delete and heartbeat.
+    pub fn call<'q, E: Error + Send + Sync + 'static, Q: ToString + ?Sized>(
         action: &'static str,
-        queue: &impl ToString,
-    ) -> impl FnOnce(E) -> Self {
-        let queue = queue.to_string();
+        queue: &'q Q,
+    ) -> impl FnOnce(E) -> Self + 'q {
         move |source| Self::Call {
             action,
-            queue,
+            queue: queue.to_string(),
             source: Box::new(source),
         }
     }
