@@ -30,7 +30,8 @@ pub struct Lineage<'a> {
 pub struct UpsertCounts {
     pub inserted: u64,
     pub updated: u64,
-    /// Rows left as they were: same content, or already newer in the table.
+    /// Rows whose content was left as it was: the same content (the row's
+    /// lineage then moves to a newer object), or already newer in the table.
     pub unchanged: u64,
     /// Earlier occurrences of an id that occurs again later in the input.
     pub superseded: u64,
@@ -47,11 +48,16 @@ impl std::ops::AddAssign for UpsertCounts {
 
 /// Inserts new posts and updates changed ones.
 ///
-/// A row is only rewritten when its content differs and the incoming object
-/// is at least as new as the one the row came from, so applying an object
-/// twice, or an older object after a newer one, changes nothing. When an id
-/// occurs more than once in `posts`, the last occurrence wins (Postgres
-/// refuses to update one row twice in one statement).
+/// Each row ends as the newest object that holds its id says, whatever
+/// order objects are applied in: applying an object twice, or an older
+/// object after a newer one, changes nothing. A newer object with the same
+/// content moves only the row's lineage (`source_object`, `fetched_at`)
+/// forward, keeping its `loaded_at`, and counts as unchanged: otherwise an
+/// object older than it but newer than the row's first version, arriving
+/// late (a retried message, a partial replay), would overwrite what the
+/// newest fetch confirmed. When an id occurs more than once in `posts`, the
+/// last occurrence wins (Postgres refuses to update one row twice in one
+/// statement).
 ///
 /// Run it inside the caller's transaction: it issues one statement per
 /// [`CHUNK_ROWS`] rows.
@@ -169,14 +175,19 @@ WITH written AS (
         body = EXCLUDED.body,
         source_object = EXCLUDED.source_object,
         fetched_at = EXCLUDED.fetched_at,
-        loaded_at = now()
-    WHERE p.fetched_at <= EXCLUDED.fetched_at
-      AND (p.user_id, p.title, p.body) IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.title, EXCLUDED.body)
-    -- xmax is 0 for a freshly inserted row version, non-zero for an update.
-    RETURNING (xmax = 0) AS inserted
+        loaded_at = CASE
+            WHEN (p.user_id, p.title, p.body) IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.title, EXCLUDED.body)
+            THEN now() ELSE p.loaded_at END
+    WHERE p.fetched_at < EXCLUDED.fetched_at
+       OR (p.fetched_at = EXCLUDED.fetched_at
+           AND (p.user_id, p.title, p.body) IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.title, EXCLUDED.body))
+    -- xmax is 0 for a freshly inserted row version, non-zero for an update;
+    -- loaded_at is now() only where the content changed (one object per
+    -- transaction: a row last written by another object has an older one).
+    RETURNING (xmax = 0) AS inserted, (loaded_at = now()) AS changed
 )
 SELECT count(*) FILTER (WHERE inserted) AS inserted,
-       count(*) FILTER (WHERE NOT inserted) AS updated
+       count(*) FILTER (WHERE NOT inserted AND changed) AS updated
 FROM written";
 
 #[derive(QueryableByName)]
