@@ -9,6 +9,8 @@
 //!  "fetched_at": "2026-11-26T08:00:00Z"}
 //! ```
 //!
+//! `"reapply": true` is added by `importer replay --reapply`.
+//!
 //! Only `bucket` and `key` are required, so an object can be fed in by hand
 //! with `{"bucket": "...", "key": "..."}`. Every other field is checked when
 //! present. A missing `version` means 1.
@@ -45,6 +47,12 @@ pub struct ObjectMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub fetched_at: Option<OffsetDateTime>,
+    /// Apply the object even if the ledger has its bytes (`importer replay
+    /// --reapply`, after a fix in the transformer): its ledger row and
+    /// quarantined records are replaced with its rows, in one transaction.
+    /// Rows still only move forward by `fetched_at`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reapply: bool,
 }
 
 /// time's own error does not say which field it was parsing.
@@ -202,6 +210,7 @@ impl S3Event {
                 record_count: None,
                 source_url: None,
                 fetched_at: None,
+                reapply: false,
             });
         }
         if objects.is_empty() {
@@ -227,13 +236,24 @@ mod tests {
             record_count: Some(3),
             source_url: Some("http://127.0.0.1:1/posts".into()),
             fetched_at: Some(datetime!(2026-11-26 08:00:00.123 UTC)),
+            reapply: false,
         };
         let body = message.encode();
         assert!(
             body.contains(r#""fetched_at":"2026-11-26T08:00:00.123Z""#),
             "{body}"
         );
+        // Written only when set, so older transformers read it unchanged.
+        assert!(!body.contains("reapply"), "{body}");
         assert_eq!(ObjectMessage::decode(&body).expect("decodes"), message);
+        let again = ObjectMessage {
+            reapply: true,
+            ..message
+        };
+        assert_eq!(
+            ObjectMessage::decode(&again.encode()).expect("decodes"),
+            again
+        );
     }
 
     #[test]

@@ -311,5 +311,6 @@ pub fn message_for(
         record_count: Some(record_count),
         source_url: Some(page_url.to_string()),
         fetched_at: Some(fetched_at),
+        reapply: false,
     }
 }

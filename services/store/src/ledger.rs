@@ -27,6 +27,9 @@ pub struct Object<'a> {
     pub fetched_at: OffsetDateTime,
     /// The OpenTelemetry trace applying it, lowercase hex.
     pub trace_id: Option<&'a str>,
+    /// Apply it even if the ledger has its bytes: the old ledger row and
+    /// its quarantined records are replaced in the same transaction.
+    pub reapply: bool,
 }
 
 /// What applying an object did to the database.
@@ -194,6 +197,10 @@ impl<E> From<diesel::result::Error> for Rollback<E> {
 /// the rows written meanwhile.
 ///
 /// Bad records are kept until the end (their rows reference the ledger row).
+///
+/// With [`Object::reapply`], bytes the ledger has are applied again and
+/// their ledger row and quarantined records replaced; rows still only move
+/// forward by `fetched_at`.
 pub async fn apply<E: Send>(
     conn: &mut AsyncPgConnection,
     object: Object<'_>,
@@ -240,13 +247,21 @@ pub async fn apply<E: Send>(
 }
 
 /// Inserts the object's ledger row; if these bytes have one already, rolls
-/// back with it.
+/// back with it. To reapply, the old row (and with it, by the foreign key's
+/// cascade, its quarantined records) is deleted first: a second worker
+/// reapplying the same object at once waits on that row, finds it gone and
+/// the new one in its place, and rolls back as already applied.
 async fn claim<E>(
     conn: &mut AsyncPgConnection,
     object: Object<'_>,
     sha256: &str,
     records: u64,
 ) -> Result<(), Rollback<E>> {
+    if object.reapply {
+        diesel::delete(applied_objects::table.find((object.source_object, sha256)))
+            .execute(conn)
+            .await?;
+    }
     let claimed = diesel::insert_into(applied_objects::table)
         .values(NewLedgerEntry {
             source_object: object.source_object,

@@ -53,8 +53,8 @@ pub async fn apply_object(
 ) -> Result<Applied, ProcessError> {
     let object = message.object();
     // A redelivery of a message whose bytes were applied: answer from the
-    // ledger without fetching anything.
-    if let Some(sha256) = &message.sha256 {
+    // ledger without fetching anything (unless told to apply them again).
+    if let Some(sha256) = message.sha256.as_ref().filter(|_| !message.reapply) {
         let found = async {
             let mut conn = cx.store.connection().await?;
             Ok(ledger::find(&mut conn, &object.to_string(), sha256).await?)
@@ -237,6 +237,7 @@ impl Write<'_> {
             message_id: self.message_id,
             fetched_at: self.fetched_at,
             trace_id: trace_id.as_deref(),
+            reapply: self.message.reapply,
         };
         match ledger::apply(&mut conn, target, batches, finish).await {
             Ok((effect, end)) => Ok(Applied {
