@@ -1,0 +1,1 @@
+DROP INDEX applied_objects_applied_at_idx;
