@@ -2,16 +2,35 @@
 
 use std::process::ExitCode;
 
+/// Input an operator gave that a command cannot use, found only once it
+/// looked (a prefix with no objects under it, a file that is not a JSON
+/// array, a queue without a dead-letter queue): reported like a bad
+/// setting, in one line with exit code 2, before anything was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Exit code of a command that asked something of the operator's input it
+/// does not have: the code of a bad setting (and of clap's usage errors).
+pub const BAD_INPUT: u8 = 2;
+
 /// Turns the outcome of a command into the process exit code. An error is
 /// logged once, here, as one line with its whole cause chain
-/// (`could not ...: because ...: because ...`).
+/// (`could not ...: because ...: because ...`). [`BadInput`] is printed
+/// as a bad setting is, `error: ...` on stderr, and exits 2.
 pub fn report(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<BadInput>() {
+            Some(bad) => {
+                eprintln!("error: {bad}");
+                ExitCode::from(BAD_INPUT)
+            }
+            None => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -146,6 +146,13 @@ pub fn parse_http_url(value: &str) -> Result<Url, String> {
     }
 }
 
+/// An RFC 3339 time, such as `2026-11-30T08:00:00Z`, for options that
+/// select by time.
+pub fn parse_time(value: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-30T08:00:00Z)"))
+}
+
 /// An SQS queue URL such as `https://sqs.eu-west-1.amazonaws.com/123456789012/posts`.
 pub fn parse_queue_url(value: &str) -> Result<Url, String> {
     let url = parse_http_url(value)?;
