@@ -14,6 +14,7 @@
 //! - [`secret`]: the database password from Secrets Manager, re-read when
 //!   PostgreSQL refuses it.
 //! - [`Transformer::run`]: checks what it depends on, then runs the loop.
+//! - [`ops`]: the operator's commands: `redrive`, `quarantine`, `status`.
 //!
 //! What happens to a message:
 //!
@@ -36,8 +37,10 @@ mod listener;
 mod metrics;
 mod outcome;
 mod queue;
-// Public for the binary (settings, secret) and for the tests that drive
-// one object through `process` or time the scale-in protection.
+// Public for the binary (settings, secret, the operator's commands) and
+// for the tests that drive one object through `process` or time the
+// scale-in protection.
+pub mod ops;
 pub mod process;
 pub mod protection;
 pub mod secret;

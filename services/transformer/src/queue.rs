@@ -286,6 +286,11 @@ impl SqsQueue {
 
     /// True when the queue holds no visible, delayed or in-flight message.
     pub async fn is_drained(&self) -> Result<bool, QueueError> {
+        Ok(self.depth().await?.total() == 0)
+    }
+
+    /// How many messages the queue holds, as SQS counts them.
+    pub async fn depth(&self) -> Result<Depth, QueueError> {
         use QueueAttributeName::{
             ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
             ApproximateNumberOfMessagesNotVisible,
@@ -301,16 +306,37 @@ impl SqsQueue {
             .await
             .map_err(QueueError::call("read the attributes of", &self.url))?;
         let attributes = output.attributes.unwrap_or_default();
-        let mut total = 0u64;
-        for name in [
-            ApproximateNumberOfMessages,
-            ApproximateNumberOfMessagesNotVisible,
-            ApproximateNumberOfMessagesDelayed,
-        ] {
-            let count = attributes.get(&name).and_then(|v| v.parse::<u64>().ok());
-            total += count.ok_or_else(|| QueueError::answer(&self.url, name.as_str()))?;
-        }
-        Ok(total == 0)
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| QueueError::answer(&self.url, name.as_str()))
+        };
+        Ok(Depth {
+            visible: count(ApproximateNumberOfMessages)?,
+            in_flight: count(ApproximateNumberOfMessagesNotVisible)?,
+            delayed: count(ApproximateNumberOfMessagesDelayed)?,
+        })
+    }
+
+    /// The SQS client, for calls this type does not wrap.
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+}
+
+/// Messages on a queue, by state (SQS's approximate counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub visible: u64,
+    /// Received and not yet deleted or handed back.
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl Depth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | variable                  | flag                        | default        |
 //! |---------------------------|-----------------------------|----------------|
-//! | `QUEUE_URL`               | `--queue-url`               | none: required for `run` |
+//! | `QUEUE_URL`               | `--queue-url`               | none: required but for `migrate` and `quarantine` |
 //! | `DATABASE_URL`            | `--database-url`            | none: required |
 //! | `DATABASE_PASSWORD`       | `--database-password`       | the URL's      |
 //! | `DATABASE_SECRET`         | `--database-secret`         | none: the password above |
@@ -25,6 +25,9 @@ use pipeline_core::startup::StartupSettings;
 use pipeline_store::DatabaseUrl;
 
 use crate::Mode;
+use crate::ops::quarantine::Quarantine;
+use crate::ops::redrive::Redrive;
+use crate::ops::status::Status;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +56,16 @@ pub enum Command {
         #[arg(long)]
         drain: bool,
     },
+    /// Move the dead-letter queue's messages back to the queue (SQS's message move task,
+    /// or one by one); --dry-run lists them.
+    Redrive(Redrive),
+    /// List the quarantined records, or --export them as a JSON array to fix and feed back
+    /// with `importer load`.
+    Quarantine(Quarantine),
+    /// One screen: the queues, what was applied in the last hour and day, the quarantine,
+    /// pending migrations; --json for scripts, --check for a probe (exit 1 when a person
+    /// is needed).
+    Status(Status),
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
     Healthcheck(Healthcheck),
@@ -202,10 +215,14 @@ impl Settings {
         })
     }
 
+    pub fn queue_url(&self) -> Result<Url, SettingError> {
+        required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")
+    }
+
     pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
         Ok(Config {
             mode: Mode::Serve,
-            queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
+            queue_url: self.queue_url()?,
             database_url: self.database_url()?,
             database_secret: self.database_secret.clone(),
             concurrency: self.transformer_concurrency,

@@ -1,0 +1,131 @@
+//! The operator's commands. Each runs once and exits, in the same image and
+//! with the same settings as `run`:
+//!
+//! - [`redrive`]: the dead-letter queue's messages back to the queue.
+//! - [`quarantine`]: the records that were not valid posts, listed or
+//!   exported for `importer load`.
+//! - [`status`]: the queues, what was applied, the quarantine and the
+//!   migrations on one screen; `--check` for a probe.
+
+pub mod quarantine;
+pub mod redrive;
+pub mod status;
+
+use anyhow::Context as _;
+use pipeline_core::aws::{AwsClients, check_queue};
+use pipeline_core::exit::BadInput;
+use pipeline_core::settings::AwsSettings;
+use pipeline_store::{DatabaseUrl, connect_waiting, migrations};
+use std::io::Write as _;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::queue::SqsQueue;
+use crate::secret::with_secret;
+use crate::settings::Settings;
+
+/// The queue of QUEUE_URL and its dead-letter queue (DEAD_LETTER_QUEUE_URL,
+/// else its redrive policy's), once the queue answered.
+async fn queues(
+    settings: &Settings,
+    queue_url: Url,
+    aws: &AwsClients,
+    wait: Duration,
+) -> anyhow::Result<SqsQueue> {
+    check_queue(aws, &queue_url, wait).await?;
+    let mut queue = SqsQueue::new(
+        aws.sqs.clone(),
+        queue_url,
+        settings.dead_letter_queue_url.clone(),
+    );
+    if queue.dead_letter_url().is_none() {
+        queue.discover_dead_letter_queue().await?;
+    }
+    Ok(queue)
+}
+
+/// DATABASE_URL, with its password read from DATABASE_SECRET when that is
+/// set (as `run` reads it).
+pub async fn with_database_secret(
+    url: DatabaseUrl,
+    settings: &Settings,
+    aws: &AwsSettings,
+) -> anyhow::Result<DatabaseUrl> {
+    Ok(match &settings.database_secret {
+        Some(secret_id) => with_secret(url, &AwsClients::new(aws).await?, secret_id),
+        None => url,
+    })
+}
+
+/// `transformer redrive`.
+pub async fn redrive(
+    args: &redrive::Redrive,
+    settings: &Settings,
+    queue_url: Url,
+    aws: &AwsClients,
+    wait: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = queues(settings, queue_url, aws, wait).await?;
+    let Some(dlq) = queue.dead_letter_url() else {
+        return Err(BadInput(format!(
+            "{} has no dead-letter queue: set DEAD_LETTER_QUEUE_URL or give the queue a redrive policy",
+            queue.url()
+        ))
+        .into());
+    };
+    let visibility = settings.visibility_timeout;
+    let mut out = std::io::stdout();
+    args.run(&aws.sqs, queue.url(), dlq, visibility, &mut out, stop)
+        .await
+        .map(drop)
+}
+
+/// `transformer quarantine`.
+pub async fn quarantine(
+    args: &quarantine::Quarantine,
+    url: &DatabaseUrl,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    url.load_password(wait).await?;
+    let mut conn = connect_waiting(url, wait).await?;
+    let mut out = std::io::stdout().lock();
+    let count = args.run(&mut conn, &mut out).await?;
+    out.flush().context("cannot write to stdout")?;
+    tracing::info!(records = count, "{count} quarantined record(s) in {url}");
+    Ok(())
+}
+
+/// `transformer status`.
+pub async fn status(
+    args: &status::Status,
+    settings: &Settings,
+    queue_url: Url,
+    url: &DatabaseUrl,
+    aws: &AwsClients,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    url.load_password(wait).await?;
+    let pending_migrations = migrations::pending(url, wait).await?;
+    let mut conn = connect_waiting(url, wait).await?;
+    let queue = queues(settings, queue_url, aws, wait).await?;
+    let sources = status::Sources {
+        queue: &queue,
+        conn: &mut conn,
+        pending_migrations,
+    };
+    let report = args.gather(sources).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.render())?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    if args.check && !report.problems.is_empty() {
+        anyhow::bail!("status check failed: {}", report.problems.join("; "));
+    }
+    Ok(())
+}
