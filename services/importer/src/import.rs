@@ -19,7 +19,7 @@ use crate::fetch::{Page, page_url};
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
 
 /// How one page ended, before the announcer has answered.
-enum PageOutcome {
+pub(crate) enum PageOutcome {
     Archived(ArchivedPage),
     Skipped,
     Failed(String),
@@ -183,7 +183,11 @@ impl Importer {
     /// Matches each page with what the announcer confirmed. A page archived
     /// but never confirmed (the announcer died first) is as unannounced as
     /// one SQS refused: its object is removed and the page fails.
-    async fn settle(&self, outcomes: Vec<PageOutcome>, announced: Announced) -> ImportReport {
+    pub(crate) async fn settle(
+        &self,
+        outcomes: Vec<PageOutcome>,
+        announced: Announced,
+    ) -> ImportReport {
         let Announced {
             mut message_ids,
             failed,
@@ -328,8 +332,19 @@ impl Importer {
     }
 
     /// Archives a page (unless it is unchanged) and queues its message.
-    #[instrument(name = "archive page", skip_all, fields(url.full = %page.url, otel.kind = "producer"))]
     async fn archive(&self, page: Page, ready: &Batcher<Announcement>) -> PageOutcome {
+        self.archive_page(page, ready, true).await
+    }
+
+    /// Archives a page and queues its message; with `skip_unchanged`,
+    /// not if its bytes are those last archived for its URL.
+    #[instrument(name = "archive page", skip_all, fields(url.full = %page.url, otel.kind = "producer"))]
+    pub(crate) async fn archive_page(
+        &self,
+        page: Page,
+        ready: &Batcher<Announcement>,
+        skip_unchanged: bool,
+    ) -> PageOutcome {
         let config = &self.config;
         let sha256 = page.sha256.clone();
         if let Some(first_bad) = &page.first_bad {
@@ -341,7 +356,7 @@ impl Importer {
                 page.url,
             );
         }
-        if self.is_unchanged(&page).await {
+        if skip_unchanged && self.is_unchanged(&page).await {
             return PageOutcome::Skipped;
         }
 

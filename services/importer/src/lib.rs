@@ -20,6 +20,10 @@
 //! many there are. Each page is its own object and message.
 //!
 //! [`Importer::run`] imports once, or on a schedule until shutdown.
+//!
+//! The operator's commands reuse the same steps: [`replay`] announces
+//! archived objects again from their metadata; [`load`] archives and
+//! announces a local JSON array as one page.
 
 // Public: the outbox seam (`announce`), the spill threshold and the HTTP
 // client the benchmark's baseline shares (`body`, `fetch`).
@@ -28,8 +32,10 @@ mod archive;
 pub mod body;
 pub mod fetch;
 mod import;
+pub mod load;
 mod metrics;
 mod page_state;
+pub mod replay;
 mod report;
 pub mod settings;
 

@@ -2,6 +2,7 @@ use anyhow::Context as _;
 use importer::Importer;
 use importer::settings::{Cli, Command, Config};
 use pipeline_core::aws::AwsClients;
+use pipeline_core::settings::AwsSettings;
 use pipeline_core::{exit, settings, shutdown};
 use std::process::ExitCode;
 
@@ -11,14 +12,38 @@ fn main() -> ExitCode {
     if let Command::Healthcheck(check) = &cli.command {
         return check.run(&common.health.path("importer"));
     }
+    // Every setting is checked here, before any network call.
     let mut config = settings::or_exit(cli.settings.resolve(&common.startup));
-    config.health_file = Some(common.health.path("importer"));
     settings::or_exit(common.aws.region());
-    exit::run(common.log.format, "importer", start(cli, config))
+    let (format, aws) = (common.log.format, &common.aws);
+    match &cli.command {
+        Command::Replay(replay) => exit::run(format, "importer", async move {
+            let (importer, stop) = start(aws, config).await?;
+            importer
+                .replay(replay, &mut std::io::stdout(), stop)
+                .await
+                .map(drop)
+        }),
+        Command::Load(load) => exit::run(format, "importer", async move {
+            let (importer, _) = start(aws, config).await?;
+            importer.load(load).await.map(drop)
+        }),
+        Command::Run | Command::Healthcheck(_) => {
+            config.health_file = Some(common.health.path("importer"));
+            exit::run(format, "importer", async move {
+                let (importer, stop) = start(aws, config).await?;
+                importer.run(stop).await
+            })
+        }
+    }
 }
 
-async fn start(cli: Cli, config: Config) -> anyhow::Result<()> {
-    let aws = AwsClients::new(&cli.common.aws).await?;
+/// The importer, and the token SIGTERM/SIGINT cancel.
+async fn start(
+    aws: &AwsSettings,
+    config: Config,
+) -> anyhow::Result<(Importer, tokio_util::sync::CancellationToken)> {
+    let aws = AwsClients::new(aws).await?;
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
-    Importer::new(config, aws)?.run(shutdown).await
+    Ok((Importer::new(config, aws)?, shutdown))
 }

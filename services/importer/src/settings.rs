@@ -23,6 +23,7 @@
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::Healthcheck;
 use pipeline_core::retry::Backoff;
+pub use pipeline_core::settings::parse_time;
 use pipeline_core::settings::{
     Common, SettingError, defaults, parse_bucket_name, parse_http_url, parse_queue_url, required,
 };
@@ -31,6 +32,9 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
+
+use crate::load::Load;
+use crate::replay::Replay;
 
 pub const DEFAULT_SOURCE_URL: &str = "https://jsonplaceholder.typicode.com/posts";
 
@@ -51,6 +55,11 @@ pub struct Cli {
 pub enum Command {
     /// Import once and exit, or with --every, import repeatedly until SIGTERM/SIGINT.
     Run,
+    /// Announce archived objects again from their own metadata, never fetching the API:
+    /// rebuilds the database (--reapply: rewrites rows after a fix in the transformer).
+    Replay(Replay),
+    /// Archive and announce a local JSON array (FILE, or - for stdin) as a fetched page.
+    Load(Load),
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
     Healthcheck(Healthcheck),

@@ -34,11 +34,14 @@ pub async fn help_text(command: &mut tokio::process::Command) -> String {
         .join(" ")
 }
 
-/// A finished run: its exit code and every line it wrote on stderr.
+/// A finished run: its exit code, every line it wrote on stderr (its log),
+/// and what it wrote on stdout (a command's output).
 #[derive(Debug)]
 pub struct Ran {
     pub code: Option<i32>,
     pub lines: Vec<String>,
+    /// Empty for a [`Running`], whose stdout is not read.
+    pub stdout: String,
 }
 
 impl Ran {
@@ -83,6 +86,7 @@ impl From<std::process::Output> for Ran {
                 .lines()
                 .map(str::to_owned)
                 .collect(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct Running {
 impl Running {
     pub fn spawn(command: &mut tokio::process::Command) -> Self {
         let mut child = command
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
@@ -172,6 +177,11 @@ impl Running {
         signal(&self.child, "TERM").await;
     }
 
+    /// Sends SIGKILL: the process ends at once, wherever it was.
+    pub async fn kill(&self) {
+        signal(&self.child, "KILL").await;
+    }
+
     /// Sends SIGINT, as Ctrl-C does.
     pub async fn sigint(&self) {
         signal(&self.child, "INT").await;
@@ -187,6 +197,7 @@ impl Running {
         Ran {
             code: status.code(),
             lines: std::mem::take(&mut *self.lines.lock().unwrap()),
+            stdout: String::new(),
         }
     }
 }
