@@ -1,0 +1,336 @@
+//! The operator's commands on the real services: rebuilding the database
+//! from the archive (`importer replay`), loading a file (`importer load`),
+//! the quarantine fed back, and dead letters redriven (`transformer
+//! redrive`). Exit codes and bad input are in the binaries' own tests.
+
+#![allow(clippy::unwrap_used)]
+
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use e2e::Pipeline;
+use importer::Importer;
+use importer::load::Load;
+use importer::replay::Replay;
+use std::io::Write as _;
+use std::num::NonZeroU32;
+use std::time::Duration;
+use testkit::fake_api;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use transformer::ops::quarantine::Quarantine;
+use transformer::ops::redrive::{Redrive, Redriven};
+
+/// A digest of every column of `posts` but `loaded_at` (when the row was
+/// written, which a rebuild rightly changes): ids, content and lineage.
+async fn posts_checksum(pipeline: &Pipeline) -> (i64, String) {
+    #[derive(QueryableByName)]
+    struct Sum {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        md5: String,
+    }
+    let mut conn = pipeline.db.connect().await;
+    let sum: Sum = diesel::sql_query(
+        "SELECT count(*) AS n, coalesce(md5(string_agg(
+             concat_ws('|', id, user_id, title, body, source_object, fetched_at), E'\\n' ORDER BY id)), '') AS md5
+         FROM posts",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    (sum.n, sum.md5)
+}
+
+/// What "the database is lost" leaves: a server with an empty database.
+/// Then `transformer migrate`, as the runbook says.
+async fn lose_and_migrate(pipeline: &Pipeline) {
+    let mut conn = pipeline.db.connect().await;
+    diesel::sql_query("DROP SCHEMA public CASCADE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("CREATE SCHEMA public")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipeline
+            .db
+            .count("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+            .await,
+        0
+    );
+    transformer::migrate(pipeline.db.url(), Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+fn replay() -> Replay {
+    Replay {
+        prefix: None,
+        since: None,
+        until: None,
+        start_after: None,
+        dry_run: false,
+        reapply: false,
+    }
+}
+
+fn importer(pipeline: &Pipeline) -> Importer {
+    let mut config = pipeline.importer_config("posts");
+    config.page_size = NonZeroU32::new(25);
+    Importer::new(config, pipeline.aws.clients.clone()).unwrap()
+}
+
+async fn replay_with(pipeline: &Pipeline, replay: Replay) -> importer::replay::ReplayReport {
+    importer(pipeline)
+        .replay(&replay, &mut std::io::sink(), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_archive_rebuilds_the_database_whatever_the_order_objects_come_in() {
+    let pipeline = Pipeline::new().await;
+    // Two revisions of the same 100 posts, 4 pages of 25 each: the API's
+    // content changed between the imports.
+    let mut first = pipeline.importer_config("posts?rev=0");
+    first.page_size = NonZeroU32::new(25);
+    e2e::import(&pipeline.aws, first).await.unwrap();
+    let between = OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut second = pipeline.importer_config("posts?rev=1");
+    second.page_size = NonZeroU32::new(25);
+    e2e::import(&pipeline.aws, second).await.unwrap();
+    pipeline.drain().await;
+    let original = posts_checksum(&pipeline).await;
+    assert_eq!(original.0, 100);
+    assert_eq!(pipeline.ledger().await.len(), 8);
+
+    // A dry run lists every object and sends nothing.
+    let dry = replay_with(
+        &pipeline,
+        Replay {
+            dry_run: true,
+            ..replay()
+        },
+    )
+    .await;
+    assert_eq!((dry.listed, dry.selected, dry.sent), (8, 8, 0));
+    assert_eq!(pipeline.aws.message_count().await, 0);
+
+    // Lost, then rebuilt newest first: the second revision, then the first.
+    lose_and_migrate(&pipeline).await;
+    let newer = replay_with(
+        &pipeline,
+        Replay {
+            since: Some(between),
+            ..replay()
+        },
+    )
+    .await;
+    assert_eq!((newer.listed, newer.selected, newer.sent), (8, 4, 4));
+    pipeline.drain().await;
+    let older = replay_with(
+        &pipeline,
+        Replay {
+            until: Some(between),
+            ..replay()
+        },
+    )
+    .await;
+    assert_eq!(older.sent, 4);
+    let report = pipeline.drain().await;
+    assert_eq!(report.rows.updated + report.rows.inserted, 0, "{report:?}");
+    assert_eq!(
+        posts_checksum(&pipeline).await,
+        original,
+        "rebuilt newest first"
+    );
+
+    // Lost again, rebuilt in one replay, in key order.
+    lose_and_migrate(&pipeline).await;
+    assert_eq!(replay_with(&pipeline, replay()).await.sent, 8);
+    pipeline.drain().await;
+    assert_eq!(
+        posts_checksum(&pipeline).await,
+        original,
+        "rebuilt in key order"
+    );
+    let before = pipeline.ledger().await;
+    assert_eq!(before.len(), 8);
+
+    // A second plain replay costs nothing: the ledger has every object.
+    assert_eq!(replay_with(&pipeline, replay()).await.sent, 8);
+    let again = pipeline.drain().await;
+    assert_eq!(again.duplicate_objects, 8, "{again:?}");
+    assert_eq!(pipeline.ledger().await, before);
+
+    // --reapply applies every object again, and changes no row.
+    let reapplied = replay_with(
+        &pipeline,
+        Replay {
+            reapply: true,
+            ..replay()
+        },
+    )
+    .await;
+    assert_eq!(reapplied.sent, 8);
+    let report = pipeline.drain().await;
+    assert_eq!(
+        (report.messages_applied, report.duplicate_objects),
+        (8, 0),
+        "{report:?}"
+    );
+    assert_eq!(posts_checksum(&pipeline).await, original, "after --reapply");
+    let after = pipeline.ledger().await;
+    assert_eq!(after.len(), 8);
+    for entry in &after {
+        let old = before
+            .iter()
+            .find(|b| b.source_object == entry.source_object)
+            .unwrap();
+        assert!(entry.applied_at > old.applied_at, "{entry:?} vs {old:?}");
+        assert_ne!(entry.message_id, old.message_id);
+        assert_eq!(entry.records, 25);
+    }
+}
+
+fn load(file: &std::path::Path, fetched_at: Option<OffsetDateTime>) -> Load {
+    Load {
+        file: file.to_owned(),
+        fetched_at,
+    }
+}
+
+#[tokio::test]
+async fn quarantined_records_are_exported_fixed_and_loaded_back() {
+    let pipeline = Pipeline::new().await;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        file,
+        r#"[{{"userId": 1, "id": 1, "title": "one", "body": "b"}},
+           {{"userId": 1, "id": 2, "title": "two"}},
+           {{"userId": 1, "id": 3, "title": "three", "body": "b"}}]"#
+    )
+    .unwrap();
+    let loaded = Importer::load(&importer(&pipeline), &load(file.path(), None))
+        .await
+        .unwrap();
+    assert_eq!(loaded.pages.len(), 1);
+    let page = &loaded.pages[0];
+    assert_eq!(page.url.scheme(), "file");
+    assert_eq!(page.url.to_file_path().unwrap(), file.path());
+    assert_eq!(page.record_count, 3);
+    // The same metadata as a fetched page.
+    let head = pipeline.aws.head(&page.object.key).await;
+    let metadata = head.metadata().unwrap();
+    assert_eq!(metadata["source-url"], page.url.as_str());
+    assert_eq!(metadata["sha256"], page.sha256);
+    assert_eq!(metadata["record-count"], "3");
+    pipeline.drain().await;
+    assert_eq!(pipeline.count("posts").await, 2);
+
+    // Exported exactly as received, fixed, and loaded back at the version
+    // of the object it came from.
+    let export = Quarantine {
+        object: None,
+        since: None,
+        limit: None,
+        export: true,
+        json: false,
+    };
+    let mut conn = pipeline.db.connect().await;
+    let mut out = Vec::new();
+    assert_eq!(export.run(&mut conn, &mut out).await.unwrap(), 1);
+    let exported = String::from_utf8(out).unwrap();
+    assert_eq!(
+        exported,
+        "[\n{\"userId\": 1, \"id\": 2, \"title\": \"two\"}\n]\n"
+    );
+    let fixed = exported.replace(r#""title": "two""#, r#""title": "two", "body": "fixed""#);
+    let mut fixed_file = tempfile::NamedTempFile::new().unwrap();
+    fixed_file.write_all(fixed.as_bytes()).unwrap();
+    let original_time = pipeline.ledger().await[0].fetched_at;
+    Importer::load(
+        &importer(&pipeline),
+        &load(fixed_file.path(), Some(original_time)),
+    )
+    .await
+    .unwrap();
+    pipeline.drain().await;
+    assert_eq!(pipeline.count("posts").await, 3);
+    assert_eq!(
+        pipeline
+            .db
+            .count("SELECT count(*) AS n FROM posts WHERE id = 2 AND body = 'fixed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        pipeline
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM posts WHERE id = 2 AND fetched_at = '{}'",
+                original_time
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            ))
+            .await,
+        1,
+        "--fetched-at is the version of the loaded rows"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_whose_objects_were_missing_load_once_uploaded_and_redriven() {
+    let pipeline = Pipeline::new().await;
+    let keys = ["late/a.json", "late/b.json", "late/c.json"];
+    for key in keys {
+        pipeline
+            .aws
+            .send(&format!(
+                r#"{{"bucket":"{}","key":"{key}"}}"#,
+                pipeline.aws.bucket
+            ))
+            .await;
+    }
+    let report = pipeline.drain().await;
+    assert_eq!(report.dead_lettered, 3, "{report:?}");
+    for (i, key) in keys.iter().enumerate() {
+        pipeline.aws.put(key, fake_api::body(1 + i as u32, 0)).await;
+    }
+    // SQS's own move task, as `transformer redrive` starts by default.
+    let args = Redrive {
+        dry_run: false,
+        max: None,
+        one_by_one: false,
+    };
+    let moved = redrive(&pipeline, &args).await;
+    assert_eq!(moved.moved, 3);
+    let report = pipeline.drain().await;
+    assert_eq!(
+        (report.messages_applied, report.dead_lettered),
+        (3, 0),
+        "{report:?}"
+    );
+    // a.json holds post 1, b.json posts 1-2, c.json posts 1-3.
+    assert_eq!(pipeline.count("posts").await, 3);
+    assert_eq!(pipeline.ledger().await.len(), 3);
+    assert!(pipeline.aws.dead_letters().await.is_empty());
+}
+
+async fn redrive(pipeline: &Pipeline, args: &Redrive) -> Redriven {
+    let aws = &pipeline.aws;
+    args.run(
+        &aws.clients.sqs,
+        &aws.queue_url,
+        &aws.dead_letter_url,
+        Duration::from_secs(5),
+        &mut std::io::sink(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
