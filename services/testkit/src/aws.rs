@@ -210,13 +210,56 @@ impl TestAws {
         .sum()
     }
 
+    /// How many messages the dead-letter queue holds: visible, in flight
+    /// and delayed.
+    pub async fn dead_letter_count(&self) -> u64 {
+        use QueueAttributeName::{
+            ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
+            ApproximateNumberOfMessagesNotVisible,
+        };
+        self.counts_of(
+            &self.dead_letter_url,
+            &[
+                ApproximateNumberOfMessages,
+                ApproximateNumberOfMessagesNotVisible,
+                ApproximateNumberOfMessagesDelayed,
+            ],
+        )
+        .await
+        .iter()
+        .sum()
+    }
+
+    /// Sends a body straight to the dead-letter queue, with the reason the
+    /// transformer would give.
+    pub async fn send_dead_letter(&self, body: &str, reason: &str) -> String {
+        let sent = self
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(self.dead_letter_url.as_str())
+            .message_body(body)
+            .message_attributes(
+                pipeline_core::contract::attribute::DEAD_LETTER_REASON,
+                pipeline_core::contract::string_attribute(reason),
+            )
+            .send()
+            .await
+            .expect("send a dead letter");
+        sent.message_id.unwrap_or_default()
+    }
+
     /// The queue's approximate counts, in the order asked for.
     async fn queue_counts(&self, names: &[QueueAttributeName]) -> Vec<u64> {
+        self.counts_of(&self.queue_url, names).await
+    }
+
+    async fn counts_of(&self, queue: &Url, names: &[QueueAttributeName]) -> Vec<u64> {
         let output = self
             .clients
             .sqs
             .get_queue_attributes()
-            .queue_url(self.queue_url.as_str())
+            .queue_url(queue.as_str())
             .attribute_names(QueueAttributeName::All)
             .send()
             .await

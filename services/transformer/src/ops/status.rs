@@ -62,14 +62,22 @@ pub struct Report {
     pub queue: QueueState,
     /// `None`: the queue has no dead-letter queue.
     pub dead_letter_queue: Option<QueueState>,
+    /// What the ledger says; `None` when its tables are not there yet.
+    #[serde(flatten)]
+    pub ledger: Option<Ledger>,
+    pub pending_migrations: Vec<String>,
+    /// What `--check` fails on; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+/// What was applied, and the quarantine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ledger {
     pub applied_last_hour: Activity,
     pub applied_last_day: Activity,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_applied_at: Option<OffsetDateTime>,
     pub quarantined_records: i64,
-    pub pending_migrations: Vec<String>,
-    /// What `--check` fails on; empty when all is well.
-    pub problems: Vec<String>,
 }
 
 /// What `status` reads from.
@@ -97,18 +105,26 @@ impl Status {
             }
             None => None,
         };
-        let applied_last_hour = inspect::activity_since(conn, at - time::Duration::HOUR).await?;
-        let applied_last_day = inspect::activity_since(conn, at - time::Duration::DAY).await?;
-        let last_applied_at = inspect::last_applied(conn).await?;
-        let quarantined_records = inspect::quarantined_count(conn).await?;
+        let ledger = async {
+            Ok::<_, anyhow::Error>(Ledger {
+                applied_last_hour: inspect::activity_since(conn, at - time::Duration::HOUR).await?,
+                applied_last_day: inspect::activity_since(conn, at - time::Duration::DAY).await?,
+                last_applied_at: inspect::last_applied(conn).await?,
+                quarantined_records: inspect::quarantined_count(conn).await?,
+            })
+        };
+        let ledger = match ledger.await {
+            Ok(ledger) => Some(ledger),
+            // A database not migrated yet may not have the tables: the
+            // pending migrations are the answer.
+            Err(_) if !pending_migrations.is_empty() => None,
+            Err(e) => return Err(e),
+        };
         let mut report = Report {
             at,
             queue: queue_state,
             dead_letter_queue,
-            applied_last_hour,
-            applied_last_day,
-            last_applied_at,
-            quarantined_records,
+            ledger,
             pending_migrations,
             problems: Vec::new(),
         };
@@ -134,8 +150,8 @@ impl Status {
                 report.pending_migrations.len()
             ));
         }
-        if let Some(max_idle) = self.max_idle {
-            let idle = report
+        if let (Some(max_idle), Some(ledger)) = (self.max_idle, &report.ledger) {
+            let idle = ledger
                 .last_applied_at
                 .map(|last| (report.at - last).unsigned_abs());
             match idle {
@@ -173,30 +189,40 @@ impl Report {
             Some(dlq) => writeln!(out, "dead-letter queue  {}", queue(dlq)),
             None => writeln!(out, "dead-letter queue  none"),
         };
-        let _ = writeln!(
-            out,
-            "applied, last hour {}",
-            activity(&self.applied_last_hour)
-        );
-        let _ = writeln!(
-            out,
-            "applied, last day  {}",
-            activity(&self.applied_last_day)
-        );
-        let _ = match self.last_applied_at {
-            Some(last) => writeln!(
-                out,
-                "last applied       {} ({} ago)",
-                last.format(&Rfc3339).unwrap_or_default(),
-                humantime::format_duration(round((self.at - last).unsigned_abs()))
-            ),
-            None => writeln!(out, "last applied       never"),
-        };
-        let _ = writeln!(
-            out,
-            "quarantined        {} record(s): `transformer quarantine`",
-            self.quarantined_records
-        );
+        match &self.ledger {
+            Some(ledger) => {
+                let _ = writeln!(
+                    out,
+                    "applied, last hour {}",
+                    activity(&ledger.applied_last_hour)
+                );
+                let _ = writeln!(
+                    out,
+                    "applied, last day  {}",
+                    activity(&ledger.applied_last_day)
+                );
+                let _ = match ledger.last_applied_at {
+                    Some(last) => writeln!(
+                        out,
+                        "last applied       {} ({} ago)",
+                        last.format(&Rfc3339).unwrap_or_default(),
+                        humantime::format_duration(round((self.at - last).unsigned_abs()))
+                    ),
+                    None => writeln!(out, "last applied       never"),
+                };
+                let _ = writeln!(
+                    out,
+                    "quarantined        {} record(s): `transformer quarantine`",
+                    ledger.quarantined_records
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "applied            unknown: the ledger is not migrated"
+                );
+            }
+        }
         let _ = if self.pending_migrations.is_empty() {
             writeln!(out, "migrations         up to date")
         } else {
@@ -237,10 +263,12 @@ mod tests {
             at,
             queue: state(0),
             dead_letter_queue: Some(state(dlq_visible)),
-            applied_last_hour: Activity::default(),
-            applied_last_day: Activity::default(),
-            last_applied_at: last,
-            quarantined_records: 0,
+            ledger: Some(Ledger {
+                applied_last_hour: Activity::default(),
+                applied_last_day: Activity::default(),
+                last_applied_at: last,
+                quarantined_records: 0,
+            }),
             pending_migrations: Vec::new(),
             problems: Vec::new(),
         }
