@@ -150,8 +150,8 @@ class Permissions(unittest.TestCase):
 
     def test_only_the_roles_that_connect_read_the_database_secret(self):
         readers = {r for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
-        self.assertEqual(readers, {"TransformerTaskRole", "MigrateTaskRole"})
-        for name in ("TransformerTaskDefinition", "MigrateTaskDefinition"):
+        self.assertEqual(readers, {"TransformerTaskRole", "MigrateTaskRole", "OperatorTaskRole"})
+        for name in ("TransformerTaskDefinition", "MigrateTaskDefinition", "OperatorTaskDefinition"):
             container = RESOURCES[name]["Properties"]["ContainerDefinitions"][0]
             env = {e["Name"]: e["Value"] for e in container["Environment"]}
             self.assertEqual(env["DATABASE_SECRET"], {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]})
@@ -159,6 +159,35 @@ class Permissions(unittest.TestCase):
 
 
 class Database(unittest.TestCase):
+    def test_only_the_operator_role_takes_from_the_dead_letter_queue_or_moves_messages(self):
+        dlq = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+        queue = {"Fn::GetAtt": ["Queue", "Arn"]}
+        moving = {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks", "sqs:ReceiveMessage", "sqs:DeleteMessage"}
+        for role, statement in statements():
+            actions = set(as_list(statement["Action"]))
+            resources = as_list(statement.get("Resource"))
+            if actions & {"sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"}:
+                self.assertEqual((role, resources), ("OperatorTaskRole", [dlq]))
+            if dlq in resources and actions & moving:
+                self.assertEqual(role, "OperatorTaskRole", actions)
+        # What redrive needs: SQS authorises a move task against both queues.
+        operator = [s for r, s in statements() if r == "OperatorTaskRole"]
+        granted = {(a, json.dumps(res, sort_keys=True)) for s in operator for a in as_list(s["Action"])
+                   for res in as_list(s["Resource"])}
+        for action in moving | {"sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}:
+            self.assertIn((action, json.dumps(dlq, sort_keys=True)), granted)
+        self.assertIn(("sqs:SendMessage", json.dumps(queue, sort_keys=True)), granted)
+        self.assertIn(("sqs:GetQueueAttributes", json.dumps(queue, sort_keys=True)), granted)
+
+    def test_the_importer_role_has_what_replay_needs(self):
+        importer = [s for r, s in statements() if r == "ImporterTaskRole"]
+        actions = {a for s in importer for a in as_list(s["Action"])}
+        # List the archive, read each object's metadata (HeadObject is
+        # s3:GetObject), send to the queue.
+        self.assertTrue({"s3:ListBucket", "s3:GetObject", "sqs:SendMessage"} <= actions)
+        listing = next(s for s in importer if "s3:ListBucket" in as_list(s["Action"]))
+        self.assertIn("posts/*", listing["Condition"]["StringLikeIfExists"]["s3:prefix"])
+
     def test_engine_version_is_a_major_version_matching_the_parameter_group(self):
         version = RESOURCES["Database"]["Properties"]["EngineVersion"]
         self.assertRegex(version, r"^\d+$")
@@ -244,6 +273,11 @@ class Alarms(unittest.TestCase):
             props = alarm["Properties"]
             self.assertEqual(props["AlarmActions"], [{"Ref": "AlarmTopic"}], name)
             self.assertIn("docs/operations.md", substituted(props["AlarmDescription"]), name)
+        # The alarms an operator command answers name it.
+        for name, command in (("DeadLettersAlarm", "transformer redrive"),
+                              ("OldestMessageAlarm", "transformer status"),
+                              ("ErrorsAlarm", "transformer status")):
+            self.assertIn(command, substituted(pages[name]["Properties"]["AlarmDescription"]), name)
 
     def test_a_failed_import_run_is_sent_to_the_topic(self):
         rule = RESOURCES["ImportFailedRule"]["Properties"]

@@ -55,12 +55,18 @@ fn every_variable_a_task_definition_sets_is_one_its_binary_reads() {
     let names: BTreeSet<&str> = containers.iter().map(|(_, c, _)| c.as_str()).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["collector", "importer", "migrate", "transformer"])
+        BTreeSet::from([
+            "collector",
+            "importer",
+            "migrate",
+            "operator",
+            "transformer"
+        ])
     );
     for (task, container, env) in &containers {
         let reads = match container.as_str() {
             "importer" => &importer,
-            "transformer" | "migrate" => &transformer,
+            "transformer" | "migrate" | "operator" => &transformer,
             // The collector's AWS_REGION is the AWS SDK's, read by its exporters.
             _ => continue,
         };
@@ -86,6 +92,17 @@ fn each_service_gets_what_it_cannot_start_without() {
         (
             "migrate",
             &["AWS_REGION", "DATABASE_URL", "DATABASE_SECRET"],
+        ),
+        // status by default, redrive and quarantine by override.
+        (
+            "operator",
+            &[
+                "AWS_REGION",
+                "QUEUE_URL",
+                "DEAD_LETTER_QUEUE_URL",
+                "DATABASE_URL",
+                "DATABASE_SECRET",
+            ],
         ),
     ];
     let containers = task_environments();
