@@ -82,11 +82,7 @@ async fn large_object_round_trip(gzip: bool) {
     // The same message again: answered from the ledger. A hand-written one
     // without the sha256: streamed again, then rolled back at the ledger.
     aws.send(&body).await;
-    aws.send(&format!(
-        r#"{{"bucket": "{}", "key": "{}"}}"#,
-        aws.bucket, page.object.key
-    ))
-    .await;
+    aws.send(&aws.minimal_message(&page.object.key)).await;
     let again = drain(&aws, &db).await;
     assert_eq!((again.messages_applied, again.duplicate_objects), (2, 2));
     assert_eq!(again.rows, Default::default());

@@ -288,13 +288,7 @@ async fn dead_letters_whose_objects_were_missing_load_once_uploaded_and_redriven
     let pipeline = Pipeline::new().await;
     let keys = ["late/a.json", "late/b.json", "late/c.json"];
     for key in keys {
-        pipeline
-            .aws
-            .send(&format!(
-                r#"{{"bucket":"{}","key":"{key}"}}"#,
-                pipeline.aws.bucket
-            ))
-            .await;
+        pipeline.aws.send(&pipeline.aws.minimal_message(key)).await;
     }
     let report = pipeline.drain().await;
     assert_eq!(report.dead_lettered, 3, "{report:?}");

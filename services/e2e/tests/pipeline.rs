@@ -276,13 +276,7 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
         .send()
         .await
         .unwrap();
-    pipeline
-        .aws
-        .send(&format!(
-            r#"{{"bucket": "{}", "key": "{key}"}}"#,
-            pipeline.aws.bucket
-        ))
-        .await;
+    pipeline.aws.send(&pipeline.aws.minimal_message(key)).await;
 
     let run = pipeline.drain().await;
 

@@ -67,11 +67,10 @@ async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once
 
     // The same message again, and a hand-written one for the same object.
     setup.aws.send(&body).await;
-    let minimal = format!(
-        r#"{{"bucket": "{}", "key": "{}"}}"#,
-        report.object.bucket, report.object.key
-    );
-    setup.aws.send(&minimal).await;
+    setup
+        .aws
+        .send(&setup.aws.minimal_message(&report.object.key))
+        .await;
     let run = setup.drain().await;
 
     assert_eq!((run.messages_applied, run.duplicate_objects), (2, 2));

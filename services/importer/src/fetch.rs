@@ -16,7 +16,7 @@ use url::Url;
 
 use pipeline_core::post::PostsError;
 
-use crate::body::{self, Body, BodyWriter};
+use crate::body::{self, Body, BodyWriter, Checked};
 
 /// A Retry-After longer than this is not waited for in full.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -44,6 +44,32 @@ pub struct Page {
     /// Attempts it took, the successful one included.
     pub attempts: u32,
     pub duration: Duration,
+}
+
+impl Page {
+    /// A page of one answer, `body` with its `sha256`, once checked: no
+    /// link to a next page, no total, fetched in one attempt.
+    pub fn checked(
+        url: Url,
+        body: Body,
+        sha256: String,
+        fetched_at: OffsetDateTime,
+        checked: Checked,
+    ) -> Self {
+        Self {
+            url,
+            body,
+            sha256,
+            fetched_at,
+            record_count: checked.record_count,
+            bad_records: checked.bad_records,
+            first_bad: checked.first_bad,
+            next: None,
+            total: None,
+            attempts: 1,
+            duration: Duration::ZERO,
+        }
+    }
 }
 
 /// Why a page could not be fetched: the last attempt's failure, after
@@ -235,17 +261,9 @@ impl Fetcher {
             .await
             .map_err(|e| failed(Failure::Invalid(e)))?;
         Ok(Page {
-            url: url.clone(),
-            body,
-            sha256,
-            fetched_at,
-            record_count: checked.record_count,
-            bad_records: checked.bad_records,
-            first_bad: checked.first_bad,
             next,
             total,
-            attempts: 1,
-            duration: Duration::ZERO,
+            ..Page::checked(url.clone(), body, sha256, fetched_at, checked)
         })
     }
 }

@@ -96,18 +96,9 @@ impl Importer {
         }
         self.check().await?;
         let page = Page {
-            url,
-            body,
-            sha256,
-            fetched_at,
-            record_count: checked.record_count,
-            bad_records: checked.bad_records,
-            first_bad: checked.first_bad,
-            next: None,
-            total: None,
-            attempts: 1,
             // Reading and checking, as a fetched page's is its fetch.
             duration: started.elapsed(),
+            ..Page::checked(url, body, sha256, fetched_at, checked)
         };
         // What an operator loads is loaded, even if it was loaded before:
         // no skipping as unchanged.

@@ -183,7 +183,10 @@ WITH written AS (
            AND (p.user_id, p.title, p.body) IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.title, EXCLUDED.body))
     -- xmax is 0 for a freshly inserted row version, non-zero for an update;
     -- loaded_at is now() only where the content changed (one object per
-    -- transaction: a row last written by another object has an older one).
+    -- transaction: a row last written by another object has that
+    -- transaction's start time, which differs unless both began in the
+    -- same microsecond; then a lineage-only move counts as updated, the
+    -- rows themselves are right either way).
     RETURNING (xmax = 0) AS inserted, (loaded_at = now()) AS changed
 )
 SELECT count(*) FILTER (WHERE inserted) AS inserted,

@@ -196,38 +196,32 @@ impl TestAws {
 
     /// How many messages the queue holds: visible, in flight and delayed.
     pub async fn message_count(&self) -> u64 {
-        use QueueAttributeName::{
-            ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
-            ApproximateNumberOfMessagesNotVisible,
-        };
-        self.queue_counts(&[
-            ApproximateNumberOfMessages,
-            ApproximateNumberOfMessagesNotVisible,
-            ApproximateNumberOfMessagesDelayed,
-        ])
-        .await
-        .iter()
-        .sum()
+        self.total(&self.queue_url).await
     }
 
     /// How many messages the dead-letter queue holds: visible, in flight
     /// and delayed.
     pub async fn dead_letter_count(&self) -> u64 {
+        self.total(&self.dead_letter_url).await
+    }
+
+    async fn total(&self, queue: &Url) -> u64 {
         use QueueAttributeName::{
             ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,
             ApproximateNumberOfMessagesNotVisible,
         };
-        self.counts_of(
-            &self.dead_letter_url,
-            &[
-                ApproximateNumberOfMessages,
-                ApproximateNumberOfMessagesNotVisible,
-                ApproximateNumberOfMessagesDelayed,
-            ],
-        )
-        .await
-        .iter()
-        .sum()
+        let all = [
+            ApproximateNumberOfMessages,
+            ApproximateNumberOfMessagesNotVisible,
+            ApproximateNumberOfMessagesDelayed,
+        ];
+        self.counts_of(queue, &all).await.iter().sum()
+    }
+
+    /// The message a person feeding `key` of the test's bucket by hand
+    /// writes: bucket and key only.
+    pub fn minimal_message(&self, key: &str) -> String {
+        format!(r#"{{"bucket": "{}", "key": "{key}"}}"#, self.bucket)
     }
 
     /// Sends a body straight to the dead-letter queue, with the reason the

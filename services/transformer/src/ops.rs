@@ -90,7 +90,7 @@ pub async fn quarantine(
 ) -> anyhow::Result<()> {
     url.load_password(wait).await?;
     let mut conn = connect_waiting(url, wait).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     let count = args.run(&mut conn, &mut out).await?;
     out.flush().context("cannot write to stdout")?;
     tracing::info!(records = count, "{count} quarantined record(s) in {url}");

@@ -11,21 +11,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use testkit::fake_api::{self, FakeApi};
 use testkit::proxy::Proxy;
-use testkit::{Ran, TestAws, TestDb, command, sigterm};
+use testkit::{Ran, TestAws, TestDb, sigterm};
 use time::OffsetDateTime;
 
 mod support;
-use support::import;
-
-const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
-
-fn transformer(aws: &TestAws, db: &TestDb) -> tokio::process::Command {
-    let mut command = command(TRANSFORMER);
-    command
-        .envs(aws.env())
-        .env("DATABASE_URL", db.url().expose());
-    command
-}
+use support::{import, transformer};
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.
 struct Lcg(u64);

@@ -9,18 +9,9 @@ use testkit::fake_api::{self, FakeApi};
 use testkit::{Ran, Running, TestAws, TestDb, command};
 
 mod support;
-use support::import;
+use support::{import, transformer};
 
 const TRANSFORMER: &str = env!("CARGO_BIN_EXE_transformer");
-
-fn transformer(aws: &TestAws, db: &TestDb) -> tokio::process::Command {
-    let mut command = command(TRANSFORMER);
-    command
-        .envs(aws.env())
-        .env("DATABASE_URL", db.url().expose())
-        .env("STARTUP_WAIT", "5s");
-    command
-}
 
 /// `transformer run --drain`, which must succeed.
 async fn drain(aws: &TestAws, db: &TestDb) -> Ran {
@@ -106,7 +97,7 @@ async fn a_dry_run_lists_each_dead_letter_and_moves_nothing() {
     let db = TestDb::new().await;
     let mut ids = Vec::new();
     for key in ["a.json", "b.json"] {
-        let body = format!(r#"{{"bucket":"{}","key":"{key}"}}"#, aws.bucket);
+        let body = aws.minimal_message(key);
         let reason = format!("s3://{}/{key} does not exist", aws.bucket);
         ids.push((aws.send_dead_letter(&body, &reason).await, key));
     }

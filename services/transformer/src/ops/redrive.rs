@@ -193,6 +193,7 @@ async fn move_task(
         }
         info!("Started an SQS message move task from {dlq} to {queue}");
     }
+    let mut moved = 0;
     loop {
         let task = latest(sqs.clone(), source.clone())
             .await
@@ -201,7 +202,7 @@ async fn move_task(
         let ours = task
             .filter(|t| running || started_after.is_none_or(|before| t.started_timestamp > before));
         if let Some(task) = ours {
-            let moved = task.approximate_number_of_messages_moved.max(0) as u64;
+            moved = task.approximate_number_of_messages_moved.max(0) as u64;
             match task.status.as_deref() {
                 Some("COMPLETED") => return Ok(Some(moved)),
                 Some("RUNNING") | Some("CANCELLING") | None => {}
@@ -213,8 +214,12 @@ async fn move_task(
         }
         tokio::select! {
             () = stop.cancelled() => {
-                info!("Stopped waiting; the move task goes on in SQS (`transformer redrive` again waits for it)");
-                return Ok(Some(0));
+                info!(
+                    messages.moved = moved,
+                    "Stopped waiting after {moved} message(s) moved; the move task goes on in SQS \
+                     (`transformer redrive` again waits for it)"
+                );
+                return Ok(Some(moved));
             }
             () = tokio::time::sleep(POLL) => {}
         }

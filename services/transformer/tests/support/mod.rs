@@ -2,11 +2,22 @@
 //! the real importer, as in production.
 
 #![allow(clippy::expect_used)]
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use importer::ImportReport;
 use std::num::NonZeroU32;
-use testkit::TestAws;
+use testkit::{TestAws, TestDb, command};
 use url::Url;
+
+/// The `transformer` binary, pointed at the test's queue and database.
+pub fn transformer(aws: &TestAws, db: &TestDb) -> tokio::process::Command {
+    let mut command = command(env!("CARGO_BIN_EXE_transformer"));
+    command
+        .envs(aws.env())
+        .env("DATABASE_URL", db.url().expose());
+    command
+}
 
 /// Imports `source` into the test's bucket and queue: one message, or one
 /// per page of `page_size` records.
