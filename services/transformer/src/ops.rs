@@ -1,10 +1,10 @@
 //! The operator's commands. Each runs once and exits, in the same image and
 //! with the same settings as `run`:
 //!
-//! - [`redrive`]: the dead-letter queue's messages back to the queue.
-//! - [`quarantine`]: the records that were not valid posts, listed or
+//! - [`redrive`](mod@redrive): the dead-letter queue's messages back to the queue.
+//! - [`quarantine`](mod@quarantine): the records that were not valid posts, listed or
 //!   exported for `importer load`.
-//! - [`status`]: the queues, what was applied, the quarantine and the
+//! - [`status`](mod@status): the queues, what was applied, the quarantine and the
 //!   migrations on one screen; `--check` for a probe.
 
 pub mod quarantine;
