@@ -30,6 +30,8 @@ use crate::telemetry::LogFormat;
 /// The settings every service reads besides its own: where AWS is, how to
 /// log, the health file and how long to wait for dependencies at start-up.
 #[derive(Debug, Clone, Args)]
+// Apart from each command's own options in `--help`.
+#[command(next_help_heading = "Settings")]
 pub struct Common {
     #[command(flatten)]
     pub aws: AwsSettings,

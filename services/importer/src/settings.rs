@@ -69,6 +69,8 @@ pub enum Command {
 // `<prefix>` in the help text is meant literally.
 #[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Clone, Args)]
+// Apart from each command's own options in `--help`.
+#[command(next_help_heading = "Settings")]
 pub struct Settings {
     /// URL of the JSON array of posts to import.
     #[arg(long, env = "SOURCE_URL", value_name = "SOURCE_URL", default_value = DEFAULT_SOURCE_URL,

@@ -72,6 +72,8 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
+// Apart from each command's own options in `--help`.
+#[command(next_help_heading = "Settings")]
 pub struct Settings {
     /// URL of the SQS queue to read object messages from.
     #[arg(long, env = "QUEUE_URL", value_name = "QUEUE_URL", value_parser = parse_queue_url,
