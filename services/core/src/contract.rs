@@ -14,6 +14,8 @@ pub mod metadata {
     pub const FETCHED_AT: &str = "fetched-at";
     /// Records the importer counted.
     pub const RECORD_COUNT: &str = "record-count";
+    /// The resource the records are, as the message names it.
+    pub const RESOURCE: &str = "resource";
     /// [`super::sha256_hex`] of the bytes the API sent, before any
     /// compression.
     pub const SHA256: &str = "sha256";

@@ -9,7 +9,9 @@
 //!  "fetched_at": "2026-11-26T08:00:00Z"}
 //! ```
 //!
-//! `"reapply": true` is added by `importer replay --reapply`.
+//! `"resource": "posts"` says what the object holds; a message without it
+//! holds posts ([`DEFAULT_RESOURCE`]). `"reapply": true` is added by
+//! `importer replay --reapply`.
 //!
 //! Only `bucket` and `key` are required, so an object can be fed in by hand
 //! with `{"bucket": "...", "key": "..."}`. Every other field is checked when
@@ -22,6 +24,10 @@ use crate::object::ObjectRef;
 
 /// The message schema version this build writes and reads.
 pub const MESSAGE_VERSION: u32 = 1;
+
+/// The resource of a message that names none: every message and archived
+/// object written before messages named their resource holds posts.
+pub const DEFAULT_RESOURCE: &str = "posts";
 
 /// The body of a message on the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +53,9 @@ pub struct ObjectMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub fetched_at: Option<OffsetDateTime>,
+    /// Which resource the object holds; `None` means [`DEFAULT_RESOURCE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     /// Apply the object even if the ledger has its bytes (`importer replay
     /// --reapply`, after a fix in the transformer): its ledger row and
     /// quarantined records are replaced with its rows, in one transaction.
@@ -98,6 +107,9 @@ impl ObjectMessage {
         if message.key.is_empty() {
             return Err(MessageError::Empty("key"));
         }
+        if message.resource.as_deref() == Some("") {
+            return Err(MessageError::Empty("resource"));
+        }
         if let Some(sha) = &mut message.sha256 {
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(MessageError::BadSha256(sha.clone()));
@@ -115,6 +127,11 @@ impl ObjectMessage {
 
     pub fn object(&self) -> ObjectRef {
         ObjectRef::new(&self.bucket, &self.key)
+    }
+
+    /// The resource the object holds.
+    pub fn resource(&self) -> &str {
+        self.resource.as_deref().unwrap_or(DEFAULT_RESOURCE)
     }
 }
 
@@ -210,6 +227,7 @@ impl S3Event {
                 record_count: None,
                 source_url: None,
                 fetched_at: None,
+                resource: None,
                 reapply: false,
             });
         }
@@ -236,6 +254,7 @@ mod tests {
             record_count: Some(3),
             source_url: Some("http://127.0.0.1:1/posts".into()),
             fetched_at: Some(datetime!(2026-11-26 08:00:00.123 UTC)),
+            resource: Some("posts".into()),
             reapply: false,
         };
         let body = message.encode();
@@ -262,6 +281,8 @@ mod tests {
         assert_eq!(message.version, 1);
         assert_eq!(message.object().to_string(), "s3://raw/k.json");
         assert_eq!(message.sha256, None);
+        // Written before messages named their resource: posts.
+        assert_eq!(message.resource(), DEFAULT_RESOURCE);
     }
 
     #[test]
@@ -274,6 +295,10 @@ mod tests {
                 "version 2 is not supported",
             ),
             (r#"{"bucket":"","key":"k"}"#, "`bucket` is empty"),
+            (
+                r#"{"bucket":"b","key":"k","resource":""}"#,
+                "`resource` is empty",
+            ),
             (
                 r#"{"bucket":"b","key":"k","sha256":"xyz"}"#,
                 "not 64 hex digits",

@@ -229,6 +229,7 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
     assert_eq!(metadata["source-url"], page.url.as_str());
     assert_eq!(metadata["sha256"], page.sha256);
     assert_eq!(metadata["record-count"], "3");
+    assert_eq!(metadata["resource"], "posts");
     pipeline.drain().await;
     assert_eq!(pipeline.count("posts").await, 2);
 

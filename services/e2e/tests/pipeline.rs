@@ -305,6 +305,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
         record_count,
         source_url: None,
         fetched_at: None,
+        resource: None,
         reapply: false,
     };
 

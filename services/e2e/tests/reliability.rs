@@ -668,3 +668,30 @@ async fn two_workers_given_the_same_object_at_once_apply_it_once() {
     assert_eq!(setup.ledger().await.len(), 1);
     assert_eq!(setup.count("posts").await, 100);
 }
+
+#[tokio::test]
+async fn a_resource_this_transformer_does_not_know_is_dead_lettered_naming_it() {
+    let setup = Pipeline::new().await;
+    let page = setup.import_page("posts").await;
+    let body = format!(
+        r#"{{"bucket": "{}", "key": "{}", "resource": "comments"}}"#,
+        setup.aws.bucket, page.object.key
+    );
+    // The object exists and holds valid posts: only the resource is wrong.
+    let _ = setup.aws.take_bodies().await;
+    setup.aws.send(&body).await;
+    let report = setup.drain().await;
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    assert_eq!(setup.count("posts").await, 0);
+    let dead = setup.aws.dead_letters().await;
+    let reason = dead[0].message_attributes().unwrap()[attribute::DEAD_LETTER_REASON]
+        .string_value()
+        .unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "the message says {} holds `comments`, which this transformer does not know (it knows `posts`)",
+            page.object
+        )
+    );
+}

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use url::Url;
 
-use crate::archive;
+use crate::archive::{self, Provenance};
 use crate::page_state::{LastArchived, PageState};
 
 /// How a batch SQS did not take whole is sent again: four tries in all,
@@ -295,22 +295,18 @@ fn entry(index: usize, announcement: &Announcement) -> SendMessageBatchRequestEn
         .unwrap_or_else(|e| unreachable!("id and body are set: {e}"))
 }
 
-/// The message for an object archived from `page`.
-pub fn message_for(
-    object: &ObjectRef,
-    sha256: &str,
-    record_count: u64,
-    page_url: &Url,
-    fetched_at: time::OffsetDateTime,
-) -> ObjectMessage {
+/// The message for an object archived with `provenance`: what its
+/// metadata says, so that a replay can build the same message from it.
+pub fn message_for(object: &ObjectRef, sha256: &str, provenance: Provenance<'_>) -> ObjectMessage {
     ObjectMessage {
         version: MESSAGE_VERSION,
         bucket: object.bucket.clone(),
         key: object.key.clone(),
         sha256: Some(sha256.to_owned()),
-        record_count: Some(record_count),
-        source_url: Some(page_url.to_string()),
-        fetched_at: Some(fetched_at),
+        record_count: Some(provenance.record_count),
+        source_url: Some(provenance.source_url.to_string()),
+        fetched_at: Some(provenance.fetched_at),
+        resource: Some(provenance.resource.to_owned()),
         reapply: false,
     }
 }

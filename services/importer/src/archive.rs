@@ -25,6 +25,8 @@ pub struct Provenance<'a> {
     pub source_url: &'a Url,
     pub fetched_at: OffsetDateTime,
     pub record_count: u64,
+    /// What the records are: `posts`.
+    pub resource: &'a str,
     /// W3C trace context of the archiving span (`traceparent`, ...).
     pub trace: &'a HashMap<String, String>,
 }
@@ -180,6 +182,7 @@ impl Metadata {
                 (meta::SOURCE_URL, provenance.source_url.to_string()),
                 (meta::FETCHED_AT, fetched_at),
                 (meta::RECORD_COUNT, provenance.record_count.to_string()),
+                (meta::RESOURCE, provenance.resource.to_owned()),
                 (meta::SHA256, sha256.to_owned()),
             ]
             .into_iter()

@@ -5,6 +5,7 @@ use futures::StreamExt as _;
 use futures::future::Either;
 use pipeline_core::batch::Batcher;
 use pipeline_core::error_chain;
+use pipeline_core::message::DEFAULT_RESOURCE;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::trace_context;
 use std::collections::{HashMap, HashSet};
@@ -371,6 +372,8 @@ impl Importer {
             source_url: &page.url,
             fetched_at: page.fetched_at,
             record_count: page.record_count,
+            // The one resource the importer fetches, until it fetches more.
+            resource: DEFAULT_RESOURCE,
             trace: &trace,
         };
         let put = archive::put(
@@ -400,13 +403,7 @@ impl Importer {
             page.url,
             page.duration,
         );
-        let message = announce::message_for(
-            &object,
-            &sha256,
-            page.record_count,
-            &page.url,
-            page.fetched_at,
-        );
+        let message = announce::message_for(&object, &sha256, provenance);
         let announcement = Announcement {
             page_url: page.url.clone(),
             message,

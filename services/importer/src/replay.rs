@@ -305,6 +305,7 @@ fn message_for(object: &ObjectRef, head: &HeadObjectOutput, reapply: bool) -> Ob
         record_count: meta(metadata::RECORD_COUNT).and_then(|v| v.parse().ok()),
         source_url: meta(metadata::SOURCE_URL).cloned(),
         fetched_at,
+        resource: meta(metadata::RESOURCE).cloned(),
         reapply,
     }
 }
@@ -361,6 +362,7 @@ mod tests {
             .metadata(metadata::RECORD_COUNT, "25")
             .metadata(metadata::FETCHED_AT, "2026-11-30T08:00:00.5Z")
             .metadata(metadata::SOURCE_URL, "https://api/posts?_page=2")
+            .metadata(metadata::RESOURCE, "posts")
             .build();
         let object = ObjectRef::new("raw", "posts/2026/11/30/x.json");
         let message = message_for(&object, &head, true);
@@ -375,6 +377,7 @@ mod tests {
             Some("https://api/posts?_page=2")
         );
         assert!(message.reapply);
+        assert_eq!(message.resource.as_deref(), Some("posts"));
         assert_eq!(
             describe(&message),
             format!(
@@ -384,6 +387,7 @@ mod tests {
         );
         // Put there by hand: the minimal message.
         let bare = message_for(&object, &HeadObjectOutput::builder().build(), false);
+        assert_eq!(bare.resource(), "posts");
         assert_eq!((bare.sha256, bare.fetched_at), (None, None));
     }
 }

@@ -39,6 +39,7 @@ async fn load_reads_stdin_and_replay_announces_it_again_from_its_metadata() {
         serde_json::from_str(aws.peek_messages().await[0].body().unwrap()).unwrap();
     assert_eq!(first["source_url"], "file:///dev/stdin");
     assert_eq!(first["record_count"], 2);
+    assert_eq!(first["resource"], "posts");
     assert_eq!(first["key"], keys[0].as_str());
     let _ = aws.take_bodies().await;
 
@@ -70,6 +71,7 @@ async fn load_reads_stdin_and_replay_announces_it_again_from_its_metadata() {
         "record_count",
         "source_url",
         "fetched_at",
+        "resource",
     ] {
         assert_eq!(again[field], first[field], "{field}");
     }

@@ -22,7 +22,7 @@
 //! |-------------------------------------------|----------------------------------------------|
 //! | applied, or already applied (ledger)      | deleted after the commit, in batches of ten  |
 //! | S3 test event, non-create S3 event        | deleted                                      |
-//! | can never succeed (not JSON, unknown format, object missing, checksum or record count mismatch, not an array) | moved to the dead-letter queue with the reason |
+//! | can never succeed (not JSON, unknown format or resource, object missing, checksum or record count mismatch, not an array) | moved to the dead-letter queue with the reason |
 //! | failed for a passing reason (database or S3 unreachable) | hidden for RETRY_DELAY, doubling per receive; the redrive policy catches what keeps failing |
 //! | heartbeat lost (another worker may have it) | work on it stops                           |
 //! | not finished by the shutdown deadline     | handed back (visible again at once)          |

@@ -6,7 +6,7 @@ use aws_sdk_s3::primitives::{ByteStream, ByteStreamError, DateTime as S3DateTime
 use aws_sdk_s3::types::ChecksumMode;
 use bytes::Bytes;
 use pipeline_core::contract::{metadata, sha256_hex};
-use pipeline_core::message::ObjectMessage;
+use pipeline_core::message::{DEFAULT_RESOURCE, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::{PostsError, parse_records};
 use pipeline_core::telemetry;
@@ -52,6 +52,12 @@ pub async fn apply_object(
     message: &ObjectMessage,
 ) -> Result<Applied, ProcessError> {
     let object = message.object();
+    if message.resource() != DEFAULT_RESOURCE {
+        return Err(ProcessError::UnknownResource {
+            object,
+            resource: message.resource().to_owned(),
+        });
+    }
     // A redelivery of a message whose bytes were applied: answer from the
     // ledger without fetching anything (unless told to apply them again).
     if let Some(sha256) = message.sha256.as_ref().filter(|_| !message.reapply) {

@@ -3,7 +3,7 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStreamError;
-use pipeline_core::message::MessageError;
+use pipeline_core::message::{DEFAULT_RESOURCE, MessageError};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::post::PostsError;
 use pipeline_store::StoreError;
@@ -26,6 +26,10 @@ pub enum ProcessError {
         #[source]
         source: MessageError,
     },
+    #[error(
+        "the message says {object} holds `{resource}`, which this transformer does not know (it knows `{DEFAULT_RESOURCE}`)"
+    )]
+    UnknownResource { object: ObjectRef, resource: String },
     #[error("cannot fetch {object}")]
     Fetch {
         object: ObjectRef,
@@ -100,6 +104,7 @@ impl ProcessError {
             Self::Store { source, .. } => source.is_permanent(),
             Self::Crashed { source, .. } => source.is_panic(),
             Self::UnknownFormat { .. }
+            | Self::UnknownResource { .. }
             | Self::Checksum { .. }
             | Self::Parse { .. }
             | Self::RecordCount { .. } => true,
@@ -110,6 +115,7 @@ impl ProcessError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnknownFormat { .. } => "unknown_format",
+            Self::UnknownResource { .. } => "unknown_resource",
             Self::Fetch { source, .. } if source.is_missing() => "object_missing",
             Self::Fetch { .. } => "s3_unavailable",
             Self::Checksum { .. } => "checksum_mismatch",
