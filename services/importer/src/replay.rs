@@ -124,7 +124,6 @@ impl Importer {
         // replay's trace, as it does an import's.
         let trace = trace_context::current();
         let mut report = ReplayReport::default();
-        let mut failed_before = false;
         let mut batch: Vec<Announcement> = Vec::new();
         let mut token = None;
         'listing: loop {
@@ -174,8 +173,7 @@ impl Importer {
                 });
                 if batch.len() == pipeline_core::batch::MAX_BATCH {
                     let full = std::mem::take(&mut batch);
-                    self.send_replayed(&full, &mut report, &mut failed_before, out)
-                        .await?;
+                    self.send_replayed(&full, &mut report, out).await?;
                     if stop.is_cancelled() {
                         warn!(
                             "Stopped; resume with --start-after {}",
@@ -191,8 +189,7 @@ impl Importer {
             }
         }
         if !batch.is_empty() {
-            self.send_replayed(&batch, &mut report, &mut failed_before, out)
-                .await?;
+            self.send_replayed(&batch, &mut report, out).await?;
         }
         let verb = if replay.dry_run {
             "would announce"
@@ -248,7 +245,6 @@ impl Importer {
         &self,
         batch: &[Announcement],
         report: &mut ReplayReport,
-        failed_before: &mut bool,
         out: &mut (dyn Write + Send),
     ) -> std::io::Result<()> {
         let results = self.outbox.send(batch).await;
@@ -258,12 +254,12 @@ impl Importer {
                 Ok(id) => {
                     writeln!(out, "sent {object} -> {id}")?;
                     report.sent += 1;
-                    if !*failed_before {
+                    // Resuming after it must not skip an object that failed.
+                    if report.failures.is_empty() {
                         report.last_sent = Some(item.message.key.clone());
                     }
                 }
                 Err(reason) => {
-                    *failed_before = true;
                     let line = format!(
                         "could not announce {object} on {}: {reason}",
                         self.outbox.queue_url()
@@ -278,12 +274,11 @@ impl Importer {
 }
 
 /// An announcement's page URL, which only names it in what the announcer
-/// reports: here, the object's.
+/// reports: here, the object's. (`s3://bucket/key` always parses: a bucket
+/// name is a valid host, and the key is percent-encoded as needed.)
 fn object_url(message: &ObjectMessage) -> Url {
-    let object = message.object();
-    Url::parse(&object.to_string())
-        .or_else(|_| Url::parse(&format!("s3://{}/", object.bucket)))
-        .unwrap_or_else(|_| Url::parse("s3://replayed/").unwrap_or_else(|e| unreachable!("{e}")))
+    Url::parse(&message.object().to_string())
+        .unwrap_or_else(|e| unreachable!("{} is a URL: {e}", message.object()))
 }
 
 /// The message the importer sent for `object`, from what it stored with

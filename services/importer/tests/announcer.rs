@@ -39,11 +39,11 @@ impl Outbox for DiesAfterOneBatch {
     }
 }
 
-#[tokio::test]
-async fn a_dying_announcer_fails_the_pages_it_did_not_confirm_and_removes_their_objects() {
-    let aws = TestAws::new().await;
+/// The importer's settings for a fake API of `posts` posts, fetched in
+/// pages of 100 into `aws`'s bucket and queue.
+async fn pages_of_100(aws: &TestAws, posts: u32) -> Config {
     let api = fake_api::spawn(FakeApi {
-        posts: 3_000,
+        posts,
         ..FakeApi::default()
     })
     .await
@@ -53,8 +53,15 @@ async fn a_dying_announcer_fails_the_pages_it_did_not_confirm_and_removes_their_
         aws.bucket.clone(),
         aws.queue_url.clone(),
     );
-    // 30 pages: more than one batch of 10, whatever the timing.
     config.page_size = NonZeroU32::new(100);
+    config
+}
+
+#[tokio::test]
+async fn a_dying_announcer_fails_the_pages_it_did_not_confirm_and_removes_their_objects() {
+    let aws = TestAws::new().await;
+    // 30 pages: more than one batch of 10, whatever the timing.
+    let config = pages_of_100(&aws, 3_000).await;
     let outbox = Arc::new(DiesAfterOneBatch {
         queue: SqsOutbox {
             sqs: aws.clients.sqs.clone(),
@@ -124,18 +131,7 @@ impl Outbox for Refuses {
 #[tokio::test]
 async fn an_object_that_cannot_be_announced_is_removed() {
     let aws = TestAws::new().await;
-    let api = fake_api::spawn(FakeApi {
-        posts: 300,
-        ..FakeApi::default()
-    })
-    .await
-    .unwrap();
-    let mut config = Config::new(
-        api.join("posts").unwrap(),
-        aws.bucket.clone(),
-        aws.queue_url.clone(),
-    );
-    config.page_size = NonZeroU32::new(100);
+    let config = pages_of_100(&aws, 300).await;
     let importer = Importer::new(config, aws.clients.clone())
         .unwrap()
         .with_outbox(Arc::new(Refuses {
