@@ -146,7 +146,8 @@ class Permissions(unittest.TestCase):
         for role, statement in listing:
             # IfExists: HeadBucket and the 404 check of a GET carry no prefix.
             prefixes = statement["Condition"]["StringLikeIfExists"]["s3:prefix"]
-            self.assertTrue(prefixes and all(p in ("posts/*", "_state/*") for p in prefixes), role)
+            self.assertTrue(prefixes and all(p in ("raw/*", "posts/*", "_state/*") for p in prefixes), role)
+            self.assertIn("raw/*", prefixes, role)
 
     def test_only_the_roles_that_connect_read_the_database_secret(self):
         readers = {r for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
@@ -186,7 +187,20 @@ class Database(unittest.TestCase):
         # s3:GetObject), send to the queue.
         self.assertTrue({"s3:ListBucket", "s3:GetObject", "sqs:SendMessage"} <= actions)
         listing = next(s for s in importer if "s3:ListBucket" in as_list(s["Action"]))
-        self.assertIn("posts/*", listing["Condition"]["StringLikeIfExists"]["s3:prefix"])
+        # Today's archive, and the one from before resources.
+        for prefix in ("raw/*", "posts/*"):
+            self.assertIn(prefix, listing["Condition"]["StringLikeIfExists"]["s3:prefix"])
+
+    def test_the_schedule_imports_every_resource(self):
+        importer = RESOURCES["ImporterTaskDefinition"]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for c in importer if c["Name"] == "importer" for e in c["Environment"]}
+        self.assertEqual(env["RESOURCES"], {"Ref": "ImportResources"})
+        self.assertIn("posts", PARAMETERS["ImportResources"]["Default"].split(","))
+        self.assertEqual(
+            [r["Prefix"] for r in RESOURCES["RawBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+             if "Prefix" in r],
+            ["raw/", "posts/"],
+        )
 
     def test_engine_version_is_a_major_version_matching_the_parameter_group(self):
         version = RESOURCES["Database"]["Properties"]["EngineVersion"]

@@ -14,7 +14,9 @@
 //! - [`message`]: the SQS message the importer sends and the transformer
 //!   reads. This is the contract between the two services, with
 //!   [`contract`]: the object metadata, message attributes and digest form.
-//! - [`post`]: the record type the pipeline moves.
+//! - [`record`]: how an object's bytes become records, valid or bad, and
+//!   what a record says about its row.
+//! - [`resources`]: the resources the pipeline knows, one file each.
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
 //! - [`telemetry`]: logs, traces and metrics (OpenTelemetry over OTLP).
 //! - [`metrics`]: how the services make their instruments.
@@ -48,7 +50,8 @@ pub mod health;
 pub mod message;
 pub mod metrics;
 pub mod object;
-pub mod post;
+pub mod record;
+pub mod resources;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

@@ -3,14 +3,16 @@
 //! Version 1, as the importer writes it:
 //!
 //! ```json
-//! {"version": 1, "bucket": "raw", "key": "posts/2026/11/26/0193...json",
+//! {"version": 1, "bucket": "raw", "key": "raw/posts/2026/11/26/0193...json",
 //!  "sha256": "9f86...", "record_count": 100,
 //!  "source_url": "https://jsonplaceholder.typicode.com/posts",
 //!  "fetched_at": "2026-11-26T08:00:00Z"}
 //! ```
 //!
-//! `"resource": "posts"` says what the object holds; a message without it
-//! holds posts ([`DEFAULT_RESOURCE`]). `"reapply": true` is added by
+//! `"resource": "posts"` says what the object holds; for a message without
+//! it, the object's `resource` metadata says, and an object without that
+//! holds posts ([`DEFAULT_RESOURCE`]), as everything archived before
+//! resources does. `"reapply": true` is added by
 //! `importer replay --reapply`.
 //!
 //! Only `bucket` and `key` are required, so an object can be fed in by hand
@@ -53,7 +55,8 @@ pub struct ObjectMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub fetched_at: Option<OffsetDateTime>,
-    /// Which resource the object holds; `None` means [`DEFAULT_RESOURCE`].
+    /// Which resource the object holds; `None`: the object's metadata says,
+    /// or else [`DEFAULT_RESOURCE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// Apply the object even if the ledger has its bytes (`importer replay
@@ -129,7 +132,8 @@ impl ObjectMessage {
         ObjectRef::new(&self.bucket, &self.key)
     }
 
-    /// The resource the object holds.
+    /// The resource the message says the object holds, or
+    /// [`DEFAULT_RESOURCE`] (the transformer asks the object first).
     pub fn resource(&self) -> &str {
         self.resource.as_deref().unwrap_or(DEFAULT_RESOURCE)
     }

@@ -112,6 +112,20 @@ pub enum SettingError {
         env: &'static str,
         flag: &'static str,
     },
+    #[error("invalid setting {env} ({flag}): {reason}")]
+    Invalid {
+        env: &'static str,
+        flag: &'static str,
+        reason: String,
+    },
+}
+
+impl SettingError {
+    /// A setting whose value cannot be used, for a reason clap cannot see
+    /// in it alone.
+    pub fn new(env: &'static str, flag: &'static str, reason: String) -> Self {
+        Self::Invalid { env, flag, reason }
+    }
 }
 
 /// Returns the value of a setting that the chosen command needs.

@@ -10,8 +10,8 @@ use pipeline_core::aws::AwsClients;
 use pipeline_store::ledger::LedgerEntry;
 use pipeline_store::schema::{applied_objects, posts};
 use std::time::Duration;
-use testkit::fake_api::{self, FakeApi};
-use testkit::{TestAws, TestDb};
+use testkit::fake_api::{self, FakeApi, Resource};
+use testkit::{Row, TestAws, TestDb};
 use tokio_util::sync::CancellationToken;
 use transformer::settings::Config as TransformerConfig;
 use transformer::{Mode, RunReport, Transformer};
@@ -38,13 +38,20 @@ impl Pipeline {
         Self { db, aws, api }
     }
 
-    /// The importer's defaults, fetching `path` of the fake API.
+    /// The importer's defaults, fetching `path` of the fake API as the
+    /// resource its first segment names (`posts?rev=1`: posts), or as
+    /// posts when it names none (`fault/bad-record`).
     pub fn importer_config(&self, path: &str) -> ImporterConfig {
-        ImporterConfig::new(
+        let config = ImporterConfig::new(
             self.api.join(path).expect("a path"),
             self.aws.bucket.clone(),
             self.aws.queue_url.clone(),
-        )
+        );
+        let first = path.split(['/', '?']).next().unwrap_or_default();
+        match pipeline_core::resources::named(first) {
+            Some(resource) => config.for_resource(resource.name()),
+            None => config,
+        }
     }
 
     /// Imports `path` once with the importer's defaults.
@@ -102,6 +109,11 @@ impl Pipeline {
             .expect("the run")
     }
 
+    /// Every row of `resource`'s table, by key.
+    pub async fn rows(&self, resource: Resource) -> Vec<Row> {
+        self.db.rows(resource.name()).await
+    }
+
     /// Rows in `table`.
     pub async fn count(&self, table: &str) -> i64 {
         self.db
@@ -151,11 +163,17 @@ impl Pipeline {
 
     /// Waits until `posts` has `n` rows, or panics after `timeout`.
     pub async fn wait_for_rows(&self, n: i64, timeout: Duration) {
+        self.wait_for(Resource::Posts, n, timeout).await;
+    }
+
+    /// Waits until `resource`'s table has `n` rows, or panics after `timeout`.
+    pub async fn wait_for(&self, resource: Resource, n: i64, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.count("posts").await != n {
+        let table = resource.name();
+        while self.count(table).await != n {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "posts never reached {n} rows"
+                "{table} never reached {n} rows"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

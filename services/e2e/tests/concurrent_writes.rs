@@ -8,8 +8,8 @@ use diesel::QueryableByName;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
-use pipeline_core::post::Post;
-use pipeline_store::posts::{Lineage, UpsertCounts, upsert};
+use pipeline_core::resources::Post;
+use pipeline_store::rows::{Lineage, UpsertCounts, upsert};
 use pipeline_store::schema::posts;
 use std::time::Duration;
 use testkit::TestDb;
@@ -48,7 +48,7 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
             conn.transaction(async |conn| {
                 let counts = upsert(
                     conn,
-                    &[post(1, "from A")],
+                    &vec![post(1, "from A")],
                     Lineage {
                         source_object: "s3://raw/a.json",
                         fetched_at: older,
@@ -97,7 +97,7 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
         .transaction(async |conn| {
             upsert(
                 conn,
-                &[post(1, "from B"), post(2, "from B")],
+                &vec![post(1, "from B"), post(2, "from B")],
                 Lineage {
                     source_object: "s3://raw/b.json",
                     fetched_at: newer,

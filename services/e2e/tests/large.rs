@@ -9,27 +9,40 @@ use diesel_async::RunQueryDsl;
 use e2e::{drain, import};
 use importer::settings::Config;
 use pipeline_core::contract::{attribute, metadata};
-use pipeline_store::schema::{applied_objects, posts, quarantined_records};
-use testkit::fake_api::{self, FakeApi};
+use pipeline_store::schema::{applied_objects, quarantined_records};
+use rstest::rstest;
+use testkit::fake_api::{self, FakeApi, Resource};
 use testkit::{TestAws, TestDb};
 
 /// About 20 MB as one answer: more than the importer keeps in memory and
 /// than the transformer reads whole, so both take their streaming paths.
-const POSTS: u32 = 60_000;
+fn large(resource: Resource) -> u32 {
+    match resource {
+        Resource::Posts => 60_000,
+    }
+}
 
-async fn large_object_round_trip(gzip: bool) {
+/// Every row of `resource`'s table, as the API serves it, by id.
+async fn rows(db: &TestDb, resource: Resource) -> Vec<serde_json::Value> {
+    let rows = db.rows(resource.name()).await;
+    rows.into_iter().map(|row| row.content).collect()
+}
+
+async fn large_object_round_trip(resource: Resource, gzip: bool) {
+    let count = large(resource);
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi {
-        posts: POSTS,
+        posts: count,
         ..FakeApi::default()
     })
     .await
     .unwrap();
     let mut config = Config::new(
-        api.join("posts").unwrap(),
+        api.join(resource.name()).unwrap(),
         aws.bucket.clone(),
         aws.queue_url.clone(),
-    );
+    )
+    .for_resource(resource.name());
     config.gzip = gzip;
 
     let report = import(&aws, config).await.unwrap();
@@ -41,20 +54,21 @@ async fn large_object_round_trip(gzip: bool) {
         "{} bytes",
         page.bytes
     );
-    assert_eq!(page.sha256, hex_sha256(&fake_api::body(POSTS, 0)));
+    assert!(page.bytes as i64 > transformer::process::IN_MEMORY_BYTES);
+    assert_eq!(page.sha256, hex_sha256(&resource.body(count, 0)));
     let head = aws.head(&page.object.key).await;
     if !gzip {
         // A multipart upload's ETag ends in -<number of parts>.
         assert!(head.e_tag().unwrap().contains("-2"), "{:?}", head.e_tag());
         assert_eq!(
             aws.object_bytes(&page.object.key).await,
-            fake_api::body(POSTS, 0)
+            resource.body(count, 0)
         );
     }
     assert_eq!(head.metadata().unwrap()[metadata::SHA256], page.sha256);
     assert_eq!(
         head.metadata().unwrap()[metadata::RECORD_COUNT],
-        POSTS.to_string()
+        count.to_string()
     );
     let body = aws.peek_messages().await[0].body().unwrap().to_owned();
 
@@ -62,22 +76,20 @@ async fn large_object_round_trip(gzip: bool) {
 
     assert_eq!(
         (run.messages_applied, run.dead_lettered, run.records),
-        (1, 0, u64::from(POSTS))
+        (1, 0, u64::from(count))
     );
-    assert_eq!(run.rows.inserted, u64::from(POSTS));
+    assert_eq!(run.rows.inserted, u64::from(count));
+    assert!(
+        rows(&db, resource).await == resource.records(count, 0),
+        "every record, exactly"
+    );
     let mut conn = db.connect().await;
-    let rows = rows(&mut conn).await;
-    let expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
-        .into_iter()
-        .map(|p| (p.id, p.title, p.body))
-        .collect();
-    assert!(rows == expected, "every post, exactly");
     let ledger: Vec<(String, i64)> = applied_objects::table
         .select((applied_objects::sha256, applied_objects::records))
         .load(&mut conn)
         .await
         .unwrap();
-    assert_eq!(ledger, [(page.sha256.clone(), i64::from(POSTS))]);
+    assert_eq!(ledger, [(page.sha256.clone(), i64::from(count))]);
 
     // The same message again: answered from the ledger. A hand-written one
     // without the sha256: streamed again, then rolled back at the ledger.
@@ -86,27 +98,19 @@ async fn large_object_round_trip(gzip: bool) {
     let again = drain(&aws, &db).await;
     assert_eq!((again.messages_applied, again.duplicate_objects), (2, 2));
     assert_eq!(again.rows, Default::default());
-    let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
-    assert_eq!(count, i64::from(POSTS));
-}
-
-/// Every post's id, title and body, by id.
-async fn rows(conn: &mut diesel_async::AsyncPgConnection) -> Vec<(i64, String, String)> {
-    posts::table
-        .select((posts::id, posts::title, posts::body))
-        .order(posts::id)
-        .load(conn)
-        .await
-        .unwrap()
+    assert_eq!(db.rows(resource.name()).await.len(), count as usize);
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
     pipeline_core::contract::sha256_hex(bytes)
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres() {
-    large_object_round_trip(false).await;
+async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres(
+    #[values(Resource::Posts)] resource: Resource,
+) {
+    large_object_round_trip(resource, false).await;
 }
 
 /// The importer's compressed multipart upload. (Posts compress about
@@ -114,13 +118,14 @@ async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres() {
 /// streaming path is `a_streamed_gzip_object_with_duplicates_across_batches_and_a_bad_record`'s.)
 #[tokio::test]
 async fn a_large_gzip_object_round_trips_too() {
-    large_object_round_trip(true).await;
+    large_object_round_trip(Resource::Posts, true).await;
 }
 
 #[tokio::test]
 async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered() {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
-    aws.put("big.json", fake_api::body(POSTS, 0)).await;
+    aws.put("big.json", fake_api::body(large(Resource::Posts), 0))
+        .await;
     let message = format!(
         r#"{{"bucket": "{}", "key": "big.json", "sha256": "{}"}}"#,
         aws.bucket,
@@ -131,9 +136,11 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
     let run = drain(&aws, &db).await;
 
     assert_eq!((run.messages_applied, run.dead_lettered), (0, 1));
-    let mut conn = db.connect().await;
-    let count: i64 = posts::table.count().get_result(&mut conn).await.unwrap();
-    assert_eq!(count, 0, "the batches already upserted were rolled back");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM posts").await,
+        0,
+        "the batches already upserted were rolled back"
+    );
     let letters = aws.dead_letters().await;
     let reason = letters[0].message_attributes().unwrap()[attribute::DEAD_LETTER_REASON]
         .string_value()
@@ -143,24 +150,19 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
 }
 
 /// An object above `IN_MEMORY_BYTES` as stored, so the transformer streams
-/// it in batches: posts 7 and 14 come again at the end, as revision 1 has
+/// it in batches: records 7 and 14 come again at the end, as revision 1 has
 /// them (a dozen batches after their first occurrence), and record 30,000
-/// is not a post.
-async fn streamed_object(gzip: bool) {
+/// is not valid.
+async fn streamed_object(resource: Resource, gzip: bool) {
     const BAD_AT: usize = 30_000;
+    let count = large(resource);
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
-    let to_value = |p: &pipeline_core::post::Post| serde_json::to_value(p).unwrap();
-    let mut records: Vec<serde_json::Value> =
-        fake_api::posts(POSTS, 0).iter().map(to_value).collect();
-    records.insert(
-        BAD_AT,
-        serde_json::json!({"userId": 1, "id": "thirty thousand", "title": "t", "body": "b"}),
-    );
-    let again: Vec<_> = fake_api::posts(14, 1)
-        .into_iter()
-        .filter(|p| p.id % 7 == 0)
-        .collect();
-    records.extend(again.iter().map(to_value));
+    let mut records = resource.records(count, 0);
+    let mut bad = resource.record(1, 0);
+    bad["id"] = "thirty thousand".into();
+    records.insert(BAD_AT, bad);
+    let again: Vec<serde_json::Value> = [7, 14].map(|id| resource.record(id, 1)).into();
+    records.extend(again.iter().cloned());
     let json = serde_json::to_vec(&records).unwrap();
     // Stored blocks: a real gzip stream, as large as the JSON, so that it
     // is streamed compressed without megabytes of random data.
@@ -188,30 +190,28 @@ async fn streamed_object(gzip: bool) {
     }
     put.send().await.unwrap();
     aws.send(&format!(
-        r#"{{"bucket": "{}", "key": "streamed.json"}}"#,
-        aws.bucket
+        r#"{{"bucket": "{}", "key": "streamed.json", "resource": "{}"}}"#,
+        aws.bucket,
+        resource.name()
     ))
     .await;
 
     let run = drain(&aws, &db).await;
 
     assert_eq!((run.messages_applied, run.dead_lettered), (1, 0), "{run:?}");
-    assert_eq!(run.records, u64::from(POSTS) + 3);
-    assert_eq!((run.rows.inserted, run.rows.updated), (u64::from(POSTS), 2));
+    assert_eq!(run.records, u64::from(count) + 3);
+    assert_eq!((run.rows.inserted, run.rows.updated), (u64::from(count), 2));
     assert_eq!(run.quarantined, 1);
-    let mut conn = db.connect().await;
-    let rows = rows(&mut conn).await;
-    let mut expected: Vec<(i64, String, String)> = fake_api::posts(POSTS, 0)
-        .into_iter()
-        .map(|p| (p.id, p.title, p.body))
-        .collect();
-    for post in again {
-        expected[post.id as usize - 1] = (post.id, post.title, post.body);
+    let mut expected = resource.records(count, 0);
+    for record in again {
+        let id = record["id"].as_u64().unwrap() as usize;
+        expected[id - 1] = record;
     }
     assert!(
-        rows == expected,
-        "every post, the last occurrence of 7 and 14"
+        rows(&db, resource).await == expected,
+        "every record, the last occurrence of 7 and 14"
     );
+    let mut conn = db.connect().await;
     let quarantined: Vec<(i64, String)> = quarantined_records::table
         .select((
             quarantined_records::record_index,
@@ -225,12 +225,15 @@ async fn streamed_object(gzip: bool) {
     assert!(quarantined[0].1.contains("`id`"), "{}", quarantined[0].1);
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_streamed_object_with_duplicates_across_batches_and_a_bad_record() {
-    streamed_object(false).await;
+async fn a_streamed_object_with_duplicates_across_batches_and_a_bad_record(
+    #[values(Resource::Posts)] resource: Resource,
+) {
+    streamed_object(resource, false).await;
 }
 
 #[tokio::test]
 async fn a_streamed_gzip_object_with_duplicates_across_batches_and_a_bad_record() {
-    streamed_object(true).await;
+    streamed_object(Resource::Posts, true).await;
 }

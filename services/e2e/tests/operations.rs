@@ -197,10 +197,22 @@ async fn the_archive_rebuilds_the_database_whatever_the_order_objects_come_in() 
     }
 }
 
-fn load(file: &std::path::Path, fetched_at: Option<OffsetDateTime>) -> Load {
+fn load(resource: &str, file: &std::path::Path, fetched_at: Option<OffsetDateTime>) -> Load {
     Load {
         file: file.to_owned(),
         fetched_at,
+        resource: pipeline_core::resources::named(resource).unwrap(),
+    }
+}
+
+fn export(resource: Option<&str>) -> Quarantine {
+    Quarantine {
+        object: None,
+        resource: resource.map(str::to_owned),
+        since: None,
+        limit: None,
+        export: true,
+        json: false,
     }
 }
 
@@ -215,7 +227,7 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
            {{"userId": 1, "id": 3, "title": "three", "body": "b"}}]"#
     )
     .unwrap();
-    let loaded = Importer::load(&importer(&pipeline), &load(file.path(), None))
+    let loaded = Importer::load(&importer(&pipeline), &load("posts", file.path(), None))
         .await
         .unwrap();
     assert_eq!(loaded.pages.len(), 1);
@@ -235,16 +247,9 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
 
     // Exported exactly as received, fixed, and loaded back at the version
     // of the object it came from.
-    let export = Quarantine {
-        object: None,
-        since: None,
-        limit: None,
-        export: true,
-        json: false,
-    };
     let mut conn = pipeline.db.connect().await;
     let mut out = Vec::new();
-    assert_eq!(export.run(&mut conn, &mut out).await.unwrap(), 1);
+    assert_eq!(export(None).run(&mut conn, &mut out).await.unwrap(), 1);
     let exported = String::from_utf8(out).unwrap();
     assert_eq!(
         exported,
@@ -256,7 +261,7 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
     let original_time = pipeline.ledger().await[0].fetched_at;
     Importer::load(
         &importer(&pipeline),
-        &load(fixed_file.path(), Some(original_time)),
+        &load("posts", fixed_file.path(), Some(original_time)),
     )
     .await
     .unwrap();

@@ -3,74 +3,62 @@
 
 #![allow(clippy::unwrap_used)]
 
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use e2e::Pipeline;
 use pipeline_core::contract;
 use pipeline_core::message::ObjectMessage;
-use pipeline_store::schema::posts;
-use testkit::fake_api;
-use time::OffsetDateTime;
+use rstest::rstest;
+use testkit::Row;
+use testkit::fake_api::Resource;
 use transformer::process::{Context, ProcessError, apply_object};
 
-/// Every column of `posts`.
-#[derive(Debug, Clone, PartialEq, Queryable)]
-struct Row {
-    id: i64,
-    user_id: i64,
-    title: String,
-    body: String,
-    source_object: String,
-    fetched_at: OffsetDateTime,
-    loaded_at: OffsetDateTime,
+/// The content of `rows`, as the API serves it.
+fn content(rows: &[Row]) -> Vec<serde_json::Value> {
+    rows.iter().map(|r| r.content.clone()).collect()
 }
 
-async fn rows(pipeline: &Pipeline) -> Vec<Row> {
-    let mut conn = pipeline.db.connect().await;
-    posts::table.order(posts::id).load(&mut conn).await.unwrap()
+/// What the fake API serves of `resource` in revision `rev`.
+fn expected(resource: Resource, rev: u32) -> Vec<serde_json::Value> {
+    resource.records(resource.default_count(), rev)
 }
 
-/// The posts the fake API serves, as rows would hold them.
-fn expected_posts(rev: u32) -> Vec<(i64, i64, String, String)> {
-    fake_api::posts(100, rev)
-        .into_iter()
-        .map(|p| (p.id, p.user_id, p.title, p.body))
-        .collect()
-}
-
-fn content(rows: &[Row]) -> Vec<(i64, i64, String, String)> {
-    rows.iter()
-        .map(|r| (r.id, r.user_id, r.title.clone(), r.body.clone()))
-        .collect()
-}
-
+#[rstest]
 #[tokio::test]
-async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
+async fn every_record_lands_with_every_column_and_the_raw_bytes_are_kept(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let pipeline = Pipeline::new().await;
+    let name = resource.name();
+    let count = resource.default_count();
 
-    let report = pipeline.import_page("posts").await;
+    let report = pipeline.import_page(name).await;
 
     // S3 keeps the exact bytes the API served, with their provenance.
     assert_eq!(pipeline.aws.keys().await, vec![report.object.key.clone()]);
+    assert!(report.object.key.starts_with(&format!("raw/{name}/")));
     let stored = pipeline.aws.object_bytes(&report.object.key).await;
-    assert_eq!(stored, fake_api::body(100, 0));
+    assert_eq!(stored, resource.body(count, 0));
     let head = pipeline.aws.head(&report.object.key).await;
     let metadata = head.metadata().unwrap();
-    let source_url = pipeline.api.join("posts").unwrap().to_string();
+    let source_url = pipeline.api.join(name).unwrap().to_string();
     assert_eq!(metadata[contract::metadata::SOURCE_URL], source_url);
-    assert_eq!(metadata[contract::metadata::RECORD_COUNT], "100");
+    assert_eq!(
+        metadata[contract::metadata::RECORD_COUNT],
+        count.to_string()
+    );
     assert_eq!(metadata[contract::metadata::SHA256], report.sha256);
+    assert_eq!(metadata[contract::metadata::RESOURCE], name);
     assert_eq!(head.content_type(), Some("application/json"));
 
-    // One message, version 1, saying where the object is.
+    // One message, version 1, saying where the object is and what it holds.
     let messages = pipeline.aws.peek_messages().await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].message_id(), Some(report.message_id.as_str()));
     let message = ObjectMessage::decode(messages[0].body().unwrap()).unwrap();
     assert_eq!(message.version, 1);
     assert_eq!(message.object(), report.object);
+    assert_eq!(message.resource(), name);
     assert_eq!(message.sha256.as_deref(), Some(report.sha256.as_str()));
-    assert_eq!(message.record_count, Some(100));
+    assert_eq!(message.record_count, Some(u64::from(count)));
     assert_eq!(message.source_url.as_deref(), Some(source_url.as_str()));
     let fetched_at = message.fetched_at.unwrap();
     assert_eq!(
@@ -92,11 +80,11 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     );
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
-        (100, 0, 0)
+        (u64::from(count), 0, 0)
     );
 
-    let rows = rows(&pipeline).await;
-    assert_eq!(content(&rows), expected_posts(0));
+    let rows = pipeline.rows(resource).await;
+    assert_eq!(content(&rows), expected(resource, 0));
     for row in &rows {
         assert_eq!(row.source_object, report.object.to_string());
         // Postgres keeps microseconds.
@@ -113,17 +101,18 @@ async fn every_post_lands_with_every_column_and_the_raw_bytes_are_kept() {
     );
 }
 
+#[rstest]
 #[tokio::test]
-async fn the_same_message_twice_changes_nothing() {
+async fn the_same_message_twice_changes_nothing(#[values(Resource::Posts)] resource: Resource) {
     let pipeline = Pipeline::new().await;
-    pipeline.import_page("posts").await;
+    pipeline.import_page(resource.name()).await;
     let body = pipeline.aws.peek_messages().await[0]
         .body()
         .unwrap()
         .to_owned();
     pipeline.drain().await;
-    let before = rows(&pipeline).await;
-    assert_eq!(before.len(), 100);
+    let before = pipeline.rows(resource).await;
+    assert_eq!(before.len(), resource.default_count() as usize);
 
     // A redelivery, as SQS may make at any time: same body, new message.
     pipeline.aws.send(&body).await;
@@ -136,48 +125,49 @@ async fn the_same_message_twice_changes_nothing() {
         "the ledger answered: no row was even compared"
     );
     assert_eq!(
-        rows(&pipeline).await,
+        pipeline.rows(resource).await,
         before,
         "not one column of one row changed, loaded_at included"
     );
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
+async fn a_newer_object_updates_the_records_that_changed_and_only_those(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let pipeline = Pipeline::new().await;
-    let first = pipeline.import_page("posts").await;
+    let name = resource.name();
+    let count = u64::from(resource.default_count());
+    let first = pipeline.import_page(name).await;
     pipeline.drain().await;
-    let before = rows(&pipeline).await;
+    let before = pipeline.rows(resource).await;
 
-    let second = pipeline.import_page("posts?rev=1").await;
+    let second = pipeline.import_page(&format!("{name}?rev=1")).await;
     let run = pipeline.drain().await;
 
+    // Revision 1 changes every 7th record.
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
-        (0, 14, 86)
+        (0, count / 7, count - count / 7)
     );
-    let after = rows(&pipeline).await;
-    assert_eq!(content(&after), expected_posts(1));
+    let after = pipeline.rows(resource).await;
+    assert_eq!(content(&after), expected(resource, 1));
     for (old, new) in before.iter().zip(&after) {
         if new.id % 7 == 0 {
             assert_eq!(
                 new.source_object,
                 second.object.to_string(),
-                "post {}",
+                "{name} {}",
                 new.id
             );
             assert!(new.fetched_at > old.fetched_at);
             assert!(new.loaded_at > old.loaded_at);
         } else {
-            assert_eq!(
-                content(std::slice::from_ref(new)),
-                content(std::slice::from_ref(old)),
-                "post {} did not change",
-                new.id
-            );
+            assert_eq!(new.content, old.content, "{name} {} did not change", new.id);
             // Its content was not written again; its lineage says the
             // newest fetch holds it.
-            assert_eq!(new.loaded_at, old.loaded_at, "post {}", new.id);
+            assert_eq!(new.loaded_at, old.loaded_at, "{name} {}", new.id);
             assert_eq!(old.source_object, first.object.to_string());
             assert_eq!(new.source_object, second.object.to_string());
             assert!(new.fetched_at > old.fetched_at);
@@ -185,16 +175,21 @@ async fn a_newer_object_updates_the_posts_that_changed_and_only_those() {
     }
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed() {
+async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let pipeline = Pipeline::new().await;
-    pipeline.import_page("posts").await;
+    let name = resource.name();
+    let count = u64::from(resource.default_count());
+    pipeline.import_page(name).await;
     pipeline.drain().await;
     // Revision 1, fetched next, is delayed (a retried message).
-    let middle = pipeline.import_page("posts?rev=1").await;
+    let middle = pipeline.import_page(&format!("{name}?rev=1")).await;
     let middle_body = pipeline.aws.take_bodies().await.remove(0);
     // The API then serves revision 0 again, and that is applied first.
-    let mut again = pipeline.importer_config("posts");
+    let mut again = pipeline.importer_config(name);
     again.skip_unchanged = false;
     let newest = e2e::import(&pipeline.aws, again)
         .await
@@ -204,9 +199,9 @@ async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed() {
     let run = pipeline.drain().await;
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
-        (0, 0, 100)
+        (0, 0, count)
     );
-    let confirmed = rows(&pipeline).await;
+    let confirmed = pipeline.rows(resource).await;
     assert!(
         confirmed
             .iter()
@@ -217,33 +212,38 @@ async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed() {
     let late = pipeline.drain().await;
 
     assert_eq!(late.messages_applied, 1);
-    // Revision 1 differs in every 7th post: none of them is written, since
-    // the newest fetch said otherwise.
-    assert_eq!((late.rows.updated, late.rows.unchanged), (0, 100));
-    assert_eq!(content(&rows(&pipeline).await), expected_posts(0));
-    assert_eq!(rows(&pipeline).await, confirmed);
+    // Revision 1 differs in every 7th record: none of them is written,
+    // since the newest fetch said otherwise.
+    assert_eq!((late.rows.updated, late.rows.unchanged), (0, count));
+    assert_eq!(
+        content(&pipeline.rows(resource).await),
+        expected(resource, 0)
+    );
+    assert_eq!(pipeline.rows(resource).await, confirmed);
     assert_ne!(middle.object, newest.object);
 }
 
+#[rstest]
 #[tokio::test]
-async fn an_older_object_applied_late_never_overwrites_newer_rows() {
+async fn an_older_object_applied_late_never_overwrites_newer_rows(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let pipeline = Pipeline::new().await;
-    let older = pipeline.import_page("posts").await;
+    let name = resource.name();
+    let older = pipeline.import_page(name).await;
     // Hold the older message back, as a slow or delayed message would be.
     let older_body = pipeline.aws.take_bodies().await.remove(0);
-    let newer = pipeline.import_page("posts?rev=1").await;
+    let newer = pipeline.import_page(&format!("{name}?rev=1")).await;
     pipeline.drain().await;
-    let newest = rows(&pipeline).await;
+    let newest = pipeline.rows(resource).await;
     // The set-up has teeth: the older object holds other content for every
-    // 7th post, which the newer one wrote.
-    assert_eq!(content(&newest), expected_posts(1));
+    // 7th record, which the newer one wrote.
+    assert_eq!(content(&newest), expected(resource, 1));
     let changed: Vec<&Row> = newest.iter().filter(|r| r.id % 7 == 0).collect();
     assert!(!changed.is_empty());
     for row in &changed {
-        assert_ne!(
-            expected_posts(0)[row.id as usize - 1],
-            expected_posts(1)[row.id as usize - 1]
-        );
+        let index = row.id as usize - 1;
+        assert_ne!(expected(resource, 0)[index], expected(resource, 1)[index]);
         assert_eq!(row.source_object, newer.object.to_string());
     }
 
@@ -253,11 +253,11 @@ async fn an_older_object_applied_late_never_overwrites_newer_rows() {
     assert_eq!(run.messages_applied, 1);
     assert_eq!(
         (run.rows.inserted, run.rows.updated, run.rows.unchanged),
-        (0, 0, 100)
+        (0, 0, u64::from(resource.default_count()))
     );
     // Every column of every row, lineage included, is as the newer object
     // left it.
-    assert_eq!(rows(&pipeline).await, newest);
+    assert_eq!(pipeline.rows(resource).await, newest);
     assert_ne!(older.object, newer.object);
 }
 
@@ -265,6 +265,29 @@ async fn an_older_object_applied_late_never_overwrites_newer_rows() {
 async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
     let pipeline = Pipeline::new().await;
     let key = "manual/backfill.json";
+    pipeline.aws.put(key, Resource::Posts.body(100, 0)).await;
+    pipeline.aws.send(&pipeline.aws.minimal_message(key)).await;
+
+    let run = pipeline.drain().await;
+
+    assert_eq!(run.rows.inserted, 100);
+    let rows = pipeline.rows(Resource::Posts).await;
+    assert_eq!(content(&rows), expected(Resource::Posts, 0));
+    assert!(
+        rows.iter()
+            .all(|r| r.source_object == format!("s3://{}/{key}", pipeline.aws.bucket))
+    );
+}
+
+#[tokio::test]
+async fn a_message_the_importer_wrote_before_resources_existed_is_still_applied() {
+    let pipeline = Pipeline::new().await;
+    // The key layout, metadata and message of the importer before
+    // resources: `posts/YYYY/MM/DD/<id>.json`, no `resource` anywhere.
+    let key = "posts/2026/11/29/019ad2c1-6f3e-7b7a-9a51-3c2d1e0f4a5b.json";
+    let body = Resource::Posts.body(100, 0);
+    let sha256 = contract::sha256_hex(&body);
+    let fetched_at = "2026-11-29T10:00:00Z";
     pipeline
         .aws
         .clients
@@ -272,21 +295,26 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
         .put_object()
         .bucket(&pipeline.aws.bucket)
         .key(key)
-        .body(fake_api::body(100, 0).into())
+        .body(body.into())
+        .metadata(contract::metadata::SHA256, &sha256)
+        .metadata(contract::metadata::RECORD_COUNT, "100")
+        .metadata(contract::metadata::FETCHED_AT, fetched_at)
         .send()
         .await
         .unwrap();
-    pipeline.aws.send(&pipeline.aws.minimal_message(key)).await;
+    let message = format!(
+        r#"{{"version":1,"bucket":"{}","key":"{key}","sha256":"{sha256}","record_count":100,"source_url":"https://jsonplaceholder.typicode.com/posts","fetched_at":"{fetched_at}"}}"#,
+        pipeline.aws.bucket
+    );
+    assert!(!message.contains("resource"));
+    pipeline.aws.send(&message).await;
 
     let run = pipeline.drain().await;
 
+    assert_eq!((run.messages_applied, run.dead_lettered), (1, 0));
     assert_eq!(run.rows.inserted, 100);
-    let rows = rows(&pipeline).await;
-    assert_eq!(content(&rows), expected_posts(0));
-    assert!(
-        rows.iter()
-            .all(|r| r.source_object == format!("s3://{}/{key}", pipeline.aws.bucket))
-    );
+    let rows = pipeline.rows(Resource::Posts).await;
+    assert_eq!(content(&rows), expected(Resource::Posts, 0));
 }
 
 #[tokio::test]
@@ -340,7 +368,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     );
 
     assert!(
-        rows(&pipeline).await.is_empty(),
+        pipeline.rows(Resource::Posts).await.is_empty(),
         "nothing refused was written"
     );
 }

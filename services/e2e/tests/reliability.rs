@@ -11,10 +11,11 @@ use pipeline_core::aws::AwsClients;
 use pipeline_core::contract::{attribute, string_attribute};
 use pipeline_store::DatabaseUrl;
 use pipeline_store::schema::quarantined_records;
+use rstest::rstest;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 use testkit::TestAws;
-use testkit::fake_api;
+use testkit::fake_api::{self, Resource};
 use testkit::proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 use transformer::Mode;
@@ -55,17 +56,68 @@ fn post(id: i64, title: &str) -> String {
     format!(r#"{{"userId": 1, "id": {id}, "title": "{title}", "body": "b"}}"#)
 }
 
+/// A valid record of `resource` with `id`, and `text` in its text field.
+fn record(resource: Resource, id: i64, text: &str) -> serde_json::Value {
+    let mut record = resource.record(1, 0);
+    record["id"] = id.into();
+    record[resource.text_field()] = text.into();
+    record
+}
+
+/// Puts `records` in an object and sends a hand-written message for it.
+async fn put_and_send(
+    setup: &Pipeline,
+    resource: Resource,
+    key: &str,
+    records: &[String],
+) -> String {
+    setup
+        .aws
+        .put(key, format!("[{}]", records.join(",\n")))
+        .await;
+    let message = format!(
+        r#"{{"bucket": "{}", "key": "{key}", "resource": "{}"}}"#,
+        setup.aws.bucket,
+        resource.name()
+    );
+    setup.aws.send(&message).await;
+    message
+}
+
+/// (id, text field) of every row of `resource`'s table.
+async fn texts(setup: &Pipeline, resource: Resource) -> Vec<(i64, String)> {
+    setup
+        .rows(resource)
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                row.id,
+                row.content[resource.text_field()]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[rstest]
 #[tokio::test]
-async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once() {
+async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let setup = Pipeline::new().await;
-    let report = setup.import_page("posts").await;
+    let count = i64::from(resource.default_count());
+    let report = setup.import_page(resource.name()).await;
     let body = setup.aws.peek_messages().await[0]
         .body()
         .unwrap()
         .to_owned();
     setup.drain().await;
 
-    // The same message again, and a hand-written one for the same object.
+    // The same message again, and a hand-written one for the same object
+    // (which names no resource: the object's metadata does).
     setup.aws.send(&body).await;
     setup
         .aws
@@ -82,67 +134,77 @@ async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once
         "the ledger keeps the first message"
     );
     assert_eq!(ledger[0].sha256, report.sha256);
-    assert_eq!((ledger[0].records, ledger[0].inserted), (100, 100));
-    assert_eq!(setup.count("posts").await, 100);
+    assert_eq!((ledger[0].records, ledger[0].inserted), (count, count));
+    assert_eq!(setup.count(resource.name()).await, count);
 }
 
+#[rstest]
 #[tokio::test]
-async fn duplicate_ids_in_one_object_the_last_occurrence_wins() {
+async fn duplicate_ids_in_one_object_the_last_occurrence_wins(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let setup = Pipeline::new().await;
-    let body = format!(
-        "[{}, {}, {}]",
-        post(1, "first"),
-        post(2, "two"),
-        post(1, "last")
-    );
-    setup.aws.put("dupes.json", body).await;
-    setup
-        .aws
-        .send(&format!(
-            r#"{{"bucket": "{}", "key": "dupes.json"}}"#,
-            setup.aws.bucket
-        ))
-        .await;
+    let records = [
+        record(resource, 1, "first").to_string(),
+        record(resource, 2, "two").to_string(),
+        record(resource, 1, "last").to_string(),
+    ];
+    put_and_send(&setup, resource, "dupes.json", &records).await;
 
     let run = setup.drain().await;
 
     assert_eq!(run.messages_applied, 1);
     assert_eq!((run.rows.inserted, run.rows.superseded), (2, 1));
     assert_eq!(
-        setup.titles().await,
+        texts(&setup, resource).await,
         [(1, "last".into()), (2, "two".into())]
     );
     assert_eq!(setup.ledger().await[0].superseded, 1);
 }
 
+#[rstest]
 #[tokio::test]
-async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_ones_load() {
+async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_ones_load(
+    #[values(Resource::Posts)] resource: Resource,
+) {
     let setup = Pipeline::new().await;
-    let huge = "x".repeat(300 * 1024);
+    let text = resource.text_field();
+    let with = |id: i64, field: &str, value: serde_json::Value| {
+        let mut record = record(resource, id, "t");
+        record[field] = value;
+        record.to_string()
+    };
+    let without = |id: i64, field: &str| {
+        let mut record = record(resource, id, "t");
+        record.as_object_mut().unwrap().remove(field);
+        record.to_string()
+    };
+    // What each resource's own rules refuse.
+    let (rule, rule_reason) = match resource {
+        Resource::Posts => (
+            with(9, "userId", (-3).into()),
+            "field `userId`: -3 is out of range".to_owned(),
+        ),
+    };
     let records = [
-        post(1, "good"),
-        r#"{"userId": 1, "id": "two", "title": "t", "body": "b"}"#.to_owned(),
-        r#"{"userId": 1, "id": 3, "body": "no title"}"#.to_owned(),
-        post(0, "id out of range"),
-        r#"{"userId": 1, "id": 5, "title": "NUL \u0000 inside", "body": "b"}"#.to_owned(),
-        format!(r#"{{"userId": 1, "id": 6, "title": "huge", "body": "{huge}"}}"#),
+        record(resource, 1, "good").to_string(),
+        with(2, "id", "two".into()),
+        without(3, text),
+        with(0, text, "id out of range".into()),
+        with(5, text, "NUL \u{0} inside".into()),
+        with(6, "body", "x".repeat(300 * 1024).into()),
         "7".to_owned(),
-        post(8, "also good"),
+        rule,
+        record(resource, 8, "also good").to_string(),
     ];
-    let body = format!("[{}]", records.join(",\n"));
-    setup.aws.put("mixed.json", body).await;
-    let message = format!(
-        r#"{{"bucket": "{}", "key": "mixed.json"}}"#,
-        setup.aws.bucket
-    );
-    setup.aws.send(&message).await;
+    let message = put_and_send(&setup, resource, "mixed.json", &records).await;
 
     let run = setup.drain().await;
 
     assert_eq!((run.messages_applied, run.dead_lettered), (1, 0));
-    assert_eq!((run.rows.inserted, run.quarantined), (2, 6));
+    assert_eq!((run.rows.inserted, run.quarantined), (2, 7));
     assert_eq!(
-        setup.titles().await,
+        texts(&setup, resource).await,
         [(1, "good".into()), (8, "also good".into())]
     );
     let mut conn = setup.db.connect().await;
@@ -157,31 +219,35 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
         .await
         .unwrap();
     let expected = [
-        (1, "field `id`: invalid type: string \"two\""),
-        (2, "missing field `title`"),
-        (3, "field `id`: 0 is out of range"),
-        (4, "field `title` contains a NUL character"),
-        (5, "field `body` is 307200 bytes, more than the limit"),
-        (6, "invalid type: integer `7`"),
+        (1, "field `id`: invalid type: string \"two\"".to_owned()),
+        (2, format!("missing field `{text}`")),
+        (3, "field `id`: 0 is out of range".to_owned()),
+        (4, format!("field `{text}` contains a NUL character")),
+        (
+            5,
+            "field `body` is 307200 bytes, more than the limit".to_owned(),
+        ),
+        (6, "invalid type: integer `7`".to_owned()),
+        (7, rule_reason),
     ];
-    assert_eq!(quarantined.len(), expected.len());
+    assert_eq!(quarantined.len(), expected.len(), "{quarantined:?}");
     for ((index, reason, raw), (expected_index, expected_reason)) in
         quarantined.iter().zip(expected)
     {
         assert_eq!(*index, expected_index);
-        assert!(reason.starts_with(expected_reason), "{index}: {reason}");
+        assert!(reason.starts_with(&expected_reason), "{index}: {reason}");
         assert_eq!(
             raw, &records[*index as usize],
             "the raw record is kept exactly"
         );
     }
-    assert_eq!(setup.ledger().await[0].quarantined, 6);
+    assert_eq!(setup.ledger().await[0].quarantined, 7);
 
     // A replay changes nothing, quarantine included.
     setup.aws.send(&message).await;
     let replay = setup.drain().await;
     assert_eq!(replay.duplicate_objects, 1);
-    assert_eq!(setup.count("quarantined_records").await, 6);
+    assert_eq!(setup.count("quarantined_records").await, 7);
 }
 
 #[tokio::test]
@@ -418,11 +484,12 @@ async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
     assert!(setup.aws.dead_letters().await.is_empty());
 }
 
-/// Six revisions of the posts, one object each, applied in serve mode with
+/// Six revisions of a resource, one object each, applied in serve mode with
 /// two in hand, while `proxy` is cut for `outage` once the first object is
 /// applied. Then every object ends applied once, the last revision wins,
 /// nothing is dead-lettered and the queue ends empty.
 async fn ride_out(
+    resource: Resource,
     setup: &Pipeline,
     proxy: &Proxy,
     mut config: transformer::settings::Config,
@@ -456,27 +523,36 @@ async fn ride_out(
     // a short outage.)
     assert!(proxy.broken() >= 1, "the cut went unnoticed: {report:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
-    // The last object wins: every 7th title is at revision 5.
-    let expected: Vec<(i64, String)> = fake_api::posts(100, 5)
+    // The last object wins: every 7th record is at revision 5.
+    let expected: Vec<(i64, String)> = resource
+        .records(resource.default_count(), 5)
         .into_iter()
-        .map(|p| (p.id, p.title))
+        .map(|r| {
+            let text = r[resource.text_field()].as_str().unwrap().to_owned();
+            (r["id"].as_i64().unwrap(), text)
+        })
         .collect();
-    assert_eq!(setup.titles().await, expected);
+    assert_eq!(texts(setup, resource).await, expected);
     assert_eq!(setup.aws.message_count().await, 0);
     assert!(setup.aws.dead_letters().await.is_empty());
 }
 
-async fn six_revisions() -> Pipeline {
+async fn six_revisions(resource: Resource) -> Pipeline {
     let setup = Pipeline::new().await;
     for rev in 0..6 {
-        setup.import_page(&format!("posts?rev={rev}")).await;
+        setup
+            .import_page(&format!("{}?rev={rev}", resource.name()))
+            .await;
     }
     setup
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = six_revisions().await;
+async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact(
+    #[values(Resource::Posts)] resource: Resource,
+) {
+    let setup = six_revisions(resource).await;
     let mut direct = Url::parse(setup.db.url().expose()).unwrap();
     let postgres = direct.socket_addrs(|| None).unwrap()[0];
     let proxy = Proxy::start(postgres).await;
@@ -487,12 +563,23 @@ async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
     proxy.slow_down(Duration::from_millis(30));
 
     let aws = setup.aws.clients.clone();
-    ride_out(&setup, &proxy, config, aws, Duration::from_secs(2)).await;
+    ride_out(
+        resource,
+        &setup,
+        &proxy,
+        config,
+        aws,
+        Duration::from_secs(2),
+    )
+    .await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
-    let setup = six_revisions().await;
+async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact(
+    #[values(Resource::Posts)] resource: Resource,
+) {
+    let setup = six_revisions(resource).await;
     // S3 and SQS both: receives, fetches, deletes and heartbeats fail.
     let proxy = Proxy::to_localstack().await;
     let aws = TestAws::clients_through(&proxy).await;
@@ -502,7 +589,15 @@ async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact() {
     config.visibility_timeout = Duration::from_secs(5);
     proxy.slow_down(Duration::from_millis(50));
 
-    ride_out(&setup, &proxy, config, aws, Duration::from_secs(3)).await;
+    ride_out(
+        resource,
+        &setup,
+        &proxy,
+        config,
+        aws,
+        Duration::from_secs(3),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -674,7 +769,7 @@ async fn a_resource_this_transformer_does_not_know_is_dead_lettered_naming_it() 
     let setup = Pipeline::new().await;
     let page = setup.import_page("posts").await;
     let body = format!(
-        r#"{{"bucket": "{}", "key": "{}", "resource": "comments"}}"#,
+        r#"{{"bucket": "{}", "key": "{}", "resource": "users"}}"#,
         setup.aws.bucket, page.object.key
     );
     // The object exists and holds valid posts: only the resource is wrong.
@@ -690,8 +785,9 @@ async fn a_resource_this_transformer_does_not_know_is_dead_lettered_naming_it() 
     assert_eq!(
         reason,
         format!(
-            "the message says {} holds `comments`, which this transformer does not know (it knows `posts`)",
-            page.object
+            "the message says {} holds `users`, which this transformer does not know (it knows {})",
+            page.object,
+            pipeline_core::resources::names()
         )
     );
 }

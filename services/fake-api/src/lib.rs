@@ -1,9 +1,8 @@
 //! A small, deterministic stand-in for JSONPlaceholder's `/posts`.
 //!
 //! The same settings always serve the same bytes, so tests can compare every
-//! column of every row with [`post`]. Titles and bodies mix what breaks naive
-//! pipelines: accents, CJK, right-to-left text, emoji, quotes, backslashes
-//! and newlines.
+//! column of every row with [`post`]. Titles and bodies mix what breaks naive pipelines: accents, CJK, right-to-left text,
+//! emoji, quotes, backslashes and newlines.
 //!
 //! Routes:
 //! - `GET /posts`: a JSON array of [`FakeApi::posts`] posts. `?rev=N`
@@ -15,7 +14,8 @@
 //!   page that always fails.
 //! - `GET /fault/not-an-array`: a JSON object instead of an array.
 //! - `GET /fault/not-json`: an HTML page.
-//! - `GET /fault/bad-record`: an array whose record 3 has a string `id`.
+//! - `GET /fault/bad-record`: an array of five posts whose record 3 has a
+//!   string `id` (`?resource=NAME`: five records of NAME).
 //! - `GET /fault/status/{code}`: an empty answer with that status.
 //! - `GET /stats`: [`Stats`] of the requests to `/posts` so far, as JSON.
 
@@ -24,7 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pipeline_core::post::Post;
+use pipeline_core::resources::Post;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,11 +113,7 @@ pub fn post_with(id: u32, rev: u32, extra: u32) -> Post {
     if rev > 0 && id.is_multiple_of(7) {
         title.push_str(&format!(" (revised {rev})"));
     }
-    let sentences = 2 + i % 4 + extra as usize;
-    let body = (0..sentences)
-        .map(|s| SENTENCES[(i + s * 3) % SENTENCES.len()])
-        .collect::<Vec<_>>()
-        .join("\n");
+    let body = sentences(i, 2 + i % 4 + extra as usize, 3);
     Post {
         user_id: i64::from((id - 1) / 10 + 1),
         id: i64::from(id),
@@ -126,19 +122,106 @@ pub fn post_with(id: u32, rev: u32, extra: u32) -> Post {
     }
 }
 
+/// `count` of the sentences, one per line, from the `i`th, every `step`th.
+fn sentences(i: usize, count: usize, step: usize) -> String {
+    (0..count)
+        .map(|s| SENTENCES[(i + s * step) % SENTENCES.len()])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// All posts of revision `rev`.
 pub fn posts(count: u32, rev: u32) -> Vec<Post> {
     (1..=count).map(|id| post(id, rev)).collect()
 }
 
-/// The exact bytes `/posts?rev={rev}` serves.
-pub fn body(count: u32, rev: u32) -> Vec<u8> {
-    body_chunks(1, count, rev, 0).flatten().collect()
+/// A resource the fake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Posts,
 }
 
-/// Posts `first..=last` as a JSON array, in chunks of 1,000 posts: a body
-/// of any size is generated as it is sent, never held whole.
-fn body_chunks(first: u32, last: u32, rev: u32, extra: u32) -> impl Iterator<Item = Vec<u8>> {
+impl Resource {
+    /// Every resource the fake serves.
+    pub const ALL: &[Self] = &[Self::Posts];
+
+    /// The resource called `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.name() == name)
+    }
+
+    /// As the pipeline names it, and the path it is served at.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Posts => "posts",
+        }
+    }
+
+    /// Record `id` of revision `rev`, as JSON.
+    pub fn record(self, id: u32, rev: u32) -> serde_json::Value {
+        self.record_with(id, rev, 0)
+    }
+
+    /// Records `1..=count` of revision `rev`, as JSON.
+    pub fn records(self, count: u32, rev: u32) -> Vec<serde_json::Value> {
+        (1..=count).map(|id| self.record(id, rev)).collect()
+    }
+
+    /// The exact bytes `/{name}?rev={rev}` serves with `count` records.
+    pub fn body(self, count: u32, rev: u32) -> Vec<u8> {
+        body_chunks(self, 1, count, rev, 0).flatten().collect()
+    }
+
+    /// A text field its records have: posts' `title`.
+    pub fn text_field(self) -> &'static str {
+        match self {
+            Self::Posts => "title",
+        }
+    }
+
+    /// How many [`FakeApi::default`] serves: 100 posts.
+    pub fn default_count(self) -> u32 {
+        self.count(&FakeApi::default())
+    }
+
+    /// How many the fake serves.
+    pub fn count(self, api: &FakeApi) -> u32 {
+        match self {
+            Self::Posts => api.posts,
+        }
+    }
+
+    fn record_with(self, id: u32, rev: u32, extra: u32) -> serde_json::Value {
+        let value = match self {
+            Self::Posts => serde_json::to_value(post_with(id, rev, extra)),
+        };
+        value.unwrap_or_else(|e| unreachable!("records serialize: {e}"))
+    }
+
+    fn write(self, out: &mut Vec<u8>, id: u32, rev: u32, extra: u32) {
+        let written = match self {
+            Self::Posts => serde_json::to_writer(out, &post_with(id, rev, extra)),
+        };
+        written.unwrap_or_else(|e| unreachable!("records serialize: {e}"));
+    }
+}
+
+/// The exact bytes `/posts?rev={rev}` serves.
+pub fn body(count: u32, rev: u32) -> Vec<u8> {
+    body_chunks(Resource::Posts, 1, count, rev, 0)
+        .flatten()
+        .collect()
+}
+
+/// Records `first..=last` as a JSON array, in chunks of 1,000 records: a
+/// body of any size is generated as it is sent, never held whole.
+fn body_chunks(
+    resource: Resource,
+    first: u32,
+    last: u32,
+    rev: u32,
+    extra: u32,
+) -> impl Iterator<Item = Vec<u8>> {
     const CHUNK: u32 = 1_000;
     let starts = (first..=last).step_by(CHUNK as usize);
     std::iter::once(b"[".to_vec())
@@ -149,8 +232,7 @@ fn body_chunks(first: u32, last: u32, rev: u32, extra: u32) -> impl Iterator<Ite
                 if id != first {
                     chunk.push(b',');
                 }
-                serde_json::to_writer(&mut chunk, &post_with(id, rev, extra))
-                    .unwrap_or_else(|e| unreachable!("posts serialize: {e}"));
+                resource.write(&mut chunk, id, rev, extra);
             }
             chunk
         }))
@@ -205,7 +287,7 @@ impl Drop for InFlight<'_> {
 /// The routes, for serving with any listener.
 pub fn router(api: FakeApi) -> Router {
     Router::new()
-        .route("/posts", get(list_posts))
+        .route("/{resource}", get(list))
         .route("/fault/not-an-array", get(not_an_array))
         .route("/fault/not-json", get(not_json))
         .route("/fault/bad-record", get(bad_record))
@@ -246,11 +328,15 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
 }
 
-async fn list_posts(
+async fn list(
+    Path(name): Path<String>,
     State(served): State<Arc<Served>>,
     Query(q): Query<PostsQuery>,
     uri: axum::http::Uri,
 ) -> Response {
+    let Some(resource) = Resource::named(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let _in_flight = InFlight::start(&served);
     let (api, faults) = (&served.api, &served.api.faults);
     if !faults.delay.is_zero() {
@@ -285,9 +371,9 @@ async fn list_posts(
     let Some(limit) = q.limit.filter(|l| *l > 0) else {
         // The whole array, generated as it is sent; a truncated answer
         // stops halfway, without its closing bracket.
-        let (rev, extra, posts) = (q.rev, api.extra_sentences, api.posts);
-        let last = if truncate { posts / 2 } else { posts };
-        let chunks = body_chunks(1, last, rev, extra)
+        let (rev, extra, count) = (q.rev, api.extra_sentences, resource.count(api));
+        let last = if truncate { count / 2 } else { count };
+        let chunks = body_chunks(resource, 1, last, rev, extra)
             .filter(move |c| !(truncate && c.as_slice() == b"]"))
             .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c)));
         return (
@@ -298,11 +384,12 @@ async fn list_posts(
     };
     let page = q.page.unwrap_or(1).max(1);
     let first = (page - 1).saturating_mul(limit) + 1;
-    let last = page.saturating_mul(limit).min(api.posts);
-    let posts: Vec<Post> = (first..=last)
-        .map(|id| post_with(id, q.rev, api.extra_sentences))
+    let count = resource.count(api);
+    let last = page.saturating_mul(limit).min(count);
+    let records: Vec<serde_json::Value> = (first..=last)
+        .map(|id| resource.record_with(id, q.rev, api.extra_sentences))
         .collect();
-    let pages = api.posts.div_ceil(limit);
+    let pages = count.div_ceil(limit);
     let link = |n: u32| {
         let query = format!("_page={n}&_limit={limit}&rev={}", q.rev);
         format!("<{}?{query}>", uri.path())
@@ -311,7 +398,7 @@ async fn list_posts(
     if page < pages {
         links.insert(0, format!("{}; rel=\"next\"", link(page + 1)));
     }
-    let mut response = json(cut(to_json(&posts), truncate));
+    let mut response = json(cut(to_json(&records), truncate));
     let headers = response.headers_mut();
     headers.insert(
         header::LINK,
@@ -321,7 +408,7 @@ async fn list_posts(
             .unwrap_or_else(|_| unreachable!("ASCII")),
     );
     if !faults.hide_total {
-        headers.insert("x-total-count", api.posts.into());
+        headers.insert("x-total-count", count.into());
     }
     response
 }
@@ -352,11 +439,18 @@ async fn not_json() -> Response {
         .into_response()
 }
 
-async fn bad_record() -> Response {
-    let mut records: Vec<serde_json::Value> = posts(5, 0)
-        .iter()
-        .map(|p| serde_json::to_value(p).unwrap_or_default())
-        .collect();
+#[derive(Debug, Deserialize)]
+struct BadRecordQuery {
+    resource: Option<String>,
+}
+
+async fn bad_record(Query(q): Query<BadRecordQuery>) -> Response {
+    let resource = q
+        .resource
+        .as_deref()
+        .and_then(Resource::named)
+        .unwrap_or(Resource::Posts);
+    let mut records = resource.records(5, 0);
     records[3]["id"] = serde_json::Value::from("four");
     json(to_json(&records))
 }

@@ -3,7 +3,8 @@
 //! whatever the size of an answer.
 
 use bytes::{Bytes, BytesMut};
-use pipeline_core::post::{PostsError, Records, count_if_all_valid, parse_records, scan_records};
+use pipeline_core::record::{Batch, RecordsError};
+use pipeline_core::resources::Resource;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
@@ -56,39 +57,36 @@ pub struct Checked {
 }
 
 /// Checks that a body is a JSON array, counting its elements and the ones
-/// that are not valid posts. A large body is read back from its file one
+/// that are not valid records of `resource`. A large body is read back from its file one
 /// element at a time. The work is done on a blocking thread: a page of
 /// 1 MB takes milliseconds to check, which the runtime's threads spend
 /// better on the transfers in flight.
-pub async fn check(body: &Body) -> Result<Checked, PostsError> {
-    let joined = |e: tokio::task::JoinError| PostsError::Encoding(e.to_string());
+pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Checked, RecordsError> {
+    let joined = |e: tokio::task::JoinError| RecordsError::Encoding(e.to_string());
     match body {
         Body::Memory(bytes) => {
             let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || match count_if_all_valid(&bytes) {
+            tokio::task::spawn_blocking(move || match resource.count_if_all_valid(&bytes) {
                 Some(record_count) => Ok(Checked {
                     record_count,
                     ..Checked::default()
                 }),
-                None => parse_records(&bytes).map(|records| summary(&records)),
+                None => resource.parse(&bytes).map(|batch| summary(&batch)),
             })
             .await
             .map_err(joined)?
         }
         Body::File { .. } => {
-            let reader = body
+            let mut reader = body
                 .reader()
-                .map_err(|e| PostsError::Encoding(e.to_string()))?;
+                .map_err(|e| RecordsError::Encoding(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let mut checked = Checked::default();
-                let count = scan_records(reader, |record| {
-                    if let Err(bad) = record {
-                        checked.bad_records += 1;
-                        if checked.first_bad.is_none() {
-                            checked.first_bad =
-                                Some(format!("record {}: {}", bad.index, bad.reason));
-                        }
-                    }
+                // Small batches: only the count of bad ones is kept.
+                let count = resource.scan(&mut reader, 64, &mut |batch| {
+                    let first = summary(&batch);
+                    checked.bad_records += first.bad_records;
+                    checked.first_bad = checked.first_bad.take().or(first.first_bad);
                 })?;
                 checked.record_count = count;
                 Ok(checked)
@@ -99,7 +97,7 @@ pub async fn check(body: &Body) -> Result<Checked, PostsError> {
     }
 }
 
-fn summary(records: &Records) -> Checked {
+fn summary(records: &Batch) -> Checked {
     Checked {
         record_count: records.total() as u64,
         bad_records: records.bad.len() as u64,
@@ -174,6 +172,10 @@ impl BodyWriter {
 mod tests {
     use super::*;
 
+    fn posts() -> &'static dyn Resource {
+        pipeline_core::resources::named("posts").unwrap()
+    }
+
     #[tokio::test]
     async fn large_bodies_spill_to_a_file_and_read_back_the_same() {
         let post = br#"{"userId":1,"id":1,"title":"t","body":"b"},"#;
@@ -195,7 +197,7 @@ mod tests {
         let mut read_back = Vec::new();
         body.reader().unwrap().read_to_end(&mut read_back).unwrap();
         assert_eq!(read_back, expected);
-        let checked = check(&body).await.unwrap();
+        let checked = check(&body, posts()).await.unwrap();
         assert_eq!(
             checked.record_count as usize,
             (expected.len() - 3) / post.len() + 1
@@ -209,6 +211,6 @@ mod tests {
         writer.write(b"[]").unwrap();
         let (body, _) = writer.finish().unwrap();
         assert!(matches!(body, Body::Memory(_)));
-        assert_eq!(check(&body).await.unwrap().record_count, 0);
+        assert_eq!(check(&body, posts()).await.unwrap().record_count, 0);
     }
 }

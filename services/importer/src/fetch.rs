@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use url::Url;
 
-use pipeline_core::post::PostsError;
+use pipeline_core::record::RecordsError;
+use pipeline_core::resources::Resource;
 
 use crate::body::{self, Body, BodyWriter, Checked};
 
@@ -24,6 +25,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// A page that was fetched and is a JSON array.
 #[derive(Debug)]
 pub struct Page {
+    /// Whose records it holds.
+    pub resource: &'static dyn Resource,
     pub url: Url,
     /// The exact bytes the API sent: what goes to S3.
     pub body: Body,
@@ -32,7 +35,7 @@ pub struct Page {
     pub fetched_at: OffsetDateTime,
     /// Elements in the array.
     pub record_count: u64,
-    /// Elements that are not valid posts. They are archived all the same:
+    /// Elements that are not valid records. They are archived all the same:
     /// the transformer quarantines them, so they can be fixed and replayed.
     pub bad_records: u64,
     /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
@@ -50,6 +53,7 @@ impl Page {
     /// A page of one answer, `body` with its `sha256`, once checked: no
     /// link to a next page, no total, fetched in one attempt.
     pub fn checked(
+        resource: &'static dyn Resource,
         url: Url,
         body: Body,
         sha256: String,
@@ -57,6 +61,7 @@ impl Page {
         checked: Checked,
     ) -> Self {
         Self {
+            resource,
             url,
             body,
             sha256,
@@ -94,7 +99,7 @@ pub enum Failure {
         retry_after: Option<Duration>,
     },
     /// The body is not a JSON array.
-    Invalid(PostsError),
+    Invalid(RecordsError),
 }
 
 impl std::fmt::Display for FetchError {
@@ -189,12 +194,16 @@ impl Fetcher {
     /// GETs `url` until it answers a JSON array, a non-retryable error, or
     /// the attempts run out. Waits grow exponentially with full jitter
     /// (a random delay up to the exponential one), or follow `Retry-After`.
-    pub async fn fetch(&self, url: &Url) -> Result<Page, FetchError> {
+    pub async fn fetch(
+        &self,
+        url: &Url,
+        resource: &'static dyn Resource,
+    ) -> Result<Page, FetchError> {
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(url).await
+            self.attempt(url, resource).await
         })
         .retry(self.retry.builder())
         .when(FetchError::is_retryable)
@@ -221,7 +230,11 @@ impl Fetcher {
         }
     }
 
-    async fn attempt(&self, url: &Url) -> Result<Page, FetchError> {
+    async fn attempt(
+        &self,
+        url: &Url,
+        resource: &'static dyn Resource,
+    ) -> Result<Page, FetchError> {
         let failed = FetchError::new(url);
         let request_failed = |e| failed(Failure::Request(e));
         let permit = self
@@ -257,13 +270,13 @@ impl Fetcher {
         }
         let (body, sha256) = writer.finish().map_err(spill_failed)?;
         drop(permit);
-        let checked = body::check(&body)
+        let checked = body::check(&body, resource)
             .await
             .map_err(|e| failed(Failure::Invalid(e)))?;
         Ok(Page {
             next,
             total,
-            ..Page::checked(url.clone(), body, sha256, fetched_at, checked)
+            ..Page::checked(resource, url.clone(), body, sha256, fetched_at, checked)
         })
     }
 }
@@ -374,7 +387,7 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(!status(404).is_retryable());
         assert!(!status(401).is_retryable());
-        assert!(failed(Failure::Invalid(PostsError::Empty)).is_retryable());
+        assert!(failed(Failure::Invalid(RecordsError::Empty)).is_retryable());
         // A request that cannot be built fails the same way every time.
         let unbuildable = reqwest::Client::new()
             .get("http://[::1")

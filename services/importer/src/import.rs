@@ -5,18 +5,18 @@ use futures::StreamExt as _;
 use futures::future::Either;
 use pipeline_core::batch::Batcher;
 use pipeline_core::error_chain;
-use pipeline_core::message::DEFAULT_RESOURCE;
 use pipeline_core::object::ObjectRef;
 use pipeline_core::trace_context;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument as _, info, info_span, instrument, warn};
 use url::Url;
 
 use crate::announce::{self, Announced, Announcement, Announcer};
 use crate::archive::{self, Provenance};
 use crate::fetch::{Page, page_url};
+use crate::settings::Source;
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
 
 /// How one page ended, before the announcer has answered.
@@ -48,20 +48,37 @@ struct Walk {
 }
 
 impl Importer {
-    /// Fetches, archives and announces every page of the source once.
-    #[instrument(name = "import", skip_all, fields(source.url = %self.config.source_url))]
+    /// Fetches, archives and announces every page of every source once,
+    /// one source after the other. One announcer sends the messages of
+    /// them all; the report covers them all.
+    #[instrument(name = "import", skip_all)]
     pub async fn import_once(&self) -> Result<ImportReport, ImportError> {
         let started = Instant::now();
         let retries = AtomicU64::new(0);
         let (ready, announcer) =
             Announcer::spawn(self.outbox.clone(), self.aws.s3.clone(), self.state.clone());
-        let outcomes = self.fetch_and_archive(&retries, &ready).await;
+        let mut outcomes = Vec::new();
+        for source in &self.config.sources {
+            let span = info_span!(
+                "import source",
+                resource = source.resource.name(),
+                source.url = %source.url
+            );
+            let fetched = self.fetch_and_archive(source, &retries, &ready);
+            outcomes.extend(fetched.instrument(span).await);
+        }
         drop(ready);
         let announced = announcer.finish().await;
         let mut report = self.settle(outcomes, announced).await;
         report.retries = retries.load(Ordering::Relaxed);
         report.duration = started.elapsed();
-        report.log(&self.config.source_url);
+        let sources: Vec<String> = self
+            .config
+            .sources
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        report.log(&sources.join(", "));
         if report.failures.is_empty() {
             Ok(report)
         } else {
@@ -75,11 +92,12 @@ impl Importer {
     /// announcer as it is archived.
     async fn fetch_and_archive(
         &self,
+        source: &Source,
         retries: &AtomicU64,
         ready: &Batcher<Announcement>,
     ) -> Vec<PageOutcome> {
         let page_size = self.config.page_size.map(|n| n.get());
-        let mut wave = self.first_wave(retries).await;
+        let mut wave = self.first_wave(source, retries).await;
         let rest_of_wave = wave.split_off(1);
         let Some((first_url, first)) = wave.pop() else {
             return Vec::new();
@@ -97,7 +115,7 @@ impl Importer {
                 pages,
                 limit,
             };
-            return self.archive_known(known, retries, ready).await;
+            return self.archive_known(source, known, retries, ready).await;
         }
         let walk = Walk {
             first_url,
@@ -106,23 +124,27 @@ impl Importer {
             prefetched: rest_of_wave.into_iter().collect(),
         };
         let mut outcomes = vec![self.archive(first, ready).await];
-        self.follow(walk, retries, ready, &mut outcomes).await;
+        self.follow(source, walk, retries, ready, &mut outcomes)
+            .await;
         outcomes
     }
 
     /// With page numbers, the first wave asks for FETCH_CONCURRENCY pages at
     /// once instead of waiting a round trip for page 1 to tell how many
     /// there are. Pages past the end come back empty and are dropped.
-    async fn first_wave(&self, retries: &AtomicU64) -> Vec<(Url, Result<Page, String>)> {
-        let config = &self.config;
-        let urls: Vec<Url> = match config.page_size {
+    async fn first_wave(
+        &self,
+        source: &Source,
+        retries: &AtomicU64,
+    ) -> Vec<(Url, Result<Page, String>)> {
+        let urls: Vec<Url> = match self.config.page_size {
             Some(limit) => (1..=self.width_in_pages())
-                .map(|n| page_url(&config.source_url, n, limit.get()))
+                .map(|n| page_url(&source.url, n, limit.get()))
                 .collect(),
-            None => vec![config.source_url.clone()],
+            None => vec![source.url.clone()],
         };
         futures::future::join_all(urls.into_iter().map(|url| async {
-            let fetched = self.fetch(&url, retries).await;
+            let fetched = self.fetch(source, &url, retries).await;
             (url, fetched)
         }))
         .await
@@ -143,6 +165,7 @@ impl Importer {
     /// being checked do not leave a request slot idle.
     async fn archive_known(
         &self,
+        source: &Source,
         known: Known,
         retries: &AtomicU64,
         ready: &Batcher<Announcement>,
@@ -156,8 +179,8 @@ impl Importer {
                 .map(|(_, fetched)| fetched),
         );
         let to_fetch = (self.width_in_pages() + 1..=known.pages).map(|n| {
-            let url = page_url(&self.config.source_url, n, known.limit);
-            async move { self.fetch(&url, retries).await }
+            let url = page_url(&source.url, n, known.limit);
+            async move { self.fetch(source, &url, retries).await }
         });
         let (fetched_tx, fetched_rx) = futures::channel::mpsc::channel(width);
         let fetching = futures::stream::iter(fetched)
@@ -243,6 +266,7 @@ impl Importer {
     /// where the next one is.
     async fn follow(
         &self,
+        source: &Source,
         walk: Walk,
         retries: &AtomicU64,
         ready: &Batcher<Announcement>,
@@ -262,7 +286,7 @@ impl Importer {
             let url = match (next.take(), page_size) {
                 (Some(url), _) => url,
                 (None, Some(limit)) if count == u64::from(limit) => {
-                    page_url(&self.config.source_url, number, limit)
+                    page_url(&source.url, number, limit)
                 }
                 _ => return,
             };
@@ -272,7 +296,7 @@ impl Importer {
             }
             let fetched = match prefetched.remove(&url) {
                 Some(fetched) => fetched,
-                None => self.fetch(&url, retries).await,
+                None => self.fetch(source, &url, retries).await,
             };
             match fetched {
                 Err(e) => {
@@ -291,8 +315,8 @@ impl Importer {
     }
 
     #[instrument(name = "fetch page", skip_all, fields(url.full = %url))]
-    async fn fetch(&self, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
-        let result = self.fetcher.fetch(url).await;
+    async fn fetch(&self, source: &Source, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
+        let result = self.fetcher.fetch(url, source.resource).await;
         let attempts = match &result {
             Ok(page) => page.attempts,
             Err(e) => e.attempts,
@@ -351,19 +375,21 @@ impl Importer {
         if let Some(first_bad) = &page.first_bad {
             warn!(
                 records.bad = page.bad_records,
-                "{} of {} records from {} are not valid posts ({first_bad}); archived anyway: the transformer quarantines them",
+                "{} of {} records from {} are not valid {} ({first_bad}); archived anyway: the transformer quarantines them",
                 page.bad_records,
                 page.record_count,
                 page.url,
+                page.resource.name(),
             );
         }
         if skip_unchanged && self.is_unchanged(&page).await {
             return PageOutcome::Skipped;
         }
 
+        let prefix = format!("{}/{}", config.key_prefix, page.resource.name());
         let object = ObjectRef::new(
             &config.bucket,
-            archive::object_key(&config.key_prefix, page.fetched_at),
+            archive::object_key(&prefix, page.fetched_at),
         );
         let bytes = page.body.len() as usize;
         // The transformer continues this span's trace.
@@ -372,8 +398,7 @@ impl Importer {
             source_url: &page.url,
             fetched_at: page.fetched_at,
             record_count: page.record_count,
-            // The one resource the importer fetches, until it fetches more.
-            resource: DEFAULT_RESOURCE,
+            resource: page.resource.name(),
             trace: &trace,
         };
         let put = archive::put(

@@ -5,6 +5,8 @@
 
 use clap::Args;
 use pipeline_core::exit::BadInput;
+use pipeline_core::message::DEFAULT_RESOURCE;
+use pipeline_core::resources::{self, Resource};
 use std::path::PathBuf;
 use std::time::Instant;
 use time::OffsetDateTime;
@@ -28,6 +30,14 @@ pub struct Load {
     /// the time of the object they came from.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub fetched_at: Option<OffsetDateTime>,
+    /// The resource its records are (one RESOURCES knows).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_RESOURCE, value_parser = parse_resource)]
+    pub resource: &'static dyn Resource,
+}
+
+fn parse_resource(name: &str) -> Result<&'static dyn Resource, String> {
+    resources::named(name)
+        .ok_or_else(|| format!("unknown resource `{name}` (known: {})", resources::names()))
 }
 
 impl Load {
@@ -88,9 +98,12 @@ impl Importer {
         };
         let fetched_at = load.fetched_at.unwrap_or_else(OffsetDateTime::now_utc);
         let (body, sha256) = load.read(&name).await?;
-        let checked = body::check(&body)
-            .await
-            .map_err(|e| BadInput(format!("{name} is not a JSON array of records: {e}")))?;
+        let checked = body::check(&body, load.resource).await.map_err(|e| {
+            BadInput(format!(
+                "{name} is not a JSON array of {}: {e}",
+                load.resource.name()
+            ))
+        })?;
         if checked.record_count == 0 {
             return Err(BadInput(format!("{name} holds an empty array: nothing to load")).into());
         }
@@ -98,7 +111,7 @@ impl Importer {
         let page = Page {
             // Reading and checking, as a fetched page's is its fetch.
             duration: started.elapsed(),
-            ..Page::checked(url, body, sha256, fetched_at, checked)
+            ..Page::checked(load.resource, url, body, sha256, fetched_at, checked)
         };
         // What an operator loads is loaded, even if it was loaded before:
         // no skipping as unchanged.
@@ -108,7 +121,11 @@ impl Importer {
         let announced = announcer.finish().await;
         let mut report = self.settle(vec![outcome], announced).await;
         report.duration = started.elapsed();
-        report.log(&load.source_url()?);
+        report.log(&format!(
+            "{} from {}",
+            load.resource.name(),
+            load.source_url()?
+        ));
         if report.failures.is_empty() {
             Ok(report)
         } else {

@@ -32,7 +32,7 @@ pub struct ImportReport {
 
 impl ImportReport {
     /// The import's summary line.
-    pub(crate) fn log(&self, source: &Url) {
+    pub(crate) fn log(&self, source: &str) {
         info!(
             pages = self.pages.len(),
             records = self.records(),

@@ -3,8 +3,9 @@
 //! | variable          | flag               | default                                       |
 //! |-------------------|--------------------|-----------------------------------------------|
 //! | `SOURCE_URL`      | `--source-url`     | `https://jsonplaceholder.typicode.com/posts`  |
+//! | `RESOURCES`       | `--resources`      | unset: `posts` from `SOURCE_URL`              |
 //! | `RAW_BUCKET`      | `--raw-bucket`     | none: required                                |
-//! | `RAW_KEY_PREFIX`  | `--raw-key-prefix` | `posts`                                       |
+//! | `RAW_KEY_PREFIX`  | `--raw-key-prefix` | `raw`                                         |
 //! | `QUEUE_URL`       | `--queue-url`      | none: required                                |
 //! | `HTTP_TIMEOUT`    | `--http-timeout`   | `30s`                                         |
 //! | `IMPORT_EVERY`    | `--every`          | unset: import once and exit                   |
@@ -22,6 +23,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::Healthcheck;
+use pipeline_core::message::DEFAULT_RESOURCE;
+use pipeline_core::resources::{self, Resource};
 use pipeline_core::retry::Backoff;
 pub use pipeline_core::settings::parse_time;
 use pipeline_core::settings::{
@@ -38,7 +41,7 @@ use crate::replay::Replay;
 
 pub const DEFAULT_SOURCE_URL: &str = "https://jsonplaceholder.typicode.com/posts";
 
-/// Fetches JSON posts from an HTTP API, archives the raw bytes in S3 and
+/// Fetches JSON records (by default posts) from an HTTP API, archives the raw bytes in S3 and
 /// announces each archived object on an SQS queue.
 #[derive(Debug, Parser)]
 #[command(name = "importer", version)]
@@ -72,18 +75,25 @@ pub enum Command {
 // Apart from each command's own options in `--help`.
 #[command(next_help_heading = "Settings")]
 pub struct Settings {
-    /// URL of the JSON array of posts to import.
+    /// URL of the JSON array of posts to import; with RESOURCES, where the URLs of the
+    /// resources named without one are found.
     #[arg(long, env = "SOURCE_URL", value_name = "SOURCE_URL", default_value = DEFAULT_SOURCE_URL,
           value_parser = parse_http_url, global = true)]
     pub source_url: Url,
+
+    /// Resources to import, in order, each run: NAME=URL, or NAME alone for SOURCE_URL with
+    /// its last path segment replaced by NAME. An unknown NAME is refused, naming those known.
+    #[arg(long, env = "RESOURCES", value_name = "RESOURCES", value_delimiter = ',',
+          value_parser = parse_resource_entry, global = true)]
+    pub resources: Vec<ResourceEntry>,
 
     /// S3 bucket that keeps the raw bytes of every fetch.
     #[arg(long, env = "RAW_BUCKET", value_name = "RAW_BUCKET", value_parser = parse_bucket_name,
           global = true)]
     pub raw_bucket: Option<String>,
 
-    /// Prefix of the S3 keys: objects go to <prefix>/YYYY/MM/DD/<time-ordered id>.json.
-    #[arg(long, env = "RAW_KEY_PREFIX", value_name = "RAW_KEY_PREFIX", default_value = "posts",
+    /// Prefix of the S3 keys: objects go to <prefix>/<resource>/YYYY/MM/DD/<time-ordered id>.json.
+    #[arg(long, env = "RAW_KEY_PREFIX", value_name = "RAW_KEY_PREFIX", default_value = "raw",
           value_parser = parse_key_prefix, global = true)]
     pub raw_key_prefix: String,
 
@@ -152,10 +162,38 @@ pub struct Settings {
     pub gzip: bool,
 }
 
+/// One entry of `RESOURCES`: a resource, and its URL if given.
+#[derive(Debug, Clone)]
+pub struct ResourceEntry {
+    pub resource: &'static dyn Resource,
+    pub url: Option<Url>,
+}
+
+/// What to fetch, and which resource's records it holds.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub resource: &'static dyn Resource,
+    pub url: Url,
+}
+
+impl Source {
+    /// Where its objects go: `<prefix>/<resource>`.
+    pub fn key_prefix(&self, prefix: &str) -> String {
+        format!("{prefix}/{}", self.resource.name())
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {}", self.resource.name(), self.url)
+    }
+}
+
 /// The settings `importer run` needs, all present and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub source_url: Url,
+    /// In the order they are imported.
+    pub sources: Vec<Source>,
     pub bucket: String,
     pub key_prefix: String,
     pub queue_url: Url,
@@ -189,10 +227,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The same, fetching `resource` (a name [`resources::named`] knows)
+    /// from the one source's URL.
+    pub fn for_resource(mut self, resource: &str) -> Self {
+        let url = self.sources[0].url.clone();
+        let resource =
+            resources::named(resource).unwrap_or_else(|| panic!("unknown resource `{resource}`"));
+        self.sources = vec![Source { resource, url }];
+        self
+    }
+}
+
 impl Settings {
     pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
         Ok(Config {
-            source_url: self.source_url.clone(),
+            sources: self.sources()?,
             bucket: required(self.raw_bucket.clone(), "RAW_BUCKET", "--raw-bucket")?,
             key_prefix: self.raw_key_prefix.clone(),
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
@@ -212,6 +262,53 @@ impl Settings {
             startup_wait: startup.wait,
         })
     }
+}
+
+impl Settings {
+    /// `RESOURCES` with their URLs; unset, posts from `SOURCE_URL`.
+    fn sources(&self) -> Result<Vec<Source>, SettingError> {
+        if self.resources.is_empty() {
+            let posts = resources::named(DEFAULT_RESOURCE)
+                .unwrap_or_else(|| unreachable!("posts is a resource"));
+            return Ok(vec![Source {
+                resource: posts,
+                url: self.source_url.clone(),
+            }]);
+        }
+        let mut sources: Vec<Source> = Vec::with_capacity(self.resources.len());
+        for entry in &self.resources {
+            let name = entry.resource.name();
+            if sources.iter().any(|s| s.resource.name() == name) {
+                return Err(SettingError::new(
+                    "RESOURCES",
+                    "--resources",
+                    format!("`{name}` is listed twice"),
+                ));
+            }
+            let url = match &entry.url {
+                Some(url) => url.clone(),
+                None => self.source_url.join(name).map_err(|e| {
+                    SettingError::new("RESOURCES", "--resources", format!("`{name}`: {e}"))
+                })?,
+            };
+            sources.push(Source {
+                resource: entry.resource,
+                url,
+            });
+        }
+        Ok(sources)
+    }
+}
+
+/// `NAME` or `NAME=URL`, NAME a resource this build knows.
+fn parse_resource_entry(value: &str) -> Result<ResourceEntry, String> {
+    let (name, url) = match value.split_once('=') {
+        Some((name, url)) => (name.trim(), Some(parse_http_url(url.trim())?)),
+        None => (value.trim(), None),
+    };
+    let resource = resources::named(name)
+        .ok_or_else(|| format!("unknown resource `{name}` (known: {})", resources::names()))?;
+    Ok(ResourceEntry { resource, url })
 }
 
 /// A positive duration such as `30s` or `5m`.
@@ -248,6 +345,35 @@ mod tests {
         assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_interval("0s").is_err());
         assert!(parse_interval("soon").is_err());
+    }
+
+    fn sources(args: &[&str]) -> Result<Vec<String>, String> {
+        let cli = Cli::try_parse_from([&["importer"], args, &["run"]].concat())
+            .map_err(|e| e.to_string())?;
+        let sources = cli.settings.sources().map_err(|e| e.to_string())?;
+        Ok(sources.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn resources_default_to_posts_from_the_source_url_and_resolve_beside_it() {
+        let url = "--source-url=http://api.test/v1/articles";
+        assert_eq!(
+            sources(&[url]).unwrap(),
+            ["posts from http://api.test/v1/articles"]
+        );
+        assert_eq!(
+            sources(&[url, "--resources=posts"]).unwrap(),
+            ["posts from http://api.test/v1/posts"]
+        );
+        assert_eq!(
+            sources(&["--resources", "posts=http://other.test/p?x=1"]).unwrap(),
+            ["posts from http://other.test/p?x=1"]
+        );
+        let unknown = sources(&["--resources=posts,users"]).unwrap_err();
+        let known = format!("unknown resource `users` (known: {})", resources::names());
+        assert!(unknown.contains(&known), "{unknown}");
+        let twice = sources(&["--resources=posts,posts"]).unwrap_err();
+        assert!(twice.contains("`posts` is listed twice"), "{twice}");
     }
 
     #[test]

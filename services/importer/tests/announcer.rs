@@ -144,7 +144,7 @@ async fn an_object_that_cannot_be_announced_is_removed() {
     assert_eq!(err.report.failures.len(), 3, "{:?}", err.report.failures);
     for failure in &err.report.failures {
         assert!(
-            failure.contains(&format!("s3://{}/posts/", aws.bucket))
+            failure.contains(&format!("s3://{}/raw/posts/", aws.bucket))
                 && failure.contains("but could not announce it on")
                 && failure.contains("refused by the test")
                 && failure.ends_with("; the object was removed"),

@@ -14,6 +14,7 @@ async fn help_lists_every_setting_with_its_default() {
     let help = testkit::help_text(command(IMPORTER).arg("--help")).await;
     for env in [
         "SOURCE_URL",
+        "RESOURCES",
         "RAW_BUCKET",
         "RAW_KEY_PREFIX",
         "QUEUE_URL",
@@ -39,7 +40,7 @@ async fn help_lists_every_setting_with_its_default() {
     }
     for default in [
         "https://jsonplaceholder.typicode.com/posts",
-        "[default: posts]",
+        "[default: raw]",
         "[default: 30s]",
     ] {
         assert!(help.contains(default), "{default} missing from:\n{help}");
@@ -106,7 +107,7 @@ async fn an_import_archives_one_object_and_sends_one_message() {
     let keys = aws.keys().await;
     assert_eq!(keys.len(), 1);
     assert!(
-        keys[0].starts_with("posts/") && keys[0].ends_with(".json"),
+        keys[0].starts_with("raw/posts/") && keys[0].ends_with(".json"),
         "{keys:?}"
     );
     assert_eq!(aws.object_bytes(&keys[0]).await, fake_api::body(100, 0));
@@ -124,6 +125,25 @@ async fn an_import_archives_one_object_and_sends_one_message() {
         fake_api::body(100, 0).len()
     );
     assert!(log.contains(&summary), "{log}");
+}
+
+#[tokio::test]
+async fn an_unknown_resource_is_one_line_naming_it_and_those_known() {
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs([("RAW_BUCKET", "raw"), ("AWS_REGION", "us-east-1")])
+            .env("RESOURCES", "posts,users"),
+    )
+    .await;
+    assert_eq!(ran.code, Some(2));
+    assert_eq!(ran.lines.len(), 1, "{:?}", ran.lines);
+    let known = pipeline_core::resources::names();
+    assert!(
+        ran.lines[0].contains(&format!("unknown resource `users` (known: {known})")),
+        "{:?}",
+        ran.lines
+    );
 }
 
 #[tokio::test]

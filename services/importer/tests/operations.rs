@@ -95,7 +95,7 @@ async fn bad_input_is_one_line_and_exit_2_before_anything_is_sent() {
         (
             vec!["load".into(), not_array.display().to_string()],
             format!(
-                "error: {} is not a JSON array of records: ",
+                "error: {} is not a JSON array of posts: ",
                 not_array.display()
             ),
         ),

@@ -17,7 +17,7 @@ pub struct Activity {
     /// Elements in their arrays.
     #[diesel(sql_type = BigInt)]
     pub records: i64,
-    /// Rows of `posts` inserted or updated.
+    /// Rows inserted or updated, in every resource's table.
     #[diesel(sql_type = BigInt)]
     pub rows_written: i64,
     /// Records quarantined.
@@ -56,9 +56,8 @@ pub async fn quarantined_count(conn: &mut AsyncPgConnection) -> QueryResult<i64>
     quarantined_records::table.count().get_result(conn).await
 }
 
-/// A row of `quarantined_records`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = quarantined_records)]
+/// A row of `quarantined_records`, with the resource its object held.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct Quarantined {
     pub source_object: String,
     pub sha256: String,
@@ -67,6 +66,8 @@ pub struct Quarantined {
     /// The record's JSON text, exactly as received.
     pub raw: String,
     pub quarantined_at: OffsetDateTime,
+    /// From the object's ledger row.
+    pub resource: String,
 }
 
 /// Which quarantined records to read.
@@ -74,6 +75,8 @@ pub struct Quarantined {
 pub struct QuarantineFilter<'a> {
     /// Of this object only (`s3://bucket/key`).
     pub object: Option<&'a str>,
+    /// Of objects of this resource only.
+    pub resource: Option<&'a str>,
     /// Quarantined at or after this.
     pub since: Option<OffsetDateTime>,
     /// At most this many.
@@ -85,9 +88,23 @@ pub async fn quarantined(
     conn: &mut AsyncPgConnection,
     filter: &QuarantineFilter<'_>,
 ) -> QueryResult<Vec<Quarantined>> {
+    use applied_objects::dsl as a;
     use quarantined_records::dsl as q;
+    // Every quarantined record has its object's ledger row (a foreign key).
+    let ledger_row = a::source_object
+        .eq(q::source_object)
+        .and(a::sha256.eq(q::sha256));
     let mut query = q::quarantined_records
-        .select(Quarantined::as_select())
+        .inner_join(a::applied_objects.on(ledger_row))
+        .select((
+            q::source_object,
+            q::sha256,
+            q::record_index,
+            q::reason,
+            q::raw,
+            q::quarantined_at,
+            a::resource,
+        ))
         .order((q::quarantined_at, q::source_object, q::record_index))
         .into_boxed();
     if let Some(object) = filter.object {
@@ -95,6 +112,9 @@ pub async fn quarantined(
     }
     if let Some(since) = filter.since {
         query = query.filter(q::quarantined_at.ge(since));
+    }
+    if let Some(resource) = filter.resource {
+        query = query.filter(a::resource.eq(resource.to_owned()));
     }
     if let Some(limit) = filter.limit {
         query = query.limit(limit);

@@ -3,10 +3,11 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
-use pipeline_core::post::{BadRecord, Records};
+use pipeline_core::record::BadRecord;
+pub use pipeline_core::record::Batch;
 use time::OffsetDateTime;
 
-use crate::posts::{self, Lineage, UpsertCounts};
+use crate::rows::{self, Lineage, UpsertCounts};
 use crate::schema::{applied_objects, quarantined_records};
 
 /// Quarantined records per INSERT: 5 parameters each, well under
@@ -18,6 +19,8 @@ const QUARANTINE_CHUNK: usize = 5_000;
 pub struct Object<'a> {
     /// `s3://bucket/key`.
     pub source_object: &'a str,
+    /// The resource its records are.
+    pub resource: &'a str,
     /// Of the bytes the records are parsed from, when it is known before
     /// they are read (the message carries it, or they were read whole).
     pub sha256: Option<&'a str>,
@@ -60,6 +63,7 @@ pub struct LedgerEntry {
     pub quarantined: i64,
     pub applied_at: OffsetDateTime,
     pub trace_id: Option<String>,
+    pub resource: String,
 }
 
 #[derive(Insertable)]
@@ -71,6 +75,7 @@ struct NewLedgerEntry<'a> {
     fetched_at: OffsetDateTime,
     records: i64,
     trace_id: Option<&'a str>,
+    resource: &'a str,
 }
 
 #[derive(Insertable)]
@@ -145,9 +150,6 @@ async fn record_counts(
         .map(drop)
 }
 
-/// One batch of an object's records: its valid posts and its bad records.
-pub type Batch = Records;
-
 /// How an object's bytes ended, known once every byte was read.
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
@@ -180,7 +182,7 @@ impl<E> From<diesel::result::Error> for Rollback<E> {
     }
 }
 
-/// Applies an object exactly once: its posts as they arrive in batches
+/// Applies an object exactly once: its rows as they arrive in batches
 /// (an object read whole is one batch), its bad records and its ledger
 /// row, in one transaction, unless the ledger says its bytes were applied
 /// already. `finish` says how the bytes ended once the last batch is in;
@@ -216,10 +218,10 @@ pub async fn apply<E: Send>(
             if let Some(sha256) = object.sha256 {
                 claim(conn, object, sha256, 0).await?;
             }
-            let mut rows = UpsertCounts::default();
+            let mut counts = UpsertCounts::default();
             let mut bad = Vec::new();
             while let Some(batch) = batches.recv().await {
-                rows += posts::upsert(conn, &batch.posts, lineage).await?;
+                counts += rows::upsert(conn, &*batch.rows, lineage).await?;
                 bad.extend(batch.bad);
             }
             let end = finish
@@ -229,8 +231,14 @@ pub async fn apply<E: Send>(
                 claim(conn, object, &end.sha256, end.records).await?;
             }
             let quarantined = quarantine(conn, object.source_object, &end.sha256, &bad).await?;
-            record_counts(conn, object.source_object, &end, rows, quarantined).await?;
-            Ok::<_, Rollback<E>>((Effect::Written { rows, quarantined }, end))
+            record_counts(conn, object.source_object, &end, counts, quarantined).await?;
+            Ok::<_, Rollback<E>>((
+                Effect::Written {
+                    rows: counts,
+                    quarantined,
+                },
+                end,
+            ))
         })
         .await;
     match applied {
@@ -270,6 +278,7 @@ async fn claim<E>(
             fetched_at: object.fetched_at,
             records: records as i64,
             trace_id: object.trace_id,
+            resource: object.resource,
         })
         .on_conflict_do_nothing()
         .execute(conn)

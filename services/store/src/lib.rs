@@ -8,7 +8,7 @@
 //! - [`database_url`]: `DATABASE_URL`, parsed once and never displayed with
 //!   its password.
 //! - [`migrations`]: apply or check the embedded migrations.
-//! - [`posts`]: the upsert of a batch of posts.
+//! - [`rows`]: the upsert of a batch of any resource's rows.
 //! - [`ledger`]: applying one object exactly once, with its quarantined
 //!   records and its ledger row, in one transaction.
 //! - [`inspect`]: what the operator commands read: recent activity and
@@ -21,7 +21,7 @@ pub mod database_url;
 pub mod inspect;
 pub mod ledger;
 pub mod migrations;
-pub mod posts;
+pub mod rows;
 pub mod schema;
 pub mod tls;
 

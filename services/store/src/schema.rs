@@ -14,6 +14,7 @@ diesel::table! {
         quarantined -> Int8,
         applied_at -> Timestamptz,
         trace_id -> Nullable<Text>,
+        resource -> Text,
     }
 }
 

@@ -72,6 +72,33 @@ impl TestDb {
             .n
     }
 
+    /// Every row of a resource's `table`, by key: its content as the API
+    /// serves it (camelCase JSON) and its lineage, so that one test reads
+    /// any resource's table.
+    pub async fn rows(&self, table: &str) -> Vec<Row> {
+        let query = format!(
+            "SELECT id, (to_jsonb(t) - 'source_object' - 'fetched_at' - 'loaded_at')::text AS content,
+                    source_object, fetched_at, loaded_at
+             FROM {table} t ORDER BY id"
+        );
+        let mut conn = self.connect().await;
+        diesel::sql_query(&query)
+            .load::<RawRow>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .into_iter()
+            .map(|raw| Row {
+                id: raw.id,
+                content: camel_case_keys(
+                    serde_json::from_str(&raw.content).unwrap_or_else(|e| panic!("{e}")),
+                ),
+                source_object: raw.source_object,
+                fetched_at: raw.fetched_at,
+                loaded_at: raw.loaded_at,
+            })
+            .collect()
+    }
+
     pub async fn connect(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(self.url.expose())
             .await
@@ -193,6 +220,56 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
             } else {
                 vec![path]
             }
+        })
+        .collect()
+}
+
+/// A row of a resource's table, as [`TestDb::rows`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    /// Every column but the lineage, keyed as the API's JSON is
+    /// (`user_id` is `userId`).
+    pub content: serde_json::Value,
+    pub source_object: String,
+    pub fetched_at: time::OffsetDateTime,
+    pub loaded_at: time::OffsetDateTime,
+}
+
+#[derive(diesel::QueryableByName)]
+struct RawRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    content: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    source_object: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    fetched_at: time::OffsetDateTime,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    loaded_at: time::OffsetDateTime,
+}
+
+/// `{"user_id": 1}` as `{"userId": 1}`.
+fn camel_case_keys(value: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(map) = value else {
+        return value;
+    };
+    map.into_iter()
+        .map(|(key, value)| {
+            let mut camel = String::with_capacity(key.len());
+            let mut upper = false;
+            for c in key.chars() {
+                match c {
+                    '_' => upper = true,
+                    c if upper => {
+                        camel.extend(c.to_uppercase());
+                        upper = false;
+                    }
+                    c => camel.push(c),
+                }
+            }
+            (camel, value)
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 use opentelemetry::KeyValue;
 use pipeline_core::error_chain;
 use pipeline_store::ledger::Effect;
-use pipeline_store::posts::UpsertCounts;
+use pipeline_store::rows::UpsertCounts;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -109,11 +109,17 @@ impl Outcome {
                 for one in applied {
                     match &one.effect {
                         Effect::Written { rows, quarantined } => {
-                            m.objects.add(1, &outcome_is("applied"));
-                            m.rows.add(rows.inserted, &outcome_is("inserted"));
-                            m.rows.add(rows.updated, &outcome_is("updated"));
-                            m.rows.add(rows.unchanged, &outcome_is("unchanged"));
-                            m.quarantined.add(*quarantined, &[]);
+                            // Written: the resource is known.
+                            let resource =
+                                KeyValue::new("resource", one.resource.unwrap_or_default());
+                            let rows_are = |value: &'static str| {
+                                [KeyValue::new("outcome", value), resource.clone()]
+                            };
+                            m.objects.add(1, &rows_are("applied"));
+                            m.rows.add(rows.inserted, &rows_are("inserted"));
+                            m.rows.add(rows.updated, &rows_are("updated"));
+                            m.rows.add(rows.unchanged, &rows_are("unchanged"));
+                            m.quarantined.add(*quarantined, &[resource]);
                         }
                         Effect::AlreadyApplied(_) => {
                             m.objects.add(1, &outcome_is("already_applied"));
@@ -215,14 +221,16 @@ fn log_applied(id: &str, applied: &Applied, took: Duration) {
         Effect::Written { rows, quarantined } => info!(
             s3.bucket = %object.bucket,
             s3.key = %object.key,
+            resource = applied.resource.unwrap_or_default(),
             records = applied.records,
             rows.inserted = rows.inserted,
             rows.updated = rows.updated,
             rows.unchanged = rows.unchanged,
             records.quarantined = quarantined,
             duration_ms = took.as_millis() as u64,
-            "Message {id}: applied {object} ({} records: {} inserted, {} updated, {} unchanged, {} quarantined)",
+            "Message {id}: applied {object} ({} records of {}: {} inserted, {} updated, {} unchanged, {} quarantined)",
             applied.records,
+            applied.resource.unwrap_or_default(),
             rows.inserted,
             rows.updated,
             rows.unchanged,

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use pipeline_core::contract::{metadata, sha256_hex};
 use pipeline_core::message::{DEFAULT_RESOURCE, ObjectMessage};
 use pipeline_core::object::ObjectRef;
-use pipeline_core::post::{PostsError, parse_records};
+use pipeline_core::record::RecordsError;
+use pipeline_core::resources::{self, Resource};
 use pipeline_core::telemetry;
-use pipeline_store::ledger::{self, ApplyError, Batch, Effect, LedgerEntry, StreamEnd};
+use pipeline_store::ledger::{self, ApplyError, Batch, Effect, StreamEnd};
 use pipeline_store::{Store, StoreError};
 use std::io::Read;
 use time::OffsetDateTime;
@@ -35,6 +36,9 @@ pub struct Context {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub object: ObjectRef,
+    /// The resource of its records; `None` when the ledger answered for an
+    /// object whose message did not say.
+    pub resource: Option<&'static str>,
     pub sha256: String,
     /// Elements in the object's array (0 when it was not fetched again).
     pub records: u64,
@@ -52,12 +56,10 @@ pub async fn apply_object(
     message: &ObjectMessage,
 ) -> Result<Applied, ProcessError> {
     let object = message.object();
-    if message.resource() != DEFAULT_RESOURCE {
-        return Err(ProcessError::UnknownResource {
-            object,
-            resource: message.resource().to_owned(),
-        });
-    }
+    let named = match &message.resource {
+        Some(name) => Some(resource_named(&object, name)?),
+        None => None,
+    };
     // A redelivery of a message whose bytes were applied: answer from the
     // ledger without fetching anything (unless told to apply them again).
     if let Some(sha256) = message.sha256.as_ref().filter(|_| !message.reapply) {
@@ -69,13 +71,29 @@ pub async fn apply_object(
             .await
             .map_err(|source| store_failed(&object, source))?
         {
-            return Ok(already_applied(object, entry));
+            return Ok(Applied {
+                object,
+                resource: named.map(|r| r.name()),
+                sha256: entry.sha256.clone(),
+                records: 0,
+                effect: Effect::AlreadyApplied(entry),
+            });
         }
     }
 
     // With the importer's digest at hand, the body's own hash is the check,
     // end to end; without one (an S3 event), S3's checksum is.
     let opened = open(&cx.s3, &object, message.sha256.is_none()).await?;
+    // A message that names no resource (written by hand, an S3 event, an
+    // importer from before resources): the object's metadata says, and
+    // failing that (an object from before resources too), posts.
+    let resource = match named {
+        Some(resource) => resource,
+        None => resource_named(
+            &object,
+            opened.resource.as_deref().unwrap_or(DEFAULT_RESOURCE),
+        )?,
+    };
     // The version of these rows: when the importer fetched them. A message
     // written by hand may not say; the object's metadata or, failing that,
     // its upload time stands in.
@@ -89,6 +107,7 @@ pub async fn apply_object(
         .unwrap_or_else(OffsetDateTime::now_utc);
     let write = Write {
         cx,
+        resource,
         message_id,
         message,
         object,
@@ -99,6 +118,14 @@ pub async fn apply_object(
     } else {
         write.whole(opened).await
     }
+}
+
+/// The resource called `name`, or the error that dead-letters the message.
+fn resource_named(object: &ObjectRef, name: &str) -> Result<&'static dyn Resource, ProcessError> {
+    resources::named(name).ok_or_else(|| ProcessError::UnknownResource {
+        object: object.clone(),
+        resource: name.to_owned(),
+    })
 }
 
 fn store_failed(object: &ObjectRef, source: StoreError) -> ProcessError {
@@ -143,6 +170,7 @@ fn check_count(
 /// One object being written, whole or streamed: both end in [`Write::apply`].
 struct Write<'a> {
     cx: &'a Context,
+    resource: &'static dyn Resource,
     message_id: &'a str,
     message: &'a ObjectMessage,
     object: ObjectRef,
@@ -156,10 +184,13 @@ impl Write<'_> {
         let body = read_whole(&self.object, opened).await?;
         let sha256 = sha256_hex(&body);
         check_digest(self.message, &self.object, &sha256)?;
-        let records = parse_records(&body).map_err(|source| ProcessError::Parse {
-            object: self.object.clone(),
-            source,
-        })?;
+        let records = self
+            .resource
+            .parse(&body)
+            .map_err(|source| ProcessError::Parse {
+                object: self.object.clone(),
+                source,
+            })?;
         drop(body);
         let total = records.total() as u64;
         check_count(self.message, &self.object, total)?;
@@ -176,7 +207,7 @@ impl Write<'_> {
     }
 
     /// Streams a large object: S3 body -> (gunzip) -> sha256 -> JSON array,
-    /// element by element, on a blocking thread -> batches of posts upserted
+    /// element by element, on a blocking thread -> batches of rows upserted
     /// as they come, in one transaction. The checksum and record count are
     /// checked once the last byte is read; a mismatch rolls everything back.
     async fn streamed(self, opened: Opened) -> Result<Applied, ProcessError> {
@@ -193,8 +224,10 @@ impl Write<'_> {
             }
             Ok::<(), ByteStreamError>(())
         });
-        let parser =
-            tokio::task::spawn_blocking(move || parse_stream(chunks_rx, opened.gzip, batches_tx));
+        let resource = self.resource;
+        let parser = tokio::task::spawn_blocking(move || {
+            parse_stream(resource, chunks_rx, opened.gzip, batches_tx)
+        });
 
         let object = &self.object;
         let crashed = |source| ProcessError::Crashed {
@@ -239,6 +272,7 @@ impl Write<'_> {
         let trace_id = telemetry::current_trace_id();
         let target = ledger::Object {
             source_object: &source_object,
+            resource: self.resource.name(),
             sha256,
             message_id: self.message_id,
             fetched_at: self.fetched_at,
@@ -248,6 +282,7 @@ impl Write<'_> {
         match ledger::apply(&mut conn, target, batches, finish).await {
             Ok((effect, end)) => Ok(Applied {
                 object: self.object.clone(),
+                resource: Some(self.resource.name()),
                 sha256: end.sha256,
                 records: end.records,
                 effect,
@@ -258,21 +293,14 @@ impl Write<'_> {
     }
 }
 
-fn already_applied(object: ObjectRef, entry: LedgerEntry) -> Applied {
-    Applied {
-        object,
-        sha256: entry.sha256.clone(),
-        records: 0,
-        effect: Effect::AlreadyApplied(entry),
-    }
-}
-
 /// An object being read: its body and what its headers say.
 struct Opened {
     body: ByteStream,
     length: i64,
     gzip: bool,
     fetched_at: Option<OffsetDateTime>,
+    /// What the importer wrote in its `resource` metadata.
+    resource: Option<String>,
     last_modified: Option<S3DateTime>,
 }
 
@@ -303,6 +331,10 @@ async fn open(
             .metadata()
             .and_then(|m| m.get(metadata::FETCHED_AT))
             .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok()),
+        resource: output
+            .metadata()
+            .and_then(|m| m.get(metadata::RESOURCE))
+            .cloned(),
         last_modified: output.last_modified,
         body: output.body,
     })
@@ -328,7 +360,7 @@ async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, Process
         .read_to_end(&mut raw)
         .map_err(|e| ProcessError::Parse {
             object: object.clone(),
-            source: PostsError::Encoding(format!("Content-Encoding is gzip but {e}")),
+            source: RecordsError::Encoding(format!("Content-Encoding is gzip but {e}")),
         })?;
     Ok(Bytes::from(raw))
 }

@@ -7,15 +7,20 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use pipeline_store::schema::{applied_objects, posts, quarantined_records};
+use rstest::rstest;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use testkit::fake_api::{self, FakeApi};
+use testkit::fake_api::{self, FakeApi, Resource};
 use testkit::proxy::Proxy;
 use testkit::{Ran, TestAws, TestDb, sigterm};
 use time::OffsetDateTime;
 
 mod support;
-use support::{import, transformer};
+use support::{import, import_resource, transformer};
+
+/// The tests here kill and stop transformers on a timetable: two at once on
+/// a small shared machine starve each other's. They take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.
 struct Lcg(u64);
@@ -30,9 +35,13 @@ impl Lcg {
     }
 }
 
+#[rstest]
 #[tokio::test]
-async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
-    const POSTS: u32 = 2_000;
+async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
+    #[values(Resource::Posts)] resource: Resource,
+) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    const RECORDS: u32 = 2_000;
     const REVISIONS: u32 = 50;
     const KILLS: usize = 20;
     // Every kill costs the messages in hand a receive: a redrive policy that
@@ -40,17 +49,22 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
     // use up (the default test queue's 5 would dead-letter some here).
     let (aws, db) = tokio::join!(TestAws::with_queue(2, 100), TestDb::new());
     let api = fake_api::spawn(FakeApi {
-        posts: POSTS,
+        posts: RECORDS,
         ..FakeApi::default()
     })
     .await
     .unwrap();
+    let name = resource.name();
     // One object with an invalid record first, then 50 revisions: every
-    // 7th post changes in each, so the last revision must win.
-    let bad = import(&aws, api.join("fault/bad-record").unwrap(), None).await;
+    // 7th record changes in each, so the last revision must win.
+    let bad_url = api
+        .join(&format!("fault/bad-record?resource={name}"))
+        .unwrap();
+    let bad = import_resource(&aws, name, bad_url, None).await;
     let mut imported = vec![(None, bad.pages[0].clone())];
     for rev in 0..REVISIONS {
-        let report = import(&aws, api.join(&format!("posts?rev={rev}")).unwrap(), None).await;
+        let url = api.join(&format!("{name}?rev={rev}")).unwrap();
+        let report = import_resource(&aws, name, url, None).await;
         imported.push((Some(rev), report.pages[0].clone()));
     }
 
@@ -146,8 +160,8 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
         );
         assert_eq!(*quarantined, i64::from(rev.is_none()), "{}", page.object);
         fetched_at.insert(page.object.to_string(), *at);
-        // The bad-record object serves revision 0's first five posts, its
-        // fourth broken.
+        // The bad-record object serves revision 0's first five records,
+        // its fourth broken.
         revision_of.insert(page.object.to_string(), rev.unwrap_or(0));
     }
     let quarantined: Vec<(String, i64)> = quarantined_records::table
@@ -164,58 +178,33 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact() {
     // lineage names an object that holds exactly this content (which one
     // depends on the order the crashes left: an unchanged row keeps the
     // object that first wrote it), with that object's fetch time.
-    type Row = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        OffsetDateTime,
-        OffsetDateTime,
-    );
-    let rows: Vec<Row> = posts::table
-        .select((
-            posts::id,
-            posts::user_id,
-            posts::title,
-            posts::body,
-            posts::source_object,
-            posts::fetched_at,
-            posts::loaded_at,
-        ))
-        .order(posts::id)
-        .load(&mut conn)
-        .await
-        .unwrap();
-    let content = |rev| -> Vec<(i64, i64, String, String)> {
-        fake_api::posts(POSTS, rev)
-            .into_iter()
-            .map(|p| (p.id, p.user_id, p.title, p.body))
-            .collect()
-    };
-    let revisions: Vec<_> = (0..REVISIONS).map(content).collect();
+    let rows = db.rows(name).await;
+    let revisions: Vec<_> = (0..REVISIONS)
+        .map(|rev| resource.records(RECORDS, rev))
+        .collect();
     let expected = &revisions[REVISIONS as usize - 1];
     assert_eq!(rows.len(), expected.len());
-    for ((id, user_id, title, body, source, at, loaded_at), want) in rows.iter().zip(expected) {
-        let row = (*id, *user_id, title.clone(), body.clone());
-        assert_eq!(&row, want, "post {id}: not the last revision's");
+    for (row, want) in rows.iter().zip(expected) {
+        let (id, source, at) = (row.id, &row.source_object, &row.fetched_at);
+        assert_eq!(&row.content, want, "{name} {id}: not the last revision's");
         let rev = revision_of
             .get(source)
-            .unwrap_or_else(|| panic!("post {id}: lineage {source} is not a revision"));
+            .unwrap_or_else(|| panic!("{name} {id}: lineage {source} is not a revision"));
         assert_eq!(
-            &revisions[*rev as usize][*id as usize - 1],
+            &revisions[*rev as usize][id as usize - 1],
             want,
-            "post {id}: its lineage, revision {rev}, holds other content"
+            "{name} {id}: its lineage, revision {rev}, holds other content"
         );
-        assert_eq!(Some(at), fetched_at.get(source), "post {id}: fetched_at");
+        assert_eq!(Some(at), fetched_at.get(source), "{name} {id}: fetched_at");
         assert!(
-            *loaded_at <= OffsetDateTime::now_utc() && loaded_at >= at,
-            "post {id}: loaded at {loaded_at}, fetched at {at}"
+            row.loaded_at <= OffsetDateTime::now_utc() && row.loaded_at >= *at,
+            "{name} {id}: loaded at {}, fetched at {at}",
+            row.loaded_at
         );
     }
 
     eprintln!(
-        "crash test: seed {seed}, {} objects, {KILLS} kills each with messages in hand, \
+        "crash test ({name}): seed {seed}, {} objects, {KILLS} kills each with messages in hand, \
          then {applied_before_the_drain} objects applied and {left} messages left, final drain {:.1}s, {} rows (every column checked), {} ledger rows, {} quarantined",
         imported.len(),
         started.elapsed().as_secs_f64(),
@@ -266,6 +255,7 @@ async fn wait_until_in_hand(aws: &TestAws) {
 
 #[tokio::test]
 async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap(), None).await;
@@ -318,6 +308,7 @@ async fn on_sigterm_work_that_cannot_finish_in_time_is_handed_back() {
 
 #[tokio::test]
 async fn on_sigterm_work_that_can_finish_in_time_is_finished() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi::default()).await.unwrap();
     import(&aws, api.join("posts").unwrap(), None).await;

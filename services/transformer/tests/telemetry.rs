@@ -79,6 +79,13 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
         .iter()
         .find(|s| s.service == "importer" && s.name == "import")
         .expect("the import span");
+    // One span per resource of the import, here posts alone.
+    let source = spans
+        .iter()
+        .find(|s| s.service == "importer" && s.name == "import source")
+        .expect("the import source span");
+    assert_eq!(source.parent_span_id, import.span_id);
+    assert_eq!(source.attribute("resource"), Some("posts"));
     for message in &processed {
         let parent = archived
             .iter()
@@ -86,7 +93,7 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
             .unwrap_or_else(|| panic!("{message:#?} has no archive span as parent"));
         assert_eq!(message.trace_id, parent.trace_id);
         assert_eq!(parent.trace_id, import.trace_id);
-        assert_eq!(parent.parent_span_id, import.span_id);
+        assert_eq!(parent.parent_span_id, source.span_id);
         assert_eq!(message.attribute("messaging.system"), Some("aws_sqs"));
         assert!(message.attribute("messaging.message.id").is_some());
     }
@@ -120,7 +127,7 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
             }
         );
     }
-    // Each page fetch is a child of the import, in its trace.
+    // Each page fetch is a child of its resource's span, in the import's trace.
     let fetched_pages: Vec<_> = spans.iter().filter(|s| s.name == "fetch page").collect();
     assert_eq!(
         fetched_pages.len(),
@@ -130,7 +137,7 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
     for fetch in &fetched_pages {
         assert_eq!(fetch.service, "importer");
         assert_eq!(fetch.trace_id, import.trace_id, "{fetch:#?}");
-        assert_eq!(fetch.parent_span_id, import.span_id, "{fetch:#?}");
+        assert_eq!(fetch.parent_span_id, source.span_id, "{fetch:#?}");
     }
 
     // Every ledger row leads back to the import's trace.
@@ -178,6 +185,18 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
         total("transformer", "pipeline.rows.applied", Some("inserted")),
         100.0
     );
+    // Rows say which resource's table they went to.
+    let rows = receiver.points("transformer", "pipeline.rows.applied");
+    assert!(!rows.is_empty());
+    for point in &rows {
+        assert!(
+            point
+                .attributes
+                .iter()
+                .any(|(k, v)| k == "resource" && v == "posts"),
+            "{point:?}"
+        );
+    }
     let durations = receiver.points("transformer", "messaging.process.duration");
     assert_eq!(durations.iter().map(|p| p.count).sum::<u64>(), 2);
     let ages = receiver.points("transformer", "pipeline.message.age");

@@ -3,6 +3,7 @@
 //! with `importer load`.
 
 use clap::Args;
+use pipeline_core::exit::BadInput;
 use pipeline_core::settings::parse_time;
 use pipeline_store::inspect::{self, QuarantineFilter, Quarantined};
 use serde::Serialize;
@@ -15,6 +16,10 @@ pub struct Quarantine {
     /// Only the records of this object, s3://bucket/key.
     #[arg(long, value_name = "S3_URI", value_parser = parse_s3_uri)]
     pub object: Option<String>,
+    /// Only the records of objects of this resource (e.g. posts). An export holds
+    /// one resource's records, to load back with `importer load --resource`.
+    #[arg(long, value_name = "NAME")]
+    pub resource: Option<String>,
     /// Only records quarantined at or after this time (RFC 3339, e.g. 2026-11-30T08:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub since: Option<OffsetDateTime>,
@@ -25,7 +30,7 @@ pub struct Quarantine {
     /// `importer load`; without it, one line per record: object, index, reason, raw.
     #[arg(long, conflicts_with = "json")]
     pub export: bool,
-    /// Print the records as a JSON array of {object, sha256, index, reason, raw,
+    /// Print the records as a JSON array of {object, resource, sha256, index, reason, raw,
     /// quarantined_at}.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +40,7 @@ pub struct Quarantine {
 #[derive(Serialize)]
 struct Listed<'a> {
     object: &'a str,
+    resource: &'a str,
     sha256: &'a str,
     index: i64,
     reason: &'a str,
@@ -67,11 +73,21 @@ impl Quarantine {
     ) -> anyhow::Result<usize> {
         let filter = QuarantineFilter {
             object: self.object.as_deref(),
+            resource: self.resource.as_deref(),
             since: self.since,
             limit: self.limit.map(i64::from),
         };
         let records = inspect::quarantined(conn, &filter).await?;
         if self.export {
+            let mut resources: Vec<&str> = records.iter().map(|r| r.resource.as_str()).collect();
+            resources.sort_unstable();
+            resources.dedup();
+            if let [first, second, ..] = resources[..] {
+                return Err(BadInput(format!(
+                    "the records are of {first} and {second}: export one resource at a time, with --resource"
+                ))
+                .into());
+            }
             write_export(out, &records)?;
         } else if self.json {
             let listed: Vec<Listed<'_>> = records.iter().map(listed).collect();
@@ -96,6 +112,7 @@ impl Quarantine {
 fn listed(r: &Quarantined) -> Listed<'_> {
     Listed {
         object: &r.source_object,
+        resource: &r.resource,
         sha256: &r.sha256,
         index: r.record_index,
         reason: &r.reason,
@@ -146,6 +163,7 @@ mod tests {
             reason: "record 1: field `id`: missing".into(),
             raw: raw.into(),
             quarantined_at: OffsetDateTime::UNIX_EPOCH,
+            resource: "posts".into(),
         }
     }
 

@@ -3,9 +3,9 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStreamError;
-use pipeline_core::message::{DEFAULT_RESOURCE, MessageError};
+use pipeline_core::message::MessageError;
 use pipeline_core::object::ObjectRef;
-use pipeline_core::post::PostsError;
+use pipeline_core::record::RecordsError;
 use pipeline_store::StoreError;
 use tokio::task::JoinError;
 
@@ -27,7 +27,8 @@ pub enum ProcessError {
         source: MessageError,
     },
     #[error(
-        "the message says {object} holds `{resource}`, which this transformer does not know (it knows `{DEFAULT_RESOURCE}`)"
+        "the message says {object} holds `{resource}`, which this transformer does not know (it knows {})",
+        pipeline_core::resources::names()
     )]
     UnknownResource { object: ObjectRef, resource: String },
     #[error("cannot fetch {object}")]
@@ -46,7 +47,7 @@ pub enum ProcessError {
     Parse {
         object: ObjectRef,
         #[source]
-        source: PostsError,
+        source: RecordsError,
     },
     #[error("{object} holds {actual} records but the message says {expected}")]
     RecordCount {

@@ -4,22 +4,24 @@
 
 use bytes::Bytes;
 use pipeline_core::contract::finish_sha256;
-use pipeline_core::post::{PostsError, scan_records};
+use pipeline_core::record::RecordsError;
+use pipeline_core::resources::Resource;
 use pipeline_store::ledger::{Batch, StreamEnd};
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use tokio::sync::mpsc;
 
-/// Posts per batch when an object is streamed.
+/// Records per batch when an object is streamed.
 const STREAM_BATCH: usize = 5_000;
 
 /// Parses a streamed object on a blocking thread, sending its records in
-/// batches of [`STREAM_BATCH`] posts; returns how its bytes ended.
+/// batches of [`STREAM_BATCH`]; returns how its bytes ended.
 pub(super) fn parse_stream(
+    resource: &dyn Resource,
     chunks: mpsc::Receiver<Bytes>,
     gzip: bool,
     batches: mpsc::Sender<Batch>,
-) -> Result<StreamEnd, PostsError> {
+) -> Result<StreamEnd, RecordsError> {
     let input = ChannelReader::new(chunks);
     let abandoned = input.abandoned();
     let input: Box<dyn Read> = if gzip {
@@ -28,21 +30,13 @@ pub(super) fn parse_stream(
         Box::new(input)
     };
     let mut hashing = HashingReader::new(input);
-    let mut batch = Batch::default();
-    let scanned = scan_records(&mut hashing, |record| {
-        match record {
-            Ok(post) => batch.posts.push(post),
-            Err(bad) => batch.bad.push(bad),
-        }
-        if batch.posts.len() >= STREAM_BATCH
-            && batches.blocking_send(std::mem::take(&mut batch)).is_err()
-        {
+    let scanned = resource.scan(&mut hashing, STREAM_BATCH, &mut |batch: Batch| {
+        if batches.blocking_send(batch).is_err() {
             // The transaction gave up (database error, lost heartbeat): make
             // the next read fail, which ends the parse.
             abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let _ = batches.blocking_send(batch);
     drop(batches);
     Ok(StreamEnd {
         records: scanned?,

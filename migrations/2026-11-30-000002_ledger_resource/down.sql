@@ -1,0 +1,1 @@
+ALTER TABLE applied_objects DROP COLUMN resource;
