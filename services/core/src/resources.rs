@@ -5,6 +5,7 @@
 //! quarantine, dead letters, telemetry, the operator commands) handles any
 //! resource through [`Resource`], without knowing which one it is.
 
+pub mod comments;
 pub mod posts;
 
 use crate::record::{
@@ -13,17 +14,18 @@ use crate::record::{
 use std::fmt;
 use std::marker::PhantomData;
 
+pub use comments::Comment;
 pub use posts::Post;
 
 /// Every resource, by its name.
-pub static ALL: &[&dyn Resource] = &[&Of::<Post>::NEW];
+pub static ALL: &[&dyn Resource] = &[&Of::<Post>::NEW, &Of::<Comment>::NEW];
 
 /// The resource called `name`.
 pub fn named(name: &str) -> Option<&'static dyn Resource> {
     ALL.iter().copied().find(|resource| resource.name() == name)
 }
 
-/// The names of [`ALL`], for messages: `posts, ...`.
+/// The names of [`ALL`], for messages: `posts, comments`.
 pub fn names() -> String {
     ALL.iter()
         .map(|resource| resource.name())

@@ -296,6 +296,7 @@ async fn no_more_requests_are_in_flight_than_fetch_concurrency() {
             delay: Duration::from_millis(20),
             ..Faults::default()
         },
+        ..FakeApi::default()
     })
     .await
     .unwrap();

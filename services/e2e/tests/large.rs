@@ -19,6 +19,8 @@ use testkit::{TestAws, TestDb};
 fn large(resource: Resource) -> u32 {
     match resource {
         Resource::Posts => 60_000,
+        // Comments are shorter.
+        Resource::Comments => 80_000,
     }
 }
 
@@ -33,6 +35,7 @@ async fn large_object_round_trip(resource: Resource, gzip: bool) {
     let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
     let api = fake_api::spawn(FakeApi {
         posts: count,
+        comments: count,
         ..FakeApi::default()
     })
     .await
@@ -108,7 +111,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 #[rstest]
 #[tokio::test]
 async fn a_large_object_is_uploaded_in_parts_and_streamed_into_postgres(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     large_object_round_trip(resource, false).await;
 }
@@ -228,7 +231,7 @@ async fn streamed_object(resource: Resource, gzip: bool) {
 #[rstest]
 #[tokio::test]
 async fn a_streamed_object_with_duplicates_across_batches_and_a_bad_record(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     streamed_object(resource, false).await;
 }

@@ -287,6 +287,56 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
         1,
         "--fetched-at is the version of the loaded rows"
     );
+
+    // A comment with a bad e-mail address: now the quarantine holds two
+    // resources, and an export holds one at a time.
+    let mut comments = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        comments,
+        r#"[{{"postId": 1, "id": 1, "name": "n", "email": "a@b.io", "body": "b"}},
+           {{"postId": 1, "id": 2, "name": "n", "email": "a at b.io", "body": "b"}}]"#
+    )
+    .unwrap();
+    let loaded = Importer::load(
+        &importer(&pipeline),
+        &load("comments", comments.path(), None),
+    )
+    .await
+    .unwrap();
+    assert!(loaded.pages[0].object.key.starts_with("raw/comments/"));
+    pipeline.drain().await;
+    assert_eq!(pipeline.count("comments").await, 1);
+    let mixed = export(None)
+        .run(&mut conn, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        mixed.to_string(),
+        "the records are of comments and posts: export one resource at a time, with --resource"
+    );
+    let mut out = Vec::new();
+    assert_eq!(
+        export(Some("comments"))
+            .run(&mut conn, &mut out)
+            .await
+            .unwrap(),
+        1
+    );
+    let exported = String::from_utf8(out).unwrap();
+    assert!(exported.contains(r#""email": "a at b.io""#), "{exported}");
+    let mut fixed_file = tempfile::NamedTempFile::new().unwrap();
+    fixed_file
+        .write_all(exported.replace("a at b.io", "a@b.io").as_bytes())
+        .unwrap();
+    Importer::load(
+        &importer(&pipeline),
+        &load("comments", fixed_file.path(), None),
+    )
+    .await
+    .unwrap();
+    pipeline.drain().await;
+    assert_eq!(pipeline.count("comments").await, 2);
+    assert_eq!(pipeline.count("posts").await, 3, "the posts are untouched");
 }
 
 #[tokio::test]

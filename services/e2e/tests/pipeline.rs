@@ -24,7 +24,7 @@ fn expected(resource: Resource, rev: u32) -> Vec<serde_json::Value> {
 #[rstest]
 #[tokio::test]
 async fn every_record_lands_with_every_column_and_the_raw_bytes_are_kept(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let pipeline = Pipeline::new().await;
     let name = resource.name();
@@ -103,7 +103,9 @@ async fn every_record_lands_with_every_column_and_the_raw_bytes_are_kept(
 
 #[rstest]
 #[tokio::test]
-async fn the_same_message_twice_changes_nothing(#[values(Resource::Posts)] resource: Resource) {
+async fn the_same_message_twice_changes_nothing(
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
+) {
     let pipeline = Pipeline::new().await;
     pipeline.import_page(resource.name()).await;
     let body = pipeline.aws.peek_messages().await[0]
@@ -134,7 +136,7 @@ async fn the_same_message_twice_changes_nothing(#[values(Resource::Posts)] resou
 #[rstest]
 #[tokio::test]
 async fn a_newer_object_updates_the_records_that_changed_and_only_those(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let pipeline = Pipeline::new().await;
     let name = resource.name();
@@ -178,7 +180,7 @@ async fn a_newer_object_updates_the_records_that_changed_and_only_those(
 #[rstest]
 #[tokio::test]
 async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let pipeline = Pipeline::new().await;
     let name = resource.name();
@@ -226,7 +228,7 @@ async fn a_late_object_never_overwrites_what_a_newer_fetch_confirmed(
 #[rstest]
 #[tokio::test]
 async fn an_older_object_applied_late_never_overwrites_newer_rows(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let pipeline = Pipeline::new().await;
     let name = resource.name();

@@ -105,7 +105,7 @@ async fn texts(setup: &Pipeline, resource: Resource) -> Vec<(i64, String)> {
 #[rstest]
 #[tokio::test]
 async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let setup = Pipeline::new().await;
     let count = i64::from(resource.default_count());
@@ -141,7 +141,7 @@ async fn redeliveries_and_second_messages_for_an_object_are_no_ops_recorded_once
 #[rstest]
 #[tokio::test]
 async fn duplicate_ids_in_one_object_the_last_occurrence_wins(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let setup = Pipeline::new().await;
     let records = [
@@ -165,7 +165,7 @@ async fn duplicate_ids_in_one_object_the_last_occurrence_wins(
 #[rstest]
 #[tokio::test]
 async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_ones_load(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let setup = Pipeline::new().await;
     let text = resource.text_field();
@@ -184,6 +184,10 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
         Resource::Posts => (
             with(9, "userId", (-3).into()),
             "field `userId`: -3 is out of range".to_owned(),
+        ),
+        Resource::Comments => (
+            with(9, "email", "nobody at example.com".into()),
+            r#"field `email`: "nobody at example.com" is not an e-mail address"#.to_owned(),
         ),
     };
     let records = [
@@ -550,7 +554,7 @@ async fn six_revisions(resource: Resource) -> Pipeline {
 #[rstest]
 #[tokio::test]
 async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let setup = six_revisions(resource).await;
     let mut direct = Url::parse(setup.db.url().expose()).unwrap();
@@ -577,7 +581,7 @@ async fn a_postgres_outage_mid_run_is_ridden_out_and_the_table_ends_exact(
 #[rstest]
 #[tokio::test]
 async fn a_localstack_outage_mid_run_is_ridden_out_and_the_table_ends_exact(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let setup = six_revisions(resource).await;
     // S3 and SQS both: receives, fetches, deletes and heartbeats fail.

@@ -1,7 +1,9 @@
-//! A small, deterministic stand-in for JSONPlaceholder's `/posts`.
+//! A small, deterministic stand-in for JSONPlaceholder's `/posts` and
+//! `/comments`.
 //!
 //! The same settings always serve the same bytes, so tests can compare every
-//! column of every row with [`post`]. Titles and bodies mix what breaks naive pipelines: accents, CJK, right-to-left text,
+//! column of every row with [`post`] and [`comment`]. Titles, names and
+//! bodies mix what breaks naive pipelines: accents, CJK, right-to-left text,
 //! emoji, quotes, backslashes and newlines.
 //!
 //! Routes:
@@ -12,19 +14,22 @@
 //!   (`rel="next"`, `rel="last"`). [`Faults`] make it fail the way real APIs
 //!   do: 503s, 429s with `Retry-After`, truncated bodies, slow answers, one
 //!   page that always fails.
+//! - `GET /comments`: the same for [`FakeApi::comments`] comments (every
+//!   7th has a changed name in a revision), with the same pages and faults.
 //! - `GET /fault/not-an-array`: a JSON object instead of an array.
 //! - `GET /fault/not-json`: an HTML page.
 //! - `GET /fault/bad-record`: an array of five posts whose record 3 has a
-//!   string `id` (`?resource=NAME`: five records of NAME).
+//!   string `id` (`?resource=comments`: five comments).
 //! - `GET /fault/status/{code}`: an empty answer with that status.
-//! - `GET /stats`: [`Stats`] of the requests to `/posts` so far, as JSON.
+//! - `GET /stats`: [`Stats`] of the requests to `/posts` and `/comments`
+//!   so far, as JSON.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pipeline_core::resources::Post;
+use pipeline_core::resources::{Comment, Post};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +42,8 @@ use url::Url;
 pub struct FakeApi {
     /// Number of posts at `/posts`, with ids 1..=posts.
     pub posts: u32,
+    /// Number of comments at `/comments`, with ids 1..=comments.
+    pub comments: u32,
     /// Sentences added to every body ([`post_with`]).
     pub extra_sentences: u32,
     pub faults: Faults,
@@ -44,9 +51,10 @@ pub struct FakeApi {
 
 impl Default for FakeApi {
     fn default() -> Self {
-        // JSONPlaceholder's own count.
+        // JSONPlaceholder's own counts.
         Self {
             posts: 100,
+            comments: 500,
             extra_sentences: 0,
             faults: Faults::default(),
         }
@@ -135,15 +143,64 @@ pub fn posts(count: u32, rev: u32) -> Vec<Post> {
     (1..=count).map(|id| post(id, rev)).collect()
 }
 
+const NAMES: &[&str] = &[
+    "Eliseo",
+    "Jayne_Kuhic",
+    "Nikita",
+    "o'brien+news",
+    "Hayden.Althea",
+];
+const DOMAINS: &[&str] = &[
+    "gardner.biz",
+    "sydney.com",
+    "garfield.biz",
+    "alysha.tv",
+    "xn--bcher-kva.example",
+];
+
+/// Comment `id` of revision `rev`, on post `(id - 1) / 5 + 1` as on
+/// JSONPlaceholder: a pure function, like [`post`].
+pub fn comment(id: u32, rev: u32) -> Comment {
+    comment_with(id, rev, 0)
+}
+
+/// Comment `id` of revision `rev` with `extra` more sentences in its body.
+pub fn comment_with(id: u32, rev: u32, extra: u32) -> Comment {
+    let i = id as usize;
+    let mut name = format!("{} #{id}", TITLES[(i * 3) % TITLES.len()]);
+    if rev > 0 && id.is_multiple_of(7) {
+        name.push_str(&format!(" (revised {rev})"));
+    }
+    let email = format!(
+        "{}{id}@{}",
+        NAMES[i % NAMES.len()],
+        DOMAINS[(i / NAMES.len()) % DOMAINS.len()]
+    );
+    let body = sentences(i, 1 + i % 3 + extra as usize, 5);
+    Comment {
+        post_id: i64::from((id - 1) / 5 + 1),
+        id: i64::from(id),
+        name,
+        email,
+        body,
+    }
+}
+
+/// All comments of revision `rev`.
+pub fn comments(count: u32, rev: u32) -> Vec<Comment> {
+    (1..=count).map(|id| comment(id, rev)).collect()
+}
+
 /// A resource the fake serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
     Posts,
+    Comments,
 }
 
 impl Resource {
     /// Every resource the fake serves.
-    pub const ALL: &[Self] = &[Self::Posts];
+    pub const ALL: &[Self] = &[Self::Posts, Self::Comments];
 
     /// The resource called `name`.
     pub fn named(name: &str) -> Option<Self> {
@@ -154,6 +211,7 @@ impl Resource {
     pub fn name(self) -> &'static str {
         match self {
             Self::Posts => "posts",
+            Self::Comments => "comments",
         }
     }
 
@@ -172,14 +230,15 @@ impl Resource {
         body_chunks(self, 1, count, rev, 0).flatten().collect()
     }
 
-    /// A text field its records have: posts' `title`.
+    /// A text field its records have: posts' `title`, comments' `name`.
     pub fn text_field(self) -> &'static str {
         match self {
             Self::Posts => "title",
+            Self::Comments => "name",
         }
     }
 
-    /// How many [`FakeApi::default`] serves: 100 posts.
+    /// How many [`FakeApi::default`] serves: 100 posts, 500 comments.
     pub fn default_count(self) -> u32 {
         self.count(&FakeApi::default())
     }
@@ -188,12 +247,14 @@ impl Resource {
     pub fn count(self, api: &FakeApi) -> u32 {
         match self {
             Self::Posts => api.posts,
+            Self::Comments => api.comments,
         }
     }
 
     fn record_with(self, id: u32, rev: u32, extra: u32) -> serde_json::Value {
         let value = match self {
             Self::Posts => serde_json::to_value(post_with(id, rev, extra)),
+            Self::Comments => serde_json::to_value(comment_with(id, rev, extra)),
         };
         value.unwrap_or_else(|e| unreachable!("records serialize: {e}"))
     }
@@ -201,6 +262,7 @@ impl Resource {
     fn write(self, out: &mut Vec<u8>, id: u32, rev: u32, extra: u32) {
         let written = match self {
             Self::Posts => serde_json::to_writer(out, &post_with(id, rev, extra)),
+            Self::Comments => serde_json::to_writer(out, &comment_with(id, rev, extra)),
         };
         written.unwrap_or_else(|e| unreachable!("records serialize: {e}"));
     }
@@ -263,7 +325,8 @@ struct Served {
 /// treated the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// The most requests to `/posts` that were being answered at once.
+    /// The most requests to `/posts` and `/comments` that were being
+    /// answered at once.
     pub most_in_flight: u64,
 }
 
@@ -490,5 +553,30 @@ mod tests {
             .map(|(a, _)| a.id)
             .collect();
         assert_eq!(changed, (1..=14).map(|k| k * 7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn comments_are_valid_varied_and_five_to_a_post() {
+        use pipeline_core::record::parse_records;
+        let all = comments(500, 0);
+        let body = serde_json::to_vec(&all).unwrap();
+        let parsed = parse_records::<Comment>(&body).unwrap();
+        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad.first());
+        assert_eq!(parsed.rows, all);
+        let text: String = all
+            .iter()
+            .map(|c| format!("{}{}", c.name, c.body))
+            .collect();
+        for needle in ["é", "東", "🦀", "\"", "\\", "\n"] {
+            assert!(text.contains(needle), "missing {needle:?}");
+        }
+        assert_eq!((all[0].post_id, all[4].post_id, all[5].post_id), (1, 1, 2));
+        assert_eq!(all[499].post_id, 100);
+        let changed = all
+            .iter()
+            .zip(comments(500, 1))
+            .filter(|(a, b)| *a != b)
+            .count();
+        assert_eq!(changed, 500 / 7);
     }
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Serves a deterministic fake of JSONPlaceholder's /posts (see the crate docs for the routes).
+/// Serves a deterministic fake of JSONPlaceholder's /posts and /comments (see the crate docs
+/// for the routes).
 #[derive(Debug, Parser)]
 #[command(name = "fake-api", version)]
 struct Cli {
@@ -25,22 +26,30 @@ struct Cli {
         default_value_t = 100
     )]
     posts: u32,
+    /// Number of comments at /comments.
+    #[arg(
+        long,
+        env = "FAKE_API_COMMENTS",
+        value_name = "FAKE_API_COMMENTS",
+        default_value_t = 500
+    )]
+    comments: u32,
     /// Sentences added to every body: 14 make posts of about 1.1 kB.
     #[arg(long, default_value_t = 0)]
     extra_sentences: u32,
-    /// Fraction of requests to /posts answered 503.
+    /// Fraction of requests to /posts and /comments answered 503.
     #[arg(long, default_value_t = 0.0)]
     failure_rate: f64,
-    /// Fraction of requests to /posts answered 429 with Retry-After.
+    /// Fraction of requests to /posts and /comments answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.0)]
     throttle_rate: f64,
     /// Seconds in the Retry-After of a 429.
     #[arg(long, default_value_t = 1)]
     retry_after: u32,
-    /// Fraction of requests to /posts answered with half the body.
+    /// Fraction of requests to /posts and /comments answered with half the body.
     #[arg(long, default_value_t = 0.0)]
     truncate_rate: f64,
-    /// Delay before every answer to /posts, e.g. 200ms.
+    /// Delay before every answer to /posts and /comments, e.g. 200ms.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     delay: Duration,
     /// A page (_page) that always answers 500.
@@ -65,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("fake-api listening on {}", base_url(addr));
     let api = FakeApi {
         posts: cli.posts,
+        comments: cli.comments,
         extra_sentences: cli.extra_sentences,
         faults: Faults {
             failure_rate: cli.failure_rate,

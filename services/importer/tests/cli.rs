@@ -128,6 +128,59 @@ async fn an_import_archives_one_object_and_sends_one_message() {
 }
 
 #[tokio::test]
+async fn every_resource_listed_is_imported_under_its_own_prefix_and_named_in_its_message() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str())
+            .env("RESOURCES", "posts,comments")
+            .env("PAGE_SIZE", "200"),
+    )
+    .await;
+
+    ran.assert_success();
+    let keys = aws.keys().await;
+    let under = |prefix: &str| keys.iter().filter(|k| k.starts_with(prefix)).count();
+    // 100 posts in one page, 500 comments in three.
+    assert_eq!(
+        (under("raw/posts/"), under("raw/comments/")),
+        (1, 3),
+        "{keys:?}"
+    );
+    let mut resources: Vec<(String, String)> = aws
+        .take_bodies()
+        .await
+        .iter()
+        .map(|body| {
+            let message: serde_json::Value = serde_json::from_str(body).unwrap();
+            let key = message["key"].as_str().unwrap().to_owned();
+            let resource = message["resource"].as_str().unwrap().to_owned();
+            (resource, key)
+        })
+        .collect();
+    resources.sort();
+    assert_eq!(resources.len(), 4);
+    for (resource, key) in &resources {
+        assert!(
+            key.starts_with(&format!("raw/{resource}/")),
+            "{resources:?}"
+        );
+        let head = aws.head(key).await;
+        assert_eq!(head.metadata().unwrap()["resource"], *resource);
+    }
+    assert!(
+        ran.log()
+            .contains("4 page(s) archived and announced, 600 records"),
+        "{}",
+        ran.log()
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_resource_is_one_line_naming_it_and_those_known() {
     let ran = Ran::of(
         command(IMPORTER)

@@ -19,6 +19,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    comments (id) {
+        id -> Int8,
+        post_id -> Int8,
+        name -> Text,
+        email -> Text,
+        body -> Text,
+        source_object -> Text,
+        fetched_at -> Timestamptz,
+        loaded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     posts (id) {
         id -> Int8,
         user_id -> Int8,
@@ -41,4 +54,9 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(applied_objects, posts, quarantined_records,);
+diesel::allow_tables_to_appear_in_same_query!(
+    applied_objects,
+    comments,
+    posts,
+    quarantined_records,
+);

@@ -38,7 +38,7 @@ impl Lcg {
 #[rstest]
 #[tokio::test]
 async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
-    #[values(Resource::Posts)] resource: Resource,
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
 ) {
     let _turn = ONE_AT_A_TIME.lock().await;
     const RECORDS: u32 = 2_000;
@@ -50,6 +50,7 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
     let (aws, db) = tokio::join!(TestAws::with_queue(2, 100), TestDb::new());
     let api = fake_api::spawn(FakeApi {
         posts: RECORDS,
+        comments: RECORDS,
         ..FakeApi::default()
     })
     .await
