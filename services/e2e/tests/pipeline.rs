@@ -281,6 +281,28 @@ async fn an_object_fed_by_hand_with_a_minimal_message_is_applied() {
     );
 }
 
+#[rstest]
+#[tokio::test]
+async fn a_message_that_names_no_resource_applies_the_one_the_object_metadata_names(
+    #[values(Resource::Posts, Resource::Comments)] resource: Resource,
+) {
+    let pipeline = Pipeline::new().await;
+    let page = pipeline.import_page(resource.name()).await;
+    // Instead of the importer's message, one written by hand (or an S3
+    // event): bucket and key, nothing else.
+    pipeline.aws.take_bodies().await;
+    let minimal = pipeline.aws.minimal_message(&page.object.key);
+    assert!(!minimal.contains("resource"), "{minimal}");
+    pipeline.aws.send(&minimal).await;
+
+    let run = pipeline.drain().await;
+
+    assert_eq!((run.messages_applied, run.quarantined), (1, 0), "{run:?}");
+    let rows = pipeline.rows(resource).await;
+    assert_eq!(content(&rows), expected(resource, 0));
+    assert_eq!(pipeline.ledger().await[0].resource, resource.name());
+}
+
 #[tokio::test]
 async fn a_message_the_importer_wrote_before_resources_existed_is_still_applied() {
     let pipeline = Pipeline::new().await;
