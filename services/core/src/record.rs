@@ -306,11 +306,6 @@ pub fn scan_records<R: Record, F: FnMut(Result<R, BadRecord>)>(
     }
 }
 
-/// [`Record::count_if_all_valid`] of `R`.
-pub fn count_if_all_valid<R: Record>(body: &[u8]) -> Option<u64> {
-    R::count_if_all_valid(body)
-}
-
 /// Counts the elements of `body` if it is a JSON array of elements that
 /// read as a `V` (a record, or a view of one) which `check` accepts, and
 /// keeps none of them. `None` when anything is wrong; [`parse_records`]

@@ -8,9 +8,7 @@
 pub mod comments;
 pub mod posts;
 
-use crate::record::{
-    Batch, Record, Records, RecordsError, count_if_all_valid, parse_records, scan_records,
-};
+use crate::record::{Batch, Record, Records, RecordsError, parse_records, scan_records};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -100,7 +98,7 @@ impl<R: Record> Resource for Of<R> {
     }
 
     fn count_if_all_valid(&self, body: &[u8]) -> Option<u64> {
-        count_if_all_valid::<R>(body)
+        R::count_if_all_valid(body)
     }
 }
 
