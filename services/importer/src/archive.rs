@@ -165,8 +165,11 @@ pub async fn put(
     }
 }
 
-/// Size of one part of a multipart upload (S3 wants at least 5 MiB).
-pub const PART_BYTES: usize = 16 * 1024 * 1024;
+/// Size of one part of a multipart upload. S3 wants at least 5 MiB; the
+/// AWS CLI's default is 8 MiB (`multipart_chunksize`). Two parts are in
+/// memory at a time: with 16 MiB parts and one more waiting in a channel,
+/// a 1 GiB object peaked at 85 MiB.
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// The object metadata every archived object carries.
 struct Metadata(HashMap<String, String>);
@@ -246,7 +249,8 @@ async fn multipart(
 }
 
 /// Reads the body part by part (compressing on the way when asked) on a
-/// blocking thread, and uploads each part as it is ready.
+/// blocking thread, and uploads each part as it is ready. The next part is
+/// read while one uploads, and no further: two parts in memory at most.
 async fn upload_parts(
     s3: &aws_sdk_s3::Client,
     object: &ObjectRef,
@@ -254,19 +258,22 @@ async fn upload_parts(
     reader: Box<dyn Read + Send>,
     gzip: bool,
 ) -> Result<Vec<CompletedPart>, BoxError> {
-    // One part read ahead while one uploads: two parts in memory at most.
-    let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
-    let producer = tokio::task::spawn_blocking(move || {
-        let result = produce_parts(reader, gzip, |part| {
-            parts_tx.blocking_send(Ok(part)).is_ok()
-        });
-        if let Err(e) = result {
-            let _ = parts_tx.blocking_send(Err(e));
-        }
-    });
+    let read_next = |mut parts: Parts| {
+        tokio::task::spawn_blocking(move || {
+            let part = parts.next_part();
+            (parts, part)
+        })
+    };
+    let mut reading = read_next(Parts::new(reader, gzip));
     let mut completed = Vec::new();
-    while let Some(part) = parts_rx.recv().await {
-        let part = part.map_err(step("reading the body back"))?;
+    loop {
+        let (parts, part) = reading.await.map_err(step("reading the body back"))?;
+        let Some(part) = part.map_err(step("reading the body back"))? else {
+            break;
+        };
+        // On an error below, the read under way finishes on its own and is
+        // dropped.
+        reading = read_next(parts);
         let number = completed.len() as i32 + 1;
         let checksum = BASE64.encode(Sha256::digest(&part));
         let uploaded = s3
@@ -292,54 +299,66 @@ async fn upload_parts(
                 .build(),
         );
     }
-    producer.await.map_err(step("reading the body back"))?;
     Ok(completed)
 }
 
-/// Cuts what `reader` yields (gzip-compressed when asked) into parts of
-/// [`PART_BYTES`] and hands each to `emit`, which returns false to stop.
-fn produce_parts(
-    mut reader: Box<dyn Read + Send>,
-    gzip: bool,
-    mut emit: impl FnMut(Bytes) -> bool,
-) -> std::io::Result<()> {
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut encoder =
-        gzip.then(|| GzEncoder::new(Vec::with_capacity(PART_BYTES), Compression::fast()));
-    let mut part: Vec<u8> = Vec::with_capacity(PART_BYTES);
-    loop {
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            break;
+/// A body cut into parts of [`PART_BYTES`], gzip-compressed on the way
+/// when asked. Reading blocks: call [`Parts::next_part`] off the runtime.
+struct Parts {
+    reader: Box<dyn Read + Send>,
+    /// Compresses into the part being filled; `None` without gzip, and
+    /// once finished.
+    gzip: Option<GzEncoder<Vec<u8>>>,
+    done: bool,
+}
+
+impl Parts {
+    fn new(reader: Box<dyn Read + Send>, gzip: bool) -> Self {
+        Self {
+            reader,
+            gzip: gzip.then(|| GzEncoder::new(Vec::with_capacity(PART_BYTES), Compression::fast())),
+            done: false,
         }
-        let full = match &mut encoder {
-            Some(encoder) => {
-                encoder.write_all(&chunk[..n])?;
-                encoder.get_ref().len() >= PART_BYTES
-            }
+    }
+
+    /// The next part, or `None` after the last.
+    fn next_part(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let part = match &mut self.gzip {
             None => {
-                part.extend_from_slice(&chunk[..n]);
-                part.len() >= PART_BYTES
+                // Read straight into the part, never past its size.
+                let mut part = Vec::with_capacity(PART_BYTES);
+                (&mut self.reader)
+                    .take(PART_BYTES as u64)
+                    .read_to_end(&mut part)?;
+                self.done = part.len() < PART_BYTES;
+                part
+            }
+            Some(encoder) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = self.reader.read(&mut chunk)?;
+                    if n == 0 {
+                        break;
+                    }
+                    encoder.write_all(&chunk[..n])?;
+                    if encoder.get_ref().len() >= PART_BYTES {
+                        let full =
+                            std::mem::replace(encoder.get_mut(), Vec::with_capacity(PART_BYTES));
+                        return Ok(Some(Bytes::from(full)));
+                    }
+                }
+                self.done = true;
+                match self.gzip.take() {
+                    Some(encoder) => encoder.finish()?,
+                    None => Vec::new(),
+                }
             }
         };
-        if full {
-            let ready = match &mut encoder {
-                Some(encoder) => std::mem::take(encoder.get_mut()),
-                None => std::mem::replace(&mut part, Vec::with_capacity(PART_BYTES)),
-            };
-            if !emit(Bytes::from(ready)) {
-                return Ok(());
-            }
-        }
+        Ok((!part.is_empty()).then(|| Bytes::from(part)))
     }
-    let last = match encoder {
-        Some(encoder) => encoder.finish()?,
-        None => part,
-    };
-    if !last.is_empty() {
-        emit(Bytes::from(last));
-    }
-    Ok(())
 }
 
 /// Removes an object that could not be announced, so that nothing stays
@@ -359,29 +378,31 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    fn all_parts(data: &[u8], gzip: bool) -> Vec<Bytes> {
+        let mut parts = Parts::new(Box::new(std::io::Cursor::new(data.to_vec())), gzip);
+        std::iter::from_fn(|| parts.next_part().unwrap()).collect()
+    }
+
     #[test]
     fn parts_are_cut_at_the_part_size_and_put_back_together() {
         let data: Vec<u8> = (0..PART_BYTES * 2 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut parts = Vec::new();
-        produce_parts(Box::new(std::io::Cursor::new(data.clone())), false, |p| {
-            parts.push(p);
-            true
-        })
-        .unwrap();
+        let parts = all_parts(&data, false);
         assert_eq!(
             parts.iter().map(Bytes::len).collect::<Vec<_>>(),
             [PART_BYTES, PART_BYTES, 12345]
         );
         assert_eq!(parts.concat(), data);
 
-        let mut gzipped = Vec::new();
-        produce_parts(Box::new(std::io::Cursor::new(data.clone())), true, |p| {
-            gzipped.push(p);
-            true
-        })
-        .unwrap();
+        // A body that ends at a part's end has no empty part after it.
+        let exact = all_parts(&data[..PART_BYTES * 2], false);
+        assert_eq!(
+            exact.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [PART_BYTES, PART_BYTES]
+        );
+
+        let gzipped = all_parts(&data, true);
         let mut unzipped = Vec::new();
         flate2::read::GzDecoder::new(&gzipped.concat()[..])
             .read_to_end(&mut unzipped)

@@ -26,7 +26,8 @@
 //! announces a local JSON array as one page.
 
 // Public: the outbox seam (`announce`), the spill threshold and the HTTP
-// client the benchmark's baseline shares (`body`, `fetch`).
+// client the benchmark's baseline shares (`body`, `fetch`), the part size
+// the tests expect.
 pub mod announce;
 mod archive;
 pub mod body;
@@ -39,6 +40,7 @@ pub mod replay;
 mod report;
 pub mod settings;
 
+pub use archive::PART_BYTES;
 pub use report::{ArchivedPage, ImportError, ImportReport};
 
 use anyhow::Context as _;
