@@ -47,7 +47,11 @@ pub struct Applied {
 
 /// Objects up to this size are read whole into memory and parsed at once;
 /// larger ones are streamed, so memory stays bounded whatever their size.
-pub const IN_MEMORY_BYTES: i64 = 16 * 1024 * 1024;
+/// A whole object is held about four times over at its peak (the bytes,
+/// the parsed records, the bound arrays, the statement on the wire), and
+/// `TRANSFORMER_CONCURRENCY` of them at once: 2 MiB keeps four of them
+/// near 40 MiB, while pages of 1,000 posts (1.1 MB) are still read whole.
+pub const IN_MEMORY_BYTES: i64 = 2 * 1024 * 1024;
 
 /// Applies the object a message names, unless the ledger says it was.
 pub async fn apply_object(
@@ -212,7 +216,9 @@ impl Write<'_> {
     /// checked once the last byte is read; a mismatch rolls everything back.
     async fn streamed(self, opened: Opened) -> Result<Applied, ProcessError> {
         let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(4);
-        let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(2);
+        // One batch waits while one is written: with the one being parsed,
+        // three in memory.
+        let (batches_tx, mut batches_rx) = mpsc::channel::<Batch>(1);
 
         // S3 -> channel: reading the body is async.
         let mut body = opened.body;
