@@ -160,7 +160,7 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
 
 /// An object above `IN_MEMORY_BYTES` as stored, so the transformer streams
 /// it in batches: records 7 and 14 come again at the end, as revision 1 has
-/// them (a dozen batches after their first occurrence), and record 30,000
+/// them (dozens of batches after their first occurrence), and record 30,000
 /// is not valid.
 async fn streamed_object(resource: Resource, gzip: bool) {
     const BAD_AT: usize = 30_000;
