@@ -117,16 +117,23 @@ pub fn post(id: u32, rev: u32) -> Post {
 /// 14 make posts of about 1.1 kB, as in the benchmark.
 pub fn post_with(id: u32, rev: u32, extra: u32) -> Post {
     let i = id as usize;
-    let mut title = format!("{} #{id}", TITLES[i % TITLES.len()]);
-    if rev > 0 && id.is_multiple_of(7) {
-        title.push_str(&format!(" (revised {rev})"));
-    }
+    let title = headline(TITLES[i % TITLES.len()], id, rev);
     let body = sentences(i, 2 + i % 4 + extra as usize, 3);
     Post {
         user_id: i64::from((id - 1) / 10 + 1),
         id: i64::from(id),
         title,
         body,
+    }
+}
+
+/// `base #id`, and what changes between revisions, for every resource: one
+/// record in seven says which revision it is.
+fn headline(base: &str, id: u32, rev: u32) -> String {
+    if rev > 0 && id.is_multiple_of(7) {
+        format!("{base} #{id} (revised {rev})")
+    } else {
+        format!("{base} #{id}")
     }
 }
 
@@ -167,10 +174,7 @@ pub fn comment(id: u32, rev: u32) -> Comment {
 /// Comment `id` of revision `rev` with `extra` more sentences in its body.
 pub fn comment_with(id: u32, rev: u32, extra: u32) -> Comment {
     let i = id as usize;
-    let mut name = format!("{} #{id}", TITLES[(i * 3) % TITLES.len()]);
-    if rev > 0 && id.is_multiple_of(7) {
-        name.push_str(&format!(" (revised {rev})"));
-    }
+    let name = headline(TITLES[(i * 3) % TITLES.len()], id, rev);
     let email = format!(
         "{}{id}@{}",
         NAMES[i % NAMES.len()],
