@@ -1,13 +1,13 @@
 //! Two transactions writing the same posts at once, on the real PostgreSQL:
-//! the one that finds an id inserted under it falls back to the upsert and
-//! neither fails.
+//! the one whose `COPY` meets an id inserted under it falls back to the
+//! upsert and neither fails.
 
 #![allow(clippy::unwrap_used)]
 
 use diesel::QueryableByName;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use pipeline_core::resources::Post;
 use pipeline_store::rows::{Lineage, UpsertCounts, upsert};
 use pipeline_store::schema::posts;
@@ -39,74 +39,69 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     let (b_is, b_pid) = tokio::sync::oneshot::channel::<i32>();
 
     // A inserts post 1 and keeps its transaction open until B is blocked
-    // on post 1's key: B looked before A committed, so B's plain INSERT
-    // meets A's row.
+    // on post 1's key: B looked before A committed, so B's COPY meets A's
+    // row.
+    let store = pipeline_store::Store::new(db.url(), 2);
     let a = {
         let db_url = db.url().clone();
-        let mut conn = db.connect().await;
+        let mut conn = store.connection().await.unwrap();
         tokio::spawn(async move {
-            conn.transaction(async |conn| {
-                let counts = upsert(
-                    conn,
-                    &vec![post(1, "from A")],
-                    Lineage {
-                        source_object: "s3://raw/a.json",
-                        fetched_at: older,
-                    },
-                )
-                .await?;
-                a_wrote.send(()).unwrap();
-                let b_pid = b_pid.await.unwrap();
-                let mut watcher = pipeline_store::connect(&db_url).await.unwrap();
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    let waiting: Count = diesel::sql_query(
-                        "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND pid = $1",
-                    )
-                    .bind::<diesel::sql_types::Integer, _>(b_pid)
-                    .get_result(&mut watcher)
-                    .await?;
-                    if waiting.n > 0 {
-                        break;
-                    }
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "B (pid {b_pid}) never waited on A's row"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                QueryResult::Ok(counts)
-            })
-            .await
-            .unwrap()
-        })
-    };
-    b_may_start.await.unwrap();
-    let mut conn = db.connect().await;
-    #[derive(QueryableByName)]
-    struct Pid {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        pid: i32,
-    }
-    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
-        .get_result(&mut conn)
-        .await
-        .unwrap();
-    b_is.send(pid.pid).unwrap();
-    let b = conn
-        .transaction(async |conn| {
-            upsert(
-                conn,
-                &vec![post(1, "from B"), post(2, "from B")],
+            let mut tx = conn.transaction().await.unwrap();
+            let counts = upsert(
+                &mut tx,
+                &vec![post(1, "from A")],
                 Lineage {
-                    source_object: "s3://raw/b.json",
-                    fetched_at: newer,
+                    source_object: "s3://raw/a.json",
+                    fetched_at: older,
                 },
             )
             .await
+            .unwrap();
+            a_wrote.send(()).unwrap();
+            let b_pid = b_pid.await.unwrap();
+            let mut watcher = pipeline_store::connect(&db_url).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let waiting: Count = diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND pid = $1",
+                )
+                .bind::<diesel::sql_types::Integer, _>(b_pid)
+                .get_result(&mut watcher)
+                .await
+                .unwrap();
+                if waiting.n > 0 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "B (pid {b_pid}) never waited on A's row"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tx.commit().await.unwrap();
+            counts
         })
+    };
+    b_may_start.await.unwrap();
+    let mut conn = store.connection().await.unwrap();
+    let pid: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    b_is.send(pid).unwrap();
+    let mut tx = conn.transaction().await.unwrap();
+    let b = upsert(
+        &mut tx,
+        &vec![post(1, "from B"), post(2, "from B")],
+        Lineage {
+            source_object: "s3://raw/b.json",
+            fetched_at: newer,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     let a = a.await.unwrap();
 
     assert_eq!(a.inserted, 1);
@@ -122,7 +117,7 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     let titles: Vec<(i64, String)> = posts::table
         .select((posts::id, posts::title))
         .order(posts::id)
-        .load(&mut conn)
+        .load(&mut db.connect().await)
         .await
         .unwrap();
     assert_eq!(

@@ -2,16 +2,17 @@
 //! its ledger row, in one transaction.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use pipeline_core::record::BadRecord;
 pub use pipeline_core::record::Batch;
 use time::OffsetDateTime;
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
+use crate::pool::query_error;
 use crate::rows::{self, Lineage, UpsertCounts};
-use crate::schema::{applied_objects, quarantined_records};
+use crate::schema::applied_objects;
 
-/// Quarantined records per INSERT: 5 parameters each, well under
-/// PostgreSQL's 65,535 per statement.
+/// Quarantined records per INSERT, bound as arrays: one statement's worth
+/// however many records an object has, without one huge message.
 const QUARANTINE_CHUNK: usize = 5_000;
 
 /// The object being applied.
@@ -66,88 +67,94 @@ pub struct LedgerEntry {
     pub resource: String,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = applied_objects)]
-struct NewLedgerEntry<'a> {
-    source_object: &'a str,
-    sha256: &'a str,
-    message_id: &'a str,
-    fetched_at: OffsetDateTime,
-    records: i64,
-    trace_id: Option<&'a str>,
-    resource: &'a str,
-}
+/// The columns of `applied_objects` in [`LedgerEntry`]'s order.
+const LEDGER_COLUMNS: &str = "source_object, sha256, message_id, fetched_at, records, inserted, \
+     updated, unchanged, superseded, quarantined, applied_at, trace_id, resource";
 
-#[derive(Insertable)]
-#[diesel(table_name = quarantined_records)]
-struct NewQuarantined<'a> {
-    source_object: &'a str,
-    sha256: &'a str,
-    record_index: i64,
-    reason: &'a str,
-    raw: &'a str,
+impl LedgerEntry {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            source_object: row.get(0),
+            sha256: row.get(1),
+            message_id: row.get(2),
+            fetched_at: row.get(3),
+            records: row.get(4),
+            inserted: row.get(5),
+            updated: row.get(6),
+            unchanged: row.get(7),
+            superseded: row.get(8),
+            quarantined: row.get(9),
+            applied_at: row.get(10),
+            trace_id: row.get(11),
+            resource: row.get(12),
+        }
+    }
 }
 
 /// The ledger row of these bytes at this object, if they were applied.
 pub async fn find(
-    conn: &mut AsyncPgConnection,
+    client: &impl GenericClient,
     source_object: &str,
     sha256: &str,
 ) -> QueryResult<Option<LedgerEntry>> {
-    applied_objects::table
-        .find((source_object, sha256))
-        .select(LedgerEntry::as_select())
-        .first(conn)
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {LEDGER_COLUMNS} FROM applied_objects \
+                 WHERE source_object = $1 AND sha256 = $2"
+            ),
+            &[&source_object, &sha256],
+        )
         .await
-        .optional()
+        .map_err(query_error)?;
+    Ok(row.as_ref().map(LedgerEntry::from_row))
 }
 
 /// Keeps an object's bad records, in chunks of [`QUARANTINE_CHUNK`].
 async fn quarantine(
-    conn: &mut AsyncPgConnection,
+    tx: &Transaction<'_>,
     source_object: &str,
     sha256: &str,
     bad: &[BadRecord],
-) -> QueryResult<u64> {
+) -> Result<u64, tokio_postgres::Error> {
     for chunk in bad.chunks(QUARANTINE_CHUNK) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|b| NewQuarantined {
-                source_object,
-                sha256,
-                record_index: b.index as i64,
-                reason: &b.reason,
-                raw: &b.raw,
-            })
-            .collect();
-        diesel::insert_into(quarantined_records::table)
-            .values(rows)
-            .execute(conn)
-            .await?;
+        let indices: Vec<i64> = chunk.iter().map(|b| b.index as i64).collect();
+        let reasons: Vec<&str> = chunk.iter().map(|b| b.reason.as_str()).collect();
+        let raws: Vec<&str> = chunk.iter().map(|b| b.raw.as_str()).collect();
+        tx.execute(
+            "INSERT INTO quarantined_records (source_object, sha256, record_index, reason, raw) \
+             SELECT $1, $2, u.* FROM UNNEST($3::bigint[], $4::text[], $5::text[]) AS u",
+            &[&source_object, &sha256, &indices, &reasons, &raws],
+        )
+        .await?;
     }
     Ok(bad.len() as u64)
 }
 
 /// Fills in the counts of an object's ledger row.
 async fn record_counts(
-    conn: &mut AsyncPgConnection,
+    tx: &Transaction<'_>,
     source_object: &str,
     end: &StreamEnd,
     rows: UpsertCounts,
     quarantined: u64,
-) -> QueryResult<()> {
-    diesel::update(applied_objects::table.find((source_object, &end.sha256)))
-        .set((
-            applied_objects::records.eq(end.records as i64),
-            applied_objects::inserted.eq(rows.inserted as i64),
-            applied_objects::updated.eq(rows.updated as i64),
-            applied_objects::unchanged.eq(rows.unchanged as i64),
-            applied_objects::superseded.eq(rows.superseded as i64),
-            applied_objects::quarantined.eq(quarantined as i64),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE applied_objects SET records = $3, inserted = $4, updated = $5, unchanged = $6, \
+         superseded = $7, quarantined = $8 WHERE source_object = $1 AND sha256 = $2",
+        &[
+            &source_object,
+            &end.sha256,
+            &(end.records as i64),
+            &(rows.inserted as i64),
+            &(rows.updated as i64),
+            &(rows.unchanged as i64),
+            &(rows.superseded as i64),
+            &(quarantined as i64),
+        ],
+    )
+    .await
+    .map(drop)
 }
 
 /// How an object's bytes ended, known once every byte was read.
@@ -182,6 +189,12 @@ impl<E> From<diesel::result::Error> for Rollback<E> {
     }
 }
 
+impl<E> From<tokio_postgres::Error> for Rollback<E> {
+    fn from(e: tokio_postgres::Error) -> Self {
+        query_error(e).into()
+    }
+}
+
 /// Applies an object exactly once: its rows as they arrive in batches
 /// (an object read whole is one batch), its bad records and its ledger
 /// row, in one transaction, unless the ledger says its bytes were applied
@@ -204,47 +217,26 @@ impl<E> From<diesel::result::Error> for Rollback<E> {
 /// their ledger row and quarantined records replaced; rows still only move
 /// forward by `fetched_at`.
 pub async fn apply<E: Send>(
-    conn: &mut AsyncPgConnection,
+    client: &mut Client,
     object: Object<'_>,
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
 ) -> Result<(Effect, StreamEnd), ApplyError<E>> {
-    let lineage = Lineage {
-        source_object: object.source_object,
-        fetched_at: object.fetched_at,
-    };
-    let applied = conn
-        .transaction(async |conn| {
-            if let Some(sha256) = object.sha256 {
-                claim(conn, object, sha256, 0).await?;
-            }
-            let mut counts = UpsertCounts::default();
-            let mut bad = Vec::new();
-            while let Some(batch) = batches.recv().await {
-                counts += rows::upsert(conn, &*batch.rows, lineage).await?;
-                bad.extend(batch.bad);
-            }
-            let end = finish
-                .await
-                .map_err(|e| Rollback::Failed(ApplyError::Input(e)))?;
-            if object.sha256.is_none() {
-                claim(conn, object, &end.sha256, end.records).await?;
-            }
-            let quarantined = quarantine(conn, object.source_object, &end.sha256, &bad).await?;
-            record_counts(conn, object.source_object, &end, counts, quarantined).await?;
-            Ok::<_, Rollback<E>>((
-                Effect::Written {
-                    rows: counts,
-                    quarantined,
-                },
-                end,
-            ))
-        })
-        .await;
+    let mut tx = client.transaction().await.map_err(query_error)?;
+    let applied = write(&mut tx, object, batches, finish).await;
     match applied {
-        Ok(applied) => Ok(applied),
-        Err(Rollback::Failed(e)) => Err(e),
+        Ok(applied) => {
+            tx.commit().await.map_err(query_error)?;
+            Ok(applied)
+        }
+        Err(Rollback::Failed(e)) => {
+            // What failed is the error to report; a rollback that fails
+            // too (the connection is gone) changes nothing for the caller.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
         Err(Rollback::AlreadyApplied(entry)) => {
+            tx.rollback().await.map_err(query_error)?;
             let end = StreamEnd {
                 sha256: entry.sha256.clone(),
                 records: entry.records as u64,
@@ -254,41 +246,83 @@ pub async fn apply<E: Send>(
     }
 }
 
+/// The body of [`apply`]'s transaction.
+async fn write<E: Send>(
+    tx: &mut Transaction<'_>,
+    object: Object<'_>,
+    batches: &mut tokio::sync::mpsc::Receiver<Batch>,
+    finish: impl Future<Output = Result<StreamEnd, E>> + Send,
+) -> Result<(Effect, StreamEnd), Rollback<E>> {
+    let lineage = Lineage {
+        source_object: object.source_object,
+        fetched_at: object.fetched_at,
+    };
+    if let Some(sha256) = object.sha256 {
+        claim(tx, object, sha256, 0).await?;
+    }
+    let mut counts = UpsertCounts::default();
+    let mut bad = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        counts += rows::upsert(tx, &*batch.rows, lineage).await?;
+        bad.extend(batch.bad);
+    }
+    let end = finish
+        .await
+        .map_err(|e| Rollback::Failed(ApplyError::Input(e)))?;
+    if object.sha256.is_none() {
+        claim(tx, object, &end.sha256, end.records).await?;
+    }
+    let quarantined = quarantine(tx, object.source_object, &end.sha256, &bad).await?;
+    record_counts(tx, object.source_object, &end, counts, quarantined).await?;
+    Ok((
+        Effect::Written {
+            rows: counts,
+            quarantined,
+        },
+        end,
+    ))
+}
+
 /// Inserts the object's ledger row; if these bytes have one already, rolls
 /// back with it. To reapply, the old row (and with it, by the foreign key's
 /// cascade, its quarantined records) is deleted first: a second worker
 /// reapplying the same object at once waits on that row, finds it gone and
 /// the new one in its place, and rolls back as already applied.
 async fn claim<E>(
-    conn: &mut AsyncPgConnection,
+    tx: &Transaction<'_>,
     object: Object<'_>,
     sha256: &str,
     records: u64,
 ) -> Result<(), Rollback<E>> {
     if object.reapply {
-        diesel::delete(applied_objects::table.find((object.source_object, sha256)))
-            .execute(conn)
-            .await?;
+        tx.execute(
+            "DELETE FROM applied_objects WHERE source_object = $1 AND sha256 = $2",
+            &[&object.source_object, &sha256],
+        )
+        .await?;
     }
-    let claimed = diesel::insert_into(applied_objects::table)
-        .values(NewLedgerEntry {
-            source_object: object.source_object,
-            sha256,
-            message_id: object.message_id,
-            fetched_at: object.fetched_at,
-            records: records as i64,
-            trace_id: object.trace_id,
-            resource: object.resource,
-        })
-        .on_conflict_do_nothing()
-        .execute(conn)
+    let claimed = tx
+        .execute(
+            "INSERT INTO applied_objects \
+             (source_object, sha256, message_id, fetched_at, records, trace_id, resource) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &object.source_object,
+                &sha256,
+                &object.message_id,
+                &object.fetched_at,
+                &(records as i64),
+                &object.trace_id,
+                &object.resource,
+            ],
+        )
         .await?;
     if claimed == 1 {
         return Ok(());
     }
     // The row that conflicted; gone again only if its transaction rolled
     // back in between, which a retry of this one settles.
-    let entry = find(conn, object.source_object, sha256)
+    let entry = find(tx, object.source_object, sha256)
         .await?
         .ok_or(diesel::result::Error::NotFound)?;
     Err(Rollback::AlreadyApplied(entry))
