@@ -46,7 +46,7 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
         let db_url = db.url().clone();
         let mut conn = store.connection().await.unwrap();
         tokio::spawn(async move {
-            let mut tx = conn.transaction().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
             let counts = upsert(
                 &mut tx,
                 &vec![post(1, "from A")],
@@ -84,13 +84,9 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     };
     b_may_start.await.unwrap();
     let mut conn = store.connection().await.unwrap();
-    let pid: i32 = conn
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid = conn.backend_pid().await.unwrap();
     b_is.send(pid).unwrap();
-    let mut tx = conn.transaction().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
     let b = upsert(
         &mut tx,
         &vec![post(1, "from B"), post(2, "from B")],

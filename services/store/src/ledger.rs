@@ -5,9 +5,9 @@ use diesel::prelude::*;
 use pipeline_core::record::BadRecord;
 pub use pipeline_core::record::Batch;
 use time::OffsetDateTime;
-use tokio_postgres::{Client, GenericClient, Row, Transaction};
+use tokio_postgres::Row;
 
-use crate::pool::query_error;
+use crate::pool::{Client, Tx, query_error};
 use crate::rows::{self, Lineage, UpsertCounts};
 use crate::schema::applied_objects;
 
@@ -93,26 +93,24 @@ impl LedgerEntry {
 
 /// The ledger row of these bytes at this object, if they were applied.
 pub async fn find(
-    client: &impl GenericClient,
+    client: &mut Client,
     source_object: &str,
     sha256: &str,
 ) -> QueryResult<Option<LedgerEntry>> {
     let row = client
-        .query_opt(
-            &format!(
-                "SELECT {LEDGER_COLUMNS} FROM applied_objects \
-                 WHERE source_object = $1 AND sha256 = $2"
-            ),
-            &[&source_object, &sha256],
-        )
+        .query_opt(&find_sql(), &[&source_object, &sha256])
         .await
         .map_err(query_error)?;
     Ok(row.as_ref().map(LedgerEntry::from_row))
 }
 
+fn find_sql() -> String {
+    format!("SELECT {LEDGER_COLUMNS} FROM applied_objects WHERE source_object = $1 AND sha256 = $2")
+}
+
 /// Keeps an object's bad records, in chunks of [`QUARANTINE_CHUNK`].
 async fn quarantine(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     source_object: &str,
     sha256: &str,
     bad: &[BadRecord],
@@ -133,7 +131,7 @@ async fn quarantine(
 
 /// Fills in the counts of an object's ledger row.
 async fn record_counts(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     source_object: &str,
     end: &StreamEnd,
     rows: UpsertCounts,
@@ -222,7 +220,7 @@ pub async fn apply<E: Send>(
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
 ) -> Result<(Effect, StreamEnd), ApplyError<E>> {
-    let mut tx = client.transaction().await.map_err(query_error)?;
+    let mut tx = client.begin().await.map_err(query_error)?;
     let applied = write(&mut tx, object, batches, finish).await;
     match applied {
         Ok(applied) => {
@@ -248,7 +246,7 @@ pub async fn apply<E: Send>(
 
 /// The body of [`apply`]'s transaction.
 async fn write<E: Send>(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     object: Object<'_>,
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
@@ -289,7 +287,7 @@ async fn write<E: Send>(
 /// reapplying the same object at once waits on that row, finds it gone and
 /// the new one in its place, and rolls back as already applied.
 async fn claim<E>(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     object: Object<'_>,
     sha256: &str,
     records: u64,
@@ -322,8 +320,11 @@ async fn claim<E>(
     }
     // The row that conflicted; gone again only if its transaction rolled
     // back in between, which a retry of this one settles.
-    let entry = find(tx, object.source_object, sha256)
+    let entry = tx
+        .query_opt(&find_sql(), &[&object.source_object, &sha256])
         .await?
+        .as_ref()
+        .map(LedgerEntry::from_row)
         .ok_or(diesel::result::Error::NotFound)?;
     Err(Rollback::AlreadyApplied(entry))
 }

@@ -36,7 +36,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 pub use database_url::{DatabaseUrl, PasswordError, PasswordSource};
-pub use pool::{Connection, Store};
+pub use pool::{Client, Connection, Store, Tx};
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]

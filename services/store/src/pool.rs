@@ -12,8 +12,11 @@
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use diesel::result::DatabaseErrorKind;
+use std::collections::HashMap;
+use std::time::Duration;
 use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, NoTls, Row, Statement, Transaction};
 
 use crate::{DatabaseUrl, StoreError, connect_failed, retrying_a_new_password};
 
@@ -73,31 +76,165 @@ pub struct Clients {
     url: DatabaseUrl,
 }
 
+/// A connection that was handed out this recently is not pinged again: it
+/// was working a moment ago, and a ping per object would be two of the
+/// dozen round trips it costs.
+const FRESH: Duration = Duration::from_secs(1);
+
 impl managed::Manager for Clients {
     type Type = Client;
     type Error = StoreError;
 
     async fn create(&self) -> Result<Client, StoreError> {
-        retrying_a_new_password(&self.url, || open(&self.url)).await
+        let client = retrying_a_new_password(&self.url, || open(&self.url)).await?;
+        Ok(Client {
+            client,
+            statements: Statements::default(),
+        })
     }
 
-    /// A round trip before reuse, as diesel-async's pool does: a server
-    /// that restarted since is found here, not in the middle of an object.
-    async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<StoreError> {
-        if client.is_closed() {
+    /// A closed connection is dropped. One idle for a while gets a round
+    /// trip before reuse, as diesel-async's pool does: a server that
+    /// restarted meanwhile is found here, not in the middle of an object.
+    /// One that restarts within [`FRESH`] fails the next object's work,
+    /// which is retried.
+    async fn recycle(&self, client: &mut Client, metrics: &Metrics) -> RecycleResult<StoreError> {
+        if client.client.is_closed() {
             return Err(RecycleError::message("closed"));
         }
+        if metrics.last_used() < FRESH {
+            return Ok(());
+        }
         client
+            .client
             .batch_execute("SELECT 1")
             .await
             .map_err(|e| RecycleError::Backend(StoreError::Query(query_error(e))))
     }
 }
 
+/// A connection of the pool: its client and the statements prepared on it.
+#[derive(Debug)]
+pub struct Client {
+    client: tokio_postgres::Client,
+    statements: Statements,
+}
+
+impl Client {
+    /// Begins a transaction.
+    pub async fn begin(&mut self) -> Result<Tx<'_>, tokio_postgres::Error> {
+        Ok(Tx {
+            inner: self.client.transaction().await?,
+            statements: &mut self.statements,
+        })
+    }
+
+    pub(crate) async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statements.prepared(&self.client, sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    /// The session's backend process id, as `pg_backend_pid()` says.
+    pub async fn backend_pid(&mut self) -> Result<i32, tokio_postgres::Error> {
+        Ok(self
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0))
+    }
+}
+
+/// A transaction on a [`Client`]; rolled back if dropped uncommitted.
+/// Its statements are prepared once per connection.
+pub struct Tx<'c> {
+    pub(crate) inner: Transaction<'c>,
+    pub(crate) statements: &'c mut Statements,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("statements", &self.statements.0.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        self.inner.rollback().await
+    }
+
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statements.prepared(&self.inner, sql).await?;
+        self.inner.execute(&statement, params).await
+    }
+
+    pub(crate) async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statements.prepared(&self.inner, sql).await?;
+        self.inner.query(&statement, params).await
+    }
+
+    pub(crate) async fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statements.prepared(&self.inner, sql).await?;
+        self.inner.query_one(&statement, params).await
+    }
+
+    pub(crate) async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statements.prepared(&self.inner, sql).await?;
+        self.inner.query_opt(&statement, params).await
+    }
+}
+
+/// The statements prepared on one connection, by their SQL. The apply path
+/// runs the same dozen statements for every object: prepared once, each
+/// later run is one round trip instead of two, and PostgreSQL parses and
+/// plans it no more.
+#[derive(Debug, Default)]
+pub(crate) struct Statements(HashMap<String, Statement>);
+
+impl Statements {
+    pub(crate) async fn prepared(
+        &mut self,
+        client: &impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql).await?;
+        self.0.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
 /// One connection attempt with the password as it is now. The connection
 /// task ends when the client is dropped or the server goes; the client's
 /// calls then fail as closed, and the pool drops it.
-async fn open(url: &DatabaseUrl) -> Result<Client, StoreError> {
+async fn open(url: &DatabaseUrl) -> Result<tokio_postgres::Client, StoreError> {
     let config = url.config_now();
     match url.tls() {
         None => {

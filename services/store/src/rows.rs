@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Error, Transaction};
+use tokio_postgres::{Error, Statement, Transaction};
+
+use crate::pool::Tx;
 
 /// Rows per statement. Each statement binds one array per column whatever
 /// its size (Postgres allows at most 65,535 parameters per statement, so
@@ -64,7 +66,7 @@ impl std::ops::AddAssign for UpsertCounts {
 /// Run it inside the caller's transaction: it issues a few statements per
 /// [`CHUNK_ROWS`] rows.
 pub async fn upsert(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     rows: &dyn Rows,
     lineage: Lineage<'_>,
 ) -> Result<UpsertCounts, Error> {
@@ -87,7 +89,7 @@ pub async fn upsert(
 /// the `COPY`: it then fails with a unique violation, its savepoint is
 /// rolled back, and those rows are upserted with the rest.
 async fn write_chunk(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     rows: &dyn Rows,
     chunk: &[usize],
     lineage: Lineage<'_>,
@@ -113,8 +115,13 @@ async fn write_chunk(
 
     let mut counts = UpsertCounts::default();
     if !fresh.is_empty() {
-        let savepoint = tx.savepoint("fresh").await?;
-        match copy_in(&savepoint, rows, &fresh, lineage).await {
+        let columns = rows.columns(&fresh);
+        let copy = tx
+            .statements
+            .prepared(&tx.inner, &copy_sql(table, &columns))
+            .await?;
+        let savepoint = tx.inner.savepoint("fresh").await?;
+        match copy_in(&savepoint, &copy, rows, &fresh, &columns, lineage).await {
             Ok(inserted) => {
                 savepoint.commit().await?;
                 counts.inserted += inserted;
@@ -132,15 +139,16 @@ async fn write_chunk(
     Ok(counts)
 }
 
-/// Writes the rows at `indices`, with their lineage, in one binary `COPY`.
+/// Writes the rows at `indices`, with their lineage, in one binary `COPY`
+/// (`copy`, prepared from [`copy_sql`] for these `columns`).
 async fn copy_in(
     tx: &Transaction<'_>,
+    copy: &Statement,
     rows: &dyn Rows,
     indices: &[usize],
+    columns: &[Column<'_>],
     lineage: Lineage<'_>,
 ) -> Result<u64, Error> {
-    let table = rows.table();
-    let columns = rows.columns(indices);
     let keys: Vec<i64> = indices.iter().map(|&i| rows.key(i)).collect();
     let mut types = vec![Type::INT8];
     types.extend(columns.iter().map(|column| match column.values {
@@ -149,14 +157,14 @@ async fn copy_in(
     }));
     types.extend([Type::TEXT, Type::TIMESTAMPTZ]);
 
-    let sink = tx.copy_in(&copy_sql(table, &columns)).await?;
+    let sink = tx.copy_in(copy).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
     for (j, key) in keys.iter().enumerate() {
         row.clear();
         row.push(key);
-        for column in &columns {
+        for column in columns {
             row.push(match &column.values {
                 Values::BigInt(values) => &values[j],
                 Values::Text(values) => &values[j],
@@ -260,8 +268,9 @@ FROM written"#,
     )
 }
 
+/// Upserts the rows at `chunk` in one statement, and counts what it did.
 async fn upsert_chunk(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     rows: &dyn Rows,
     chunk: &[usize],
     lineage: Lineage<'_>,

@@ -68,8 +68,8 @@ pub async fn apply_object(
     // ledger without fetching anything (unless told to apply them again).
     if let Some(sha256) = message.sha256.as_ref().filter(|_| !message.reapply) {
         let found = async {
-            let conn = cx.store.connection().await?;
-            Ok(ledger::find(&*conn, &object.to_string(), sha256).await?)
+            let mut conn = cx.store.connection().await?;
+            Ok(ledger::find(&mut conn, &object.to_string(), sha256).await?)
         };
         if let Some(entry) = found
             .await
