@@ -14,10 +14,10 @@ use tokio_postgres::{Error, Statement, Transaction};
 
 use crate::pool::Tx;
 
-/// Rows per statement. Each statement binds one array per column whatever
-/// its size (Postgres allows at most 65,535 parameters per statement, so
-/// one row per parameter set would cap batches at 16k rows of posts and
-/// cost far more parsing).
+/// Rows per look-up, `COPY` and upsert. The look-up and the upsert bind one
+/// array per column whatever its size (Postgres allows at most 65,535
+/// parameters per statement, so one row per parameter set would cap
+/// batches at 16k rows of posts and cost far more parsing).
 pub const CHUNK_ROWS: usize = 5_000;
 
 /// Where a set of rows came from.
