@@ -2,7 +2,6 @@
 //! same way for every resource: the SQL is made from the table's name, key
 //! and columns ([`pipeline_core::record::Rows`]).
 
-use futures::pin_mut;
 use pipeline_core::record::{Column, Rows, Table, Values};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -158,8 +157,7 @@ async fn copy_in(
     types.extend([Type::TEXT, Type::TIMESTAMPTZ]);
 
     let sink = tx.copy_in(copy).await?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    pin_mut!(writer);
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
     let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
     for (j, key) in keys.iter().enumerate() {
         row.clear();
