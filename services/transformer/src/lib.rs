@@ -136,6 +136,7 @@ impl Transformer {
             queue.url = %self.queue.url(),
             dead_letter_queue.url = self.queue.dead_letter_url().map(|u| u.as_str()),
             concurrency = config.concurrency.get(),
+            messages_in_hand = config.messages_in_hand(),
             ?mode,
             "Receiving from {}",
             self.queue.url()
@@ -161,7 +162,7 @@ impl Transformer {
         };
         let limits = Limits {
             mode,
-            concurrency: config.concurrency.get(),
+            concurrency: config.messages_in_hand(),
             shutdown_timeout: config.shutdown_timeout,
         };
         let listener = Listener::new(

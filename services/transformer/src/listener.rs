@@ -110,9 +110,12 @@ pub struct Listener<'a, Q, H> {
     permits: Arc<Semaphore>,
     /// The messages in hand.
     tasks: JoinSet<Outcome>,
-    /// Receive only once this many slots are free (or none is busy): one
-    /// receive per freed slot would cost as many SQS calls as messages,
-    /// and waiting for half of them leaves them idle too long.
+    /// Receive only once this many slots are free (or none is busy): half
+    /// of them. One receive per freed slot would cost as many SQS calls as
+    /// messages (and as many deletes: they are flushed before each
+    /// receive). Half of the slots are the messages fetched ahead of the
+    /// database (see `Config::messages_in_hand`): when they are all taken,
+    /// the other half is still being written while the next ones arrive.
     receive_batch: usize,
     /// At most one receive at a time. It is never dropped while pending:
     /// SQS would still hand its messages out, to nobody, and they would stay
@@ -154,7 +157,7 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             shutdown,
             permits: Arc::new(Semaphore::new(limits.concurrency)),
             tasks: JoinSet::new(),
-            receive_batch: (limits.concurrency / 4).clamp(1, MAX_RECEIVE),
+            receive_batch: (limits.concurrency / 2).clamp(1, MAX_RECEIVE),
             limits,
             receiving: None,
             found_nothing: false,

@@ -116,7 +116,9 @@ pub struct Settings {
     )]
     pub database_secret: Option<String>,
 
-    /// Messages processed at once; also the size of the connection pool.
+    /// Objects written to the database at once: the size of the connection pool. Twice as
+    /// many messages are in hand, so that the next objects are fetched and parsed while
+    /// these are written.
     #[arg(
         long,
         env = "TRANSFORMER_CONCURRENCY",
@@ -178,6 +180,7 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     /// Secrets Manager secret with the database password; `None`: the URL's.
     pub database_secret: Option<String>,
+    /// Objects written at once; see [`Config::messages_in_hand`].
     pub concurrency: NonZeroUsize,
     pub dead_letter_queue_url: Option<Url>,
     pub visibility_timeout: Duration,
@@ -194,6 +197,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Messages in hand at once: for each object being written, one more
+    /// being fetched and parsed. Waiting on S3, SQS or the parser would
+    /// leave its connection, and the database, idle; the one ahead waits
+    /// for a connection instead, with its records parsed.
+    pub fn messages_in_hand(&self) -> usize {
+        self.concurrency.get().saturating_mul(2)
+    }
+
     /// The defaults of everything but the queue and the database, as the
     /// command line has them.
     pub fn new(queue_url: Url, database_url: DatabaseUrl) -> Self {

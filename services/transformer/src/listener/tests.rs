@@ -18,6 +18,8 @@ struct Memory {
     /// Receives still to fail before one succeeds.
     unreachable_for: u32,
     failed_receives: u32,
+    /// How many each receive that found messages brought.
+    received: Vec<usize>,
     handed_back: Vec<String>,
 }
 
@@ -69,6 +71,9 @@ impl Queue for FakeQueue {
                 return Err(QueueError::call("receive from", &"memory")(unreachable));
             }
             let n = max.min(memory.visible.len());
+            if n > 0 {
+                memory.received.push(n);
+            }
             memory.in_flight += n;
             memory.most_in_flight = memory.most_in_flight.max(memory.in_flight);
             memory.visible.drain(..n).collect()
@@ -229,6 +234,25 @@ async fn finished_messages_waiting_for_their_delete_count_against_the_concurrenc
 }
 
 #[tokio::test(start_paused = true)]
+async fn it_receives_again_once_half_of_the_slots_are_free() {
+    // Messages end one by one (the odd ones 100 ms later): a receive per
+    // freed slot would bring one message each.
+    let mut queue = FakeQueue::with(40);
+    queue.stagger = Duration::from_millis(100);
+    let run = run(Arc::new(queue), SECOND, limits(Mode::Drain, 8), None).await;
+
+    assert_eq!(run.report.messages_applied, 40);
+    let received = run.queue.memory.lock().unwrap().received.clone();
+    assert_eq!(received[0], 8, "the first receive fills every slot");
+    let (last, others) = received.split_last().unwrap();
+    assert!(
+        others.iter().all(|&n| n >= 4) && *last >= 1,
+        "each receive but the last brings at least half the slots' worth: {received:?}"
+    );
+    assert!(received.len() <= 10, "{received:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn draining_waits_for_messages_in_flight_elsewhere() {
     let queue = Arc::new(FakeQueue::with(0));
     queue.memory.lock().unwrap().in_flight = 1;
@@ -273,10 +297,12 @@ async fn at_shutdown_what_is_not_done_by_the_deadline_is_handed_back() {
 
 #[tokio::test(start_paused = true)]
 async fn at_shutdown_messages_in_hand_that_finish_in_time_are_applied() {
+    // Three messages in hand leave more than half of the eight slots free:
+    // a long poll is pending too.
     let run = run(
         Arc::new(FakeQueue::with(3)),
         10 * SECOND,
-        limits(Mode::Serve, 4),
+        limits(Mode::Serve, 8),
         Some(SECOND),
     )
     .await;
