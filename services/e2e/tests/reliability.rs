@@ -751,21 +751,32 @@ async fn two_workers_given_the_same_object_at_once_apply_it_once() {
         .body()
         .unwrap()
         .to_owned();
-    setup.aws.send(&body).await;
+    // The same message again, on a queue of its own: a worker holds twice
+    // its concurrency in messages, and on one queue the first to receive
+    // would take both.
+    let other = TestAws::new().await;
+    other.send(&body).await;
     // A slow way to S3 keeps both downloads going at the same time, so
     // that both reach the database with the same object.
     let proxy = Proxy::to_localstack().await;
     proxy.slow_down(Duration::from_millis(300));
-    let mut config = setup.transformer_config();
-    config.concurrency = NonZeroUsize::new(1).unwrap();
-    let worker = || async {
-        let aws = TestAws::clients_with_s3_through(&proxy).await;
-        setup
-            .run(config.clone(), aws, Mode::Drain, CancellationToken::new())
-            .await
+    let (setup, proxy) = (&setup, &proxy);
+    let worker = |queue_url: Url| {
+        let mut config = setup.transformer_config();
+        config.queue_url = queue_url;
+        config.concurrency = NonZeroUsize::new(1).unwrap();
+        async move {
+            let aws = TestAws::clients_with_s3_through(proxy).await;
+            setup
+                .run(config, aws, Mode::Drain, CancellationToken::new())
+                .await
+        }
     };
 
-    let (a, b) = tokio::join!(worker(), worker());
+    let (a, b) = tokio::join!(
+        worker(setup.aws.queue_url.clone()),
+        worker(other.queue_url.clone())
+    );
 
     assert_eq!(
         (
