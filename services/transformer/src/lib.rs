@@ -162,7 +162,7 @@ impl Transformer {
         };
         let limits = Limits {
             mode,
-            concurrency: config.messages_in_hand(),
+            in_hand: config.messages_in_hand(),
             shutdown_timeout: config.shutdown_timeout,
         };
         let listener = Listener::new(

@@ -83,7 +83,7 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Limits {
     pub mode: Mode,
     /// Messages in hand at once.
-    pub concurrency: usize,
+    pub in_hand: usize,
     /// After shutdown is requested, how long the messages in hand get.
     pub shutdown_timeout: Duration,
 }
@@ -155,9 +155,9 @@ impl<'a, Q: Queue, H: Handler> Listener<'a, Q, H> {
             handler,
             protection,
             shutdown,
-            permits: Arc::new(Semaphore::new(limits.concurrency)),
+            permits: Arc::new(Semaphore::new(limits.in_hand)),
             tasks: JoinSet::new(),
-            receive_batch: (limits.concurrency / 2).clamp(1, MAX_RECEIVE),
+            receive_batch: (limits.in_hand / 2).clamp(1, MAX_RECEIVE),
             limits,
             receiving: None,
             found_nothing: false,

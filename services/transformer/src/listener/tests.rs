@@ -189,10 +189,10 @@ async fn run(
     }
 }
 
-fn limits(mode: Mode, concurrency: usize) -> Limits {
+fn limits(mode: Mode, in_hand: usize) -> Limits {
     Limits {
         mode,
-        concurrency,
+        in_hand,
         shutdown_timeout: Duration::from_secs(20),
     }
 }
