@@ -39,8 +39,9 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     let (b_is, b_pid) = tokio::sync::oneshot::channel::<i32>();
 
     // A inserts post 1 and keeps its transaction open until B is blocked
-    // on post 1's key: B looked before A committed, so B's COPY meets A's
-    // row.
+    // on post 1's key: B's COPY meets A's row. (B's connection has written
+    // nothing yet, so B tries its posts as all new, without a look-up; one
+    // that looked first, before A committed, would meet it the same way.)
     let store = pipeline_store::Store::new(db.url(), 2);
     let a = {
         let db_url = db.url().clone();

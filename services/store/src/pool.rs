@@ -18,6 +18,7 @@ use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row, Statement, Transaction};
 
+use crate::rows::KeysMet;
 use crate::{DatabaseUrl, StoreError, connect_failed, retrying_a_new_password};
 
 /// A connection taken from the [`Store`]; back to the pool when dropped.
@@ -90,6 +91,7 @@ impl managed::Manager for Clients {
         Ok(Client {
             client,
             statements: Statements::default(),
+            keys_met: KeysMet::default(),
         })
     }
 
@@ -113,11 +115,13 @@ impl managed::Manager for Clients {
     }
 }
 
-/// A connection of the pool: its client and the statements prepared on it.
+/// A connection of the pool: its client, the statements prepared on it,
+/// and what its last writes found.
 #[derive(Debug)]
 pub struct Client {
     client: tokio_postgres::Client,
     statements: Statements,
+    keys_met: KeysMet,
 }
 
 impl Client {
@@ -126,6 +130,7 @@ impl Client {
         Ok(Tx {
             inner: self.client.transaction().await?,
             statements: &mut self.statements,
+            keys_met: &mut self.keys_met,
         })
     }
 
@@ -153,6 +158,7 @@ impl Client {
 pub struct Tx<'c> {
     pub(crate) inner: Transaction<'c>,
     pub(crate) statements: &'c mut Statements,
+    pub(crate) keys_met: &'c mut KeysMet,
 }
 
 impl std::fmt::Debug for Tx<'_> {

@@ -84,9 +84,17 @@ pub async fn upsert(
 /// rest are upserted. `COPY` is what PostgreSQL ingests fastest; it costs
 /// the conflict handling that the look-up makes unnecessary for new keys.
 ///
-/// Another transaction may insert one of those keys between the look-up and
-/// the `COPY`: it then fails with a unique violation, its savepoint is
-/// rolled back, and those rows are upserted with the rest.
+/// When the last chunk of this table written on this connection held only
+/// new keys, the whole chunk is first tried as one `COPY`, without the
+/// look-up: a bulk load then never looks a key up. If a key is present
+/// after all, the `COPY` fails on it, its savepoint is rolled back, and
+/// the chunk takes the look-up; from then on this connection looks first,
+/// until a look-up finds no key present again. A re-import of rows already
+/// there thus costs one failed `COPY` per connection, not one per chunk.
+///
+/// Another transaction may insert one of the keys between the look-up and
+/// the `COPY`: that `COPY` fails too, and those rows are upserted with the
+/// rest.
 async fn write_chunk(
     tx: &mut Tx<'_>,
     rows: &dyn Rows,
@@ -94,6 +102,14 @@ async fn write_chunk(
     lineage: Lineage<'_>,
 ) -> Result<UpsertCounts, Error> {
     let table = rows.table();
+    if tx.keys_met.expects_new(table)
+        && let Some(inserted) = copy_new(tx, rows, chunk, lineage).await?
+    {
+        return Ok(UpsertCounts {
+            inserted,
+            ..UpsertCounts::default()
+        });
+    }
     let keys: Vec<i64> = chunk.iter().map(|&i| rows.key(i)).collect();
     let present: HashSet<i64> = tx
         .query(
@@ -108,34 +124,70 @@ async fn write_chunk(
         .iter()
         .map(|row| row.get(0))
         .collect();
+    tx.keys_met.remember(table, !present.is_empty());
     let (fresh, mut known): (Vec<usize>, Vec<usize>) = chunk
         .iter()
         .partition(|&&i| !present.contains(&rows.key(i)));
 
     let mut counts = UpsertCounts::default();
     if !fresh.is_empty() {
-        let columns = rows.columns(&fresh);
-        let copy = tx
-            .statements
-            .prepared(&tx.inner, &copy_sql(table, &columns))
-            .await?;
-        let savepoint = tx.inner.savepoint("fresh").await?;
-        match copy_in(&savepoint, &copy, rows, &fresh, &columns, lineage).await {
-            Ok(inserted) => {
-                savepoint.commit().await?;
-                counts.inserted += inserted;
-            }
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                savepoint.rollback().await?;
-                known.extend(fresh);
-            }
-            Err(e) => return Err(e),
+        match copy_new(tx, rows, &fresh, lineage).await? {
+            Some(inserted) => counts.inserted += inserted,
+            None => known.extend(fresh),
         }
     }
     if !known.is_empty() {
         counts += upsert_chunk(tx, rows, &known, lineage).await?;
     }
     Ok(counts)
+}
+
+/// Inserts the rows at `indices` with one binary `COPY` in a savepoint, and
+/// returns how many; `None`, with the savepoint rolled back, if one of
+/// their keys is in the table already.
+async fn copy_new(
+    tx: &mut Tx<'_>,
+    rows: &dyn Rows,
+    indices: &[usize],
+    lineage: Lineage<'_>,
+) -> Result<Option<u64>, Error> {
+    let columns = rows.columns(indices);
+    let copy = tx
+        .statements
+        .prepared(&tx.inner, &copy_sql(rows.table(), &columns))
+        .await?;
+    let savepoint = tx.inner.savepoint("fresh").await?;
+    match copy_in(&savepoint, &copy, rows, indices, &columns, lineage).await {
+        Ok(inserted) => {
+            savepoint.commit().await?;
+            Ok(Some(inserted))
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            savepoint.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Per connection, the tables whose last look-up found keys already
+/// present: their next chunk is looked up first too. For every other
+/// table, a chunk is first tried as all new (see [`write_chunk`]).
+#[derive(Debug, Default)]
+pub(crate) struct KeysMet(HashSet<&'static str>);
+
+impl KeysMet {
+    fn expects_new(&self, table: Table) -> bool {
+        !self.0.contains(table.name)
+    }
+
+    fn remember(&mut self, table: Table, met_present: bool) {
+        if met_present {
+            self.0.insert(table.name);
+        } else {
+            self.0.remove(table.name);
+        }
+    }
 }
 
 /// Writes the rows at `indices`, with their lineage, in one binary `COPY`
