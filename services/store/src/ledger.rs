@@ -193,6 +193,19 @@ impl<E> From<tokio_postgres::Error> for Rollback<E> {
     }
 }
 
+/// A value that cannot be encoded is a permanent error, as diesel's
+/// serialization errors are.
+impl<E> From<rows::WriteError> for Rollback<E> {
+    fn from(e: rows::WriteError) -> Self {
+        match e {
+            rows::WriteError::Query(e) => e.into(),
+            e @ rows::WriteError::Encode { .. } => {
+                diesel::result::Error::SerializationError(Box::new(e)).into()
+            }
+        }
+    }
+}
+
 /// Applies an object exactly once: its rows as they arrive in batches
 /// (an object read whole is one batch), its bad records and its ledger
 /// row, in one transaction, unless the ledger says its bytes were applied

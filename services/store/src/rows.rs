@@ -2,13 +2,14 @@
 //! same way for every resource: the SQL is made from the table's name, key
 //! and columns ([`pipeline_core::record::Rows`]).
 
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures::SinkExt as _;
 use pipeline_core::record::{Column, Rows, Table, Values};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use time::OffsetDateTime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Error, Statement, Transaction};
 
 use crate::pool::Tx;
@@ -18,6 +19,28 @@ use crate::pool::Tx;
 /// parameters per statement, so one row per parameter set would cap
 /// batches at 16k rows of posts and cost far more parsing).
 pub const CHUNK_ROWS: usize = 5_000;
+
+/// The binary `COPY` header: its signature, no flags, no extension.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Binary `COPY` data goes to the connection in pieces of about this size.
+/// tokio-postgres's `BinaryCopyInWriter` sends every 4 KiB: each piece is a
+/// message to the connection's task, and about every other one a write to
+/// the socket, 270 and 140 of them for an object of 1.1 MB.
+const COPY_PIECE: usize = 64 * 1024;
+
+/// Why rows could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Query(#[from] Error),
+    /// A value that PostgreSQL's binary format cannot carry.
+    #[error("column `{column}`: {source}")]
+    Encode {
+        column: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 /// Where a set of rows came from.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +91,7 @@ pub async fn upsert(
     tx: &mut Tx<'_>,
     rows: &dyn Rows,
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, Error> {
+) -> Result<UpsertCounts, WriteError> {
     let latest = last_occurrences(rows);
     let mut counts = UpsertCounts {
         superseded: (rows.len() - latest.len()) as u64,
@@ -100,7 +123,7 @@ async fn write_chunk(
     rows: &dyn Rows,
     chunk: &[usize],
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, Error> {
+) -> Result<UpsertCounts, WriteError> {
     let table = rows.table();
     if tx.keys_met.expects_new(table)
         && let Some(inserted) = copy_new(tx, rows, chunk, lineage).await?
@@ -150,7 +173,7 @@ async fn copy_new(
     rows: &dyn Rows,
     indices: &[usize],
     lineage: Lineage<'_>,
-) -> Result<Option<u64>, Error> {
+) -> Result<Option<u64>, WriteError> {
     let columns = rows.columns(indices);
     let copy = tx
         .statements
@@ -162,7 +185,7 @@ async fn copy_new(
             savepoint.commit().await?;
             Ok(Some(inserted))
         }
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+        Err(WriteError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             savepoint.rollback().await?;
             Ok(None)
         }
@@ -199,32 +222,72 @@ async fn copy_in(
     indices: &[usize],
     columns: &[Column<'_>],
     lineage: Lineage<'_>,
-) -> Result<u64, Error> {
-    let keys: Vec<i64> = indices.iter().map(|&i| rows.key(i)).collect();
-    let mut types = vec![Type::INT8];
-    types.extend(columns.iter().map(|column| match column.values {
-        Values::BigInt(_) => Type::INT8,
-        Values::Text(_) => Type::TEXT,
-    }));
-    types.extend([Type::TEXT, Type::TIMESTAMPTZ]);
+) -> Result<u64, WriteError> {
+    let key = rows.table().key;
+    let fields = i16::try_from(columns.len() + 3).map_err(|e| WriteError::Encode {
+        column: key.to_owned(),
+        source: e.into(),
+    })?;
+    // The lineage ends every row the same way: encoded once.
+    let mut lineage_fields = BytesMut::new();
+    put_field(
+        &mut lineage_fields,
+        &lineage.source_object,
+        &Type::TEXT,
+        "source_object",
+    )?;
+    put_field(
+        &mut lineage_fields,
+        &lineage.fetched_at,
+        &Type::TIMESTAMPTZ,
+        "fetched_at",
+    )?;
 
-    let sink = tx.copy_in(copy).await?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
-    let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
-    for (j, key) in keys.iter().enumerate() {
-        row.clear();
-        row.push(key);
+    let sink = tx.copy_in::<_, Bytes>(copy).await?;
+    let mut sink = std::pin::pin!(sink);
+    let mut buf = BytesMut::with_capacity(2 * COPY_PIECE);
+    buf.put_slice(COPY_HEADER);
+    for (j, &i) in indices.iter().enumerate() {
+        buf.put_i16(fields);
+        put_field(&mut buf, &rows.key(i), &Type::INT8, key)?;
         for column in columns {
-            row.push(match &column.values {
-                Values::BigInt(values) => &values[j],
-                Values::Text(values) => &values[j],
-            });
+            match &column.values {
+                Values::BigInt(values) => {
+                    put_field(&mut buf, &values[j], &Type::INT8, column.name)?
+                }
+                Values::Text(values) => put_field(&mut buf, &values[j], &Type::TEXT, column.name)?,
+            }
         }
-        row.push(&lineage.source_object);
-        row.push(&lineage.fetched_at);
-        writer.as_mut().write(&row).await?;
+        buf.put_slice(&lineage_fields);
+        if buf.len() >= COPY_PIECE {
+            sink.send(buf.split().freeze()).await?;
+        }
     }
-    writer.finish().await
+    // Returning early drops the sink unfinished, which aborts the COPY.
+    buf.put_i16(-1);
+    sink.send(buf.freeze()).await?;
+    Ok(sink.as_mut().finish().await?)
+}
+
+/// Appends one field of a binary `COPY` row: its length, then its value.
+fn put_field(
+    buf: &mut BytesMut,
+    value: &(dyn ToSql + Sync),
+    ty: &Type,
+    column: &str,
+) -> Result<(), WriteError> {
+    let encode = |source| WriteError::Encode {
+        column: column.to_owned(),
+        source,
+    };
+    let at = buf.len();
+    buf.put_i32(0);
+    let len = match value.to_sql_checked(ty, buf).map_err(encode)? {
+        IsNull::Yes => -1,
+        IsNull::No => i32::try_from(buf.len() - at - 4).map_err(|e| encode(e.into()))?,
+    };
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// `COPY "t" ("key", "a", "b", source_object, fetched_at) FROM STDIN
@@ -324,7 +387,7 @@ async fn upsert_chunk(
     rows: &dyn Rows,
     chunk: &[usize],
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, Error> {
+) -> Result<UpsertCounts, WriteError> {
     let columns = rows.columns(chunk);
     let keys: Vec<i64> = chunk.iter().map(|&i| rows.key(i)).collect();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&keys];
