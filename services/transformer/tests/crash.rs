@@ -74,6 +74,9 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
         .unwrap()
         .as_nanos() as u64;
     let mut random = Lcg(seed);
+    // Watches the ledger between kills: one connection, so that a look
+    // takes a millisecond, not a connection's start.
+    let mut watch = db.connect().await;
     for kill in 1..=KILLS {
         // Whatever the last run held is visible again (VISIBILITY_TIMEOUT):
         // what is in flight from here on, this run holds.
@@ -82,17 +85,30 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
             async || aws.visible_and_in_flight().await.1 == 0,
         )
         .await;
+        let applied_before = applied(&mut watch).await;
+        // One writer, and a second message fetched ahead: see below.
         let mut child = transformer(&aws, &db)
             .arg("run")
             .env("VISIBILITY_TIMEOUT", "2s")
             .env("RETRY_DELAY", "1s")
+            .env("TRANSFORMER_CONCURRENCY", "1")
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
         // At a random moment of the work on them (fetching, parsing,
         // writing, committing, deleting), seen with messages in hand: the
-        // count is read again right before the kill.
-        tokio::time::sleep(Duration::from_millis(random.below(1_000))).await;
+        // count is read again right before the kill. No later than this
+        // run's first commit, though: with one writer, a run then applies
+        // one object, or two if the writer commits its next before the
+        // kill, so work remains for every kill however fast the machine
+        // (11 to 13 of the 51 objects after the 20 kills, on a fast day).
+        // Left to run up to a second at the default concurrency, a debug
+        // build applied all 51 within 8 to 16 runs, and the next kill
+        // found no message in hand.
+        let moment = Instant::now() + Duration::from_millis(random.below(1_000));
+        while Instant::now() < moment && applied(&mut watch).await == applied_before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         wait_until(
             &format!("kill {kill} (seed {seed}): a message in hand"),
             async || aws.visible_and_in_flight().await.1 > 0,
@@ -213,6 +229,15 @@ async fn killed_twenty_times_mid_run_the_table_still_ends_exact(
         ledger.len(),
         quarantined.len()
     );
+}
+
+/// How many objects the ledger holds.
+async fn applied(conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+    applied_objects::table
+        .count()
+        .get_result(conn)
+        .await
+        .unwrap()
 }
 
 /// Waits until `condition` holds, for at most 30 s.
