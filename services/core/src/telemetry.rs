@@ -25,7 +25,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal as _;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{DynFilterFn, FilterExt as _, LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -100,8 +100,15 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
         .with_target("pipeline_store", LevelFilter::INFO)
         .with_target("aws_sdk_s3", aws_calls)
         .with_target("aws_sdk_sqs", aws_calls);
+    // An AWS call outside every span of ours starts no trace: the
+    // transformer's long polls, one every 20 s per task while the queue is
+    // idle, would each be a trace of their own (an X-Ray trace is billed).
+    // Inside ours (fetching an object, deleting a message) they stay.
+    let within_ours = DynFilterFn::new(|meta, cx| {
+        !meta.target().starts_with("aws_sdk_") || cx.lookup_current().is_some()
+    });
     tracing_subscriber::registry()
-        .with(otel.with_filter(traced))
+        .with(otel.with_filter(traced.and(within_ours)))
         .with(log_lines(format).with_filter(filter))
         .init();
     for problem in problems {

@@ -97,6 +97,25 @@ async fn the_transformer_continues_the_importers_trace_and_both_export_metrics()
         assert_eq!(message.attribute("messaging.system"), Some("aws_sqs"));
         assert!(message.attribute("messaging.message.id").is_some());
     }
+    // An AWS call is a span of the trace it serves, never a trace of its
+    // own: the drain's receives (the last one empty) start none.
+    let aws_calls: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.service == "transformer" && (s.name.starts_with("SQS.") || s.name.starts_with("S3."))
+        })
+        .collect();
+    assert!(
+        aws_calls.iter().any(|s| s.name == "S3.GetObject"),
+        "the object fetches are traced: {spans:#?}"
+    );
+    for call in &aws_calls {
+        assert!(
+            !call.parent_span_id.is_empty(),
+            "{} started a trace of its own: {call:#?}",
+            call.name
+        );
+    }
     // Each object carries its archive span's context in its S3 metadata,
     // for whoever reads it later (a replay, a redrive).
     let keys = aws.keys().await;
