@@ -7,21 +7,26 @@
 #
 #   ecs/deploy.sh STACK VPC_ID SUBNET_ID,SUBNET_ID [Parameter=Value ...]
 #
-# Needs docker (with buildx), the aws CLI v2 with credentials for the
-# target account and region (AWS_REGION or the CLI's configuration), jq and
-# git. Images are tagged with the commit and the architecture (immutable in
-# ECR); a dirty work tree is refused so a tag always names what it holds.
-# Extra arguments are passed to `aws cloudformation deploy
-# --parameter-overrides`. DEPLOY_WITHOUT_NAT=1 accepts subnets without a
-# NAT route when the VPC has every endpoint the tasks need.
+# Needs docker (with buildx), the aws CLI (v2, or v1 from 1.29) with
+# credentials for the target account and region (AWS_REGION or the CLI's
+# configuration), jq and git. Images are tagged with the commit and the
+# architecture (immutable in ECR); a dirty work tree is refused so a tag
+# always names what it holds. Extra arguments are passed to `aws
+# cloudformation deploy --parameter-overrides`. DEPLOY_WITHOUT_NAT=1 accepts
+# subnets without a NAT route when the VPC has every endpoint the tasks need.
+# The template goes to CloudFormation through a deploy bucket of the
+# account's, api-pipeline-deploy-<account>-<region>, made on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 3 ] || usage
 stack="$1" vpc="$2" subnets="$3"
 shift 3
 overrides=("$@")
+
+# The collector's copy in this account's ECR; ecs/pipeline.yaml names it too.
+COLLECTOR_REPOSITORY=api-pipeline/collector
 
 log() { printf '[deploy] %s\n' "$*" >&2; }
 fail() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
@@ -29,6 +34,14 @@ fail() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 for tool in aws docker jq git; do
   command -v "$tool" >/dev/null || fail "$tool is needed"
 done
+# The capacity provider is named <stack>-capacity, and ECS refuses a
+# capacity provider name that starts with "aws", "ecs" or "fargate"
+# (CreateCapacityProvider, ECS API reference): the stack would fail
+# half-way, at the cluster.
+case "$(tr '[:upper:]' '[:lower:]' <<<"$stack")" in
+  aws* | ecs* | fargate*)
+    fail "the stack name $stack starts with aws, ecs or fargate, which ECS refuses at the start of its capacity provider's name ($stack-capacity): choose another" ;;
+esac
 if [ -n "$(git status --porcelain)" ]; then
   fail "the work tree has uncommitted changes; commit them first"
 fi
@@ -50,24 +63,85 @@ param() { # NAME
     aws cloudformation describe-stacks --stack-name "$stack" \
       --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue" --output text
   else
-    aws cloudformation get-template-summary --template-body file://ecs/pipeline.yaml \
+    aws cloudformation get-template-summary --template-url "$template_url" \
       --query "Parameters[?ParameterKey=='$1'].DefaultValue" --output text
   fi
 }
 
+# The template is over the 51,200 bytes CloudFormation takes inline
+# (CloudFormation User Guide, "quotas": template body size in a request),
+# and `aws cloudformation deploy` refuses such a file without --s3-bucket.
+# So it is handed over through S3 at every step, from a bucket of this
+# account's: encrypted, public access blocked, old templates expired (the
+# CLI and CloudFormation reach S3 over HTTPS only). --expected-bucket-owner makes sure that a bucket of that name in
+# another account is never written to.
+deploy_bucket() {
+  local answer
+  bucket="api-pipeline-deploy-$account-$region"
+  if answer="$(aws s3api head-bucket --bucket "$bucket" --expected-bucket-owner "$account" 2>&1)"; then
+    return
+  fi
+  case "$answer" in
+    *404* | *"Not Found"* | *NoSuchBucket*) ;;
+    *403* | *Forbidden*) fail "the deploy bucket $bucket belongs to another account, or this one may not read it: $answer" ;;
+    *) fail "cannot check the deploy bucket $bucket: $answer" ;;
+  esac
+  log "creating the deploy bucket $bucket"
+  if [ "$region" = us-east-1 ]; then # us-east-1 takes no location constraint
+    aws s3api create-bucket --bucket "$bucket" >/dev/null
+  else
+    aws s3api create-bucket --bucket "$bucket" --create-bucket-configuration "LocationConstraint=$region" >/dev/null
+  fi
+  aws s3api put-public-access-block --bucket "$bucket" --expected-bucket-owner "$account" \
+    --public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+  aws s3api put-bucket-encryption --bucket "$bucket" --expected-bucket-owner "$account" \
+    --server-side-encryption-configuration '{"Rules":[{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}}]}'
+  aws s3api put-bucket-lifecycle-configuration --bucket "$bucket" --expected-bucket-owner "$account" \
+    --lifecycle-configuration '{"Rules":[{"ID":"old-templates","Status":"Enabled","Filter":{"Prefix":""},"Expiration":{"Days":30},"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}}]}'
+}
+
+# The template in the deploy bucket, under its digest, and its URL:
+# path-style on the S3 endpoint, as `aws cloudformation deploy` builds its
+# own (awscli customizations/s3uploader.py, to_path_style_s3_url).
+upload_template() {
+  local key
+  key="$stack/$(sha256sum ecs/pipeline.yaml | cut -c1-16).yaml"
+  aws s3api put-object --bucket "$bucket" --key "$key" --body ecs/pipeline.yaml \
+    --expected-bucket-owner "$account" >/dev/null
+  template_url="${AWS_ENDPOINT_URL_S3:-${AWS_ENDPOINT_URL:-https://s3.$region.amazonaws.com}}/$bucket/$key"
+}
+
 deploy_stack() { # SERVICES_ENABLED
   aws cloudformation deploy --stack-name "$stack" --template-file ecs/pipeline.yaml \
+    --s3-bucket "$bucket" --s3-prefix "$stack" \
     --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
     --parameter-overrides VpcId="$vpc" PrivateSubnetIds="$subnets" ImageTag="$tag" \
-    Architecture="$arch" ServicesEnabled="$1" ${overrides[@]+"${overrides[@]}"}
+    Architecture="$arch" SourcePort="$source_port" ServicesEnabled="$1" ${overrides[@]+"${overrides[@]}"}
 }
+
+# The account and region everything goes to.
+region="$(aws configure get region 2>/dev/null || true)"
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-$region}}"
+[ -n "$region" ] || fail "no region: set AWS_REGION"
+account="$(aws sts get-caller-identity --query Account --output text)" ||
+  fail "no AWS credentials that work: aws sts get-caller-identity failed"
+deploy_bucket
+upload_template
 
 # 1. The stack's state. A first creation that failed leaves the stack in
 #    ROLLBACK_COMPLETE, where CloudFormation accepts nothing but deletion:
 #    say why it failed, delete it (it holds no data: the bucket it may
 #    have made is kept, empty), and create it anew.
-status="$(aws cloudformation describe-stacks --stack-name "$stack" \
-  --query 'Stacks[0].StackStatus' --output text 2>/dev/null || echo NONE)"
+#    Only "does not exist" means there is none: any other failure (expired
+#    credentials, no permission, a throttled call) stops here, rather than
+#    creating the stack anew beside one that exists.
+if ! status="$(aws cloudformation describe-stacks --stack-name "$stack" \
+  --query 'Stacks[0].StackStatus' --output text 2>&1)"; then
+  case "$status" in
+    *"does not exist"*) status=NONE ;;
+    *) fail "cannot read the stack $stack: $status" ;;
+  esac
+fi
 case "$status" in
   ROLLBACK_COMPLETE)
     log "$stack is in ROLLBACK_COMPLETE: its creation failed:"
@@ -99,6 +173,14 @@ case ",$architectures," in
   *) fail "$instance_type runs $architectures, neither x86_64 nor arm64" ;;
 esac
 tag="$commit-$arch"
+case "$(uname -m)" in
+  x86_64 | amd64) host_arch=x86_64 ;;
+  aarch64 | arm64) host_arch=arm64 ;;
+  *) host_arch="$(uname -m)" ;;
+esac
+if [ "$host_arch" != "$arch" ]; then
+  log "warning: $instance_type is $arch and this machine $host_arch: unless your buildx builder runs on $arch, the release build runs under emulation, many times slower than a native one (docs/aws.md, \"Building for another architecture\")"
+fi
 
 # 3. Room at full scale: a deployment runs up to twice TransformerMaxTasks
 #    (MaximumPercent 200) beside one importer.
@@ -109,12 +191,44 @@ if [ $((per_instance * max_instances)) -lt "$needed" ]; then
   fail "MaxInstances=$max_instances x $per_instance tasks per $instance_type = $((per_instance * max_instances)) tasks, but a deployment at TransformerMaxTasks=$max_tasks needs $needed ($max_tasks x 2 + 1 importer): pass MaxInstances=$(((needed + per_instance - 1) / per_instance))"
 fi
 
-# 4. A way out of the private subnets: a NAT gateway (the importer fetches
+# 4. The port of the importer's source, which the tasks' security group
+#    lets out beside 443 (AWS's APIs): from SourceUrl and the URLs in
+#    ImportResources (http:// is 80), unless SourcePort is given. The
+#    group holds one such port.
+url_port() { # URL
+  local scheme="${1%%://*}" authority="${1#*://}"
+  authority="${authority%%/*}" authority="${authority%%\?*}" authority="${authority##*@}"
+  if [[ "$authority" =~ :([0-9]+)$ ]]; then
+    echo "${BASH_REMATCH[1]}"
+  elif [ "$scheme" = http ]; then
+    echo 80
+  else
+    echo 443
+  fi
+}
+source_port=""
+for kv in ${overrides[@]+"${overrides[@]}"}; do
+  [ "${kv%%=*}" = SourcePort ] && source_port="${kv#*=}"
+done
+if [ -z "$source_port" ]; then
+  source_urls=("$(param SourceUrl)")
+  IFS=, read -r -a resources <<<"$(param ImportResources)"
+  for resource in ${resources[@]+"${resources[@]}"}; do
+    [[ "$resource" == *=* ]] && source_urls+=("${resource#*=}")
+  done
+  ports=()
+  for url in "${source_urls[@]}"; do
+    port="$(url_port "$url")"
+    [ "$port" = 443 ] || [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+  done
+  [ ${#ports[@]} -le 1 ] ||
+    fail "the importer's sources listen on ports ${ports[*]}, and the tasks' security group lets one out beside 443: serve them on one port, or pass SourcePort= for the one to allow"
+  source_port="${ports[0]:-443}"
+fi
+
+# 5. A way out of the private subnets: a NAT gateway (the importer fetches
 #    SourceUrl from the internet), or else the endpoints of every AWS
 #    service the instances and tasks call.
-region="$(aws configure get region 2>/dev/null || true)"
-region="${AWS_REGION:-${AWS_DEFAULT_REGION:-$region}}"
-[ -n "$region" ] || fail "no region: set AWS_REGION"
 no_way_out=()
 for subnet in ${subnets//,/ }; do
   routes="$(aws ec2 describe-route-tables --filters "Name=association.subnet-id,Values=$subnet" \
@@ -133,11 +247,12 @@ for subnet in ${subnets//,/ }; do
 done
 if [ ${#no_way_out[@]} -gt 0 ]; then
   log "no NAT route from: ${no_way_out[*]}"
+  # One name a line, compared whole: `ecs` is not `ecs-agent`.
   present="$(aws ec2 describe-vpc-endpoints --filters "Name=vpc-id,Values=$vpc" \
-    --query 'VpcEndpoints[].ServiceName' --output text)"
+    --query 'VpcEndpoints[].ServiceName' --output json | jq -r '.[]')"
   missing=()
   for service in ecr.api ecr.dkr ecs ecs-agent ecs-telemetry logs s3 sqs secretsmanager ssm xray; do
-    grep -qw "com.amazonaws.$region.$service" <<<"$present" || missing+=("com.amazonaws.$region.$service")
+    grep -qxF "com.amazonaws.$region.$service" <<<"$present" || missing+=("com.amazonaws.$region.$service")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     fail "without NAT the instances and tasks need these VPC endpoints, which $vpc lacks: ${missing[*]} (docs/aws.md, \"Network\")"
@@ -146,15 +261,37 @@ if [ ${#no_way_out[@]} -gt 0 ]; then
     fail "without NAT the importer reaches SourceUrl only inside the VPC; if it is, run again with DEPLOY_WITHOUT_NAT=1"
 fi
 
-# 5. First deploy: everything but what runs the images, which do not exist yet.
+# 6. First deploy: everything but what runs the images, which do not exist yet.
 if [ "$status" = NONE ]; then
   log "creating $stack without services (repositories, bucket, queues, database, cluster)"
   deploy_stack false
 fi
 
-# 6. Images for the instances' architecture, tagged with the commit.
+# 7. Images for the instances' architecture, tagged with the commit.
 registry="$(output ImporterRepositoryUri | cut -d/ -f1)"
 aws ecr get-login-password | docker login --username AWS --password-stdin "$registry" >/dev/null
+
+# The collector, copied from its public registry into this account's ECR,
+# where the tasks pull it: ECR Public has no VPC endpoint, so without NAT
+# no task could pull it from there, and its anonymous pulls are
+# rate-limited. One repository for every stack of the account and region,
+# a tag per collector version (the template names the same one).
+collector_source="$(param CollectorImage)"
+collector="$registry/$COLLECTOR_REPOSITORY:${collector_source##*:}"
+if ! answer="$(aws ecr describe-repositories --repository-names "$COLLECTOR_REPOSITORY" 2>&1 >/dev/null)"; then
+  case "$answer" in
+    *RepositoryNotFoundException*)
+      aws ecr create-repository --repository-name "$COLLECTOR_REPOSITORY" --image-tag-mutability IMMUTABLE \
+        --image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=KMS >/dev/null ;;
+    *) fail "cannot read the repository $COLLECTOR_REPOSITORY: $answer" ;;
+  esac
+fi
+if aws ecr describe-images --repository-name "$COLLECTOR_REPOSITORY" --image-ids imageTag="${collector_source##*:}" >/dev/null 2>&1; then
+  log "$collector is there already"
+else
+  log "copying $collector_source to $collector"
+  docker buildx imagetools create --tag "$collector" "$collector_source"
+fi
 for service in importer transformer; do
   repository="$(output "$(tr '[:lower:]' '[:upper:]' <<<"${service:0:1}")${service:1}RepositoryUri")"
   if aws ecr describe-images --repository-name "${repository#*/}" --image-ids imageTag="$tag" >/dev/null 2>&1; then
@@ -165,7 +302,7 @@ for service in importer transformer; do
   fi
 done
 
-# 7. Migrations, with the new image, before any service runs it: a new
+# 8. Migrations, with the new image, before any service runs it: a new
 #    revision of the migrate task definition that differs only by image.
 family="$(output MigrateTaskDefinition | sed 's#.*/##; s#:[0-9]*$##')"
 transformer_image="$(output TransformerRepositoryUri):$tag"
@@ -202,7 +339,7 @@ if [ "$code" != 0 ]; then
   fail "the migrate task $task failed; its log: group $(output TransformerLogGroup), stream migrate/migrate/${task##*/}"
 fi
 
-# 8. The stack at the new tag, services on.
+# 9. The stack at the new tag, services on.
 log "deploying $stack at $tag"
 deploy_stack true
 log "done: $(output QueueUrl)"
