@@ -406,7 +406,7 @@ class OnMoto(unittest.TestCase):
         self.assertNotIn("DeployBucketRequiredError", stderr)
         self.assertNotIn("--s3-bucket parameter", stderr)
         for action, fields in requests:
-            self.assertNotIn("TemplateBody", fields, action)
+            self.assertFalse("TemplateBody" in fields, f"{action} sent the template inline")
         by_url = [(a, f["TemplateURL"]) for a, f in requests if "TemplateURL" in f]
         bucket = f"api-pipeline-deploy-123456789012-{self.REGION}"
         self.assertEqual({a for a, _ in by_url}, {"GetTemplateSummary", "CreateChangeSet"}, requests)
