@@ -1,20 +1,21 @@
 """The failed-import page: the rule's pattern, tested with `aws events
-test-event-pattern` on moto, and the function behind it, run on ECS Task
-State Change events against moto's SNS (a queue subscribed to the topic
-shows what was published). Run by scripts/check-config."""
+test-event-pattern` on LocalStack (whose matching of arrays is
+EventBridge's) and on moto (whose is not), and the function behind it, run
+on ECS Task State Change events against moto's SNS (a queue subscribed to
+the topic shows what was published). Run by scripts/check-config."""
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import tempfile
+import time
 import unittest
+import urllib.request
 from pathlib import Path
 
 from cfnlint.decode import decode
 
-from test_deploy import MOTO_VENV, ROOT, start_moto
+from test_deploy import MOTO_VENV, ROOT, free_port, start_moto
 
 TEMPLATE, _ = decode(str(ROOT / "ecs" / "pipeline.yaml"))
 FUNCTION = TEMPLATE["Resources"]["ImportFailed"]["Properties"]
@@ -76,23 +77,11 @@ class ImportFailed(unittest.TestCase):
         # collector that exited 1 beside an importer that exited 0. moto
         # 5.2.6 matches nothing inside an array of objects, not even one
         # field: its answer on such a pattern proves nothing either way,
-        # which is why the rule's pattern has no array in it and the
-        # function, tested below, reads the containers.
+        # which is why the pattern is tested on LocalStack (OnLocalStack).
         for pattern in ({"detail": {"containers": {"name": ["collector"]}}},
                         {"detail": {"containers": {"name": ["importer"], "exitCode": [{"anything-but": 0}]}}}):
             self.assertFalse(self.matches(json.dumps(pattern), IMPORTER_0_COLLECTOR_1),
                              "moto now looks into arrays of objects: compare it with EventBridge's documented matching")
-
-    def test_the_rule_hands_every_stopped_importer_task_to_the_function_and_nothing_else(self):
-        pattern = resolved(TEMPLATE["Resources"]["ImportFailedRule"]["Properties"]["EventPattern"])
-        for sample in (IMPORTER_0_COLLECTOR_1, IMPORTER_1, NEVER_RAN):
-            self.assertTrue(self.matches(pattern, sample), sample["detail"]["containers"])
-        running = json.loads(json.dumps(IMPORTER_1))
-        running["detail"]["lastStatus"] = "RUNNING"
-        self.assertFalse(self.matches(pattern, running))
-        transformer = json.loads(json.dumps(IMPORTER_1))
-        transformer["detail"]["group"] = "service:p-TransformerService"
-        self.assertFalse(self.matches(pattern, transformer))
 
     def test_the_function_pages_for_the_importer_only(self):
         topic = self.aws("sns", "create-topic", "--name", "alarms")["TopicArn"]
@@ -133,6 +122,75 @@ class ImportFailed(unittest.TestCase):
                       bodies[0])
         self.assertIn("the importer never ran", bodies[1])
         self.assertIn("log group p-ImporterLogs-1", bodies[0])
+
+
+LOCALSTACK_VENV = os.environ.get("LOCALSTACK_VENV")
+
+
+@unittest.skipUnless(LOCALSTACK_VENV, "LOCALSTACK_VENV is set by scripts/check-config")
+class OnLocalStack(unittest.TestCase):
+    """The pattern against LocalStack's EventBridge, which matches each
+    field of an array of objects on its own, as EventBridge documents."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.TemporaryDirectory()
+        work = Path(cls.work.name)
+        (work / "s3").mkdir()
+        (work / "fs").mkdir()
+        port = free_port()
+        env = {**os.environ, "SERVICES": "events", "DISABLE_EVENTS": "1", "SKIP_SSL_CERT_DOWNLOAD": "1",
+               "DNS_ADDRESS": "0", "OVERRIDE_IN_DOCKER": "0", "FILESYSTEM_ROOT": str(work / "fs"),
+               "LOCALSTACK_S3_DIR": str(work / "s3"), "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+               "LOCALSTACK_HOST": f"127.0.0.1:{port}", "LOCALSTACK_BIND_HOST": "127.0.0.1"}
+        cls.log = (work / "localstack.log").open("w")
+        cls.server = subprocess.Popen([f"{LOCALSTACK_VENV}/bin/python", str(ROOT / "localstack" / "host" / "launch.py")],
+                                      cwd=work, env=env, stdout=cls.log, stderr=subprocess.STDOUT)
+        cls.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{cls.endpoint}/_localstack/health", timeout=2)
+                break
+            except OSError:
+                if cls.server.poll() is not None or time.monotonic() > deadline:
+                    cls.tearDownClass()
+                    raise RuntimeError("LocalStack did not start: " + (work / "localstack.log").read_text()[-2000:])
+                time.sleep(0.5)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait()
+        cls.log.close()
+        cls.work.cleanup()
+
+    def matches(self, pattern, sample):
+        run = subprocess.run(
+            [f"{LOCALSTACK_VENV}/bin/aws", "events", "test-event-pattern", "--endpoint-url", self.endpoint,
+             "--event-pattern", pattern, "--event", json.dumps(sample), "--output", "json"],
+            env={**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "eu-west-1"},
+            capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return json.loads(run.stdout)["Result"]
+
+    def test_a_pattern_on_the_containers_pages_for_the_collector(self):
+        # The pattern this stack had: the importer exited 0, the collector 1,
+        # and it matches; which is why the function decides.
+        by_fields = json.dumps({"detail": {"containers": {"name": ["importer"], "exitCode": [{"anything-but": 0}]}}})
+        self.assertTrue(self.matches(by_fields, IMPORTER_0_COLLECTOR_1))
+        self.assertFalse(self.matches(json.dumps({"detail": {"containers": {"name": ["nobody"]}}}), IMPORTER_0_COLLECTOR_1))
+
+    def test_the_rule_hands_every_stopped_importer_task_to_the_function_and_nothing_else(self):
+        pattern = resolved(TEMPLATE["Resources"]["ImportFailedRule"]["Properties"]["EventPattern"])
+        for sample in (IMPORTER_0_COLLECTOR_1, IMPORTER_1, NEVER_RAN):
+            self.assertTrue(self.matches(pattern, sample), sample["detail"]["containers"])
+        running = json.loads(json.dumps(IMPORTER_1))
+        running["detail"]["lastStatus"] = "RUNNING"
+        self.assertFalse(self.matches(pattern, running))
+        transformer = json.loads(json.dumps(IMPORTER_1))
+        transformer["detail"]["group"] = "service:p-TransformerService"
+        self.assertFalse(self.matches(pattern, transformer))
 
 
 if __name__ == "__main__":
