@@ -57,6 +57,38 @@ fn services_that_can_scale_have_no_fixed_names_or_host_ports() {
     );
 }
 
+#[test]
+fn the_compose_file_runs_on_the_docker_engine_the_readme_names() {
+    // The README says Docker Engine 23; a healthcheck's start_interval
+    // needs 25, where older engines refuse the whole file.
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    assert!(
+        readme.contains("Engine 23"),
+        "the README names another engine"
+    );
+    for (name, service) in compose_services() {
+        assert!(
+            service["healthcheck"]["start_interval"].is_badvalue(),
+            "{name}'s healthcheck has start_interval (Docker Engine 25)"
+        );
+    }
+    // On SELinux hosts a bind mount the container must read needs :z.
+    let localstack = &compose_services()["localstack"];
+    let hook = localstack["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|v| v.contains("/etc/localstack/init/ready.d"))
+        .expect("the init hook is mounted");
+    let options: Vec<&str> = hook.rsplit(':').next().unwrap().split(',').collect();
+    assert!(
+        options.contains(&"z"),
+        "{hook} is not relabelled for SELinux"
+    );
+    assert!(options.contains(&"ro"), "{hook} is writable");
+}
+
 #[tokio::test]
 async fn the_localstack_init_hook_creates_the_bucket_and_queues_with_a_redrive_policy() {
     let name = unique_name("init");
