@@ -21,6 +21,9 @@
 //! - `GET /fault/bad-record`: an array of five posts whose record 3 has a
 //!   string `id` (`?resource=comments`: five comments).
 //! - `GET /fault/status/{code}`: an empty answer with that status.
+//! - `GET /fault/stall-body`: a 200 with its headers and the first byte of
+//!   an array, then nothing more, ever (a source that hangs mid-body).
+//! - `GET /fault/no-answer`: the request is read and never answered.
 //! - `GET /stats`: [`Stats`] of the requests to `/posts` and `/comments`
 //!   so far, as JSON.
 
@@ -29,6 +32,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt as _;
 use pipeline_core::resources::{Comment, Post};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -359,6 +363,8 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/not-json", get(not_json))
         .route("/fault/bad-record", get(bad_record))
         .route("/fault/status/{code}", get(status))
+        .route("/fault/stall-body", get(stall_body))
+        .route("/fault/no-answer", get(no_answer))
         .route("/stats", get(stats))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
@@ -526,6 +532,22 @@ async fn status(Path(code): Path<u16>) -> Response {
     StatusCode::from_u16(code)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         .into_response()
+}
+
+async fn stall_body() -> Response {
+    let first = futures::stream::once(async {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"["))
+    });
+    let body = first.chain(futures::stream::pending());
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn no_answer() -> Response {
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -240,6 +240,37 @@ async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
     assert_eq!(aws.message_count().await, 0, "nothing announced");
 }
 
+/// `HTTP_TIMEOUT` bounds a whole request, the body included: a source that
+/// sends its headers and then stalls, or never answers, fails the run in
+/// one line instead of hanging it (and `--every` with it).
+#[tokio::test]
+async fn http_timeout_bounds_a_request_that_stalls_in_its_body_or_never_answers() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    for path in ["fault/stall-body", "fault/no-answer"] {
+        let url = api.join(path).unwrap();
+        let mut importer = command(IMPORTER);
+        importer
+            .arg("run")
+            .envs(aws.env())
+            .envs([("HTTP_MAX_ATTEMPTS", "2"), ("HTTP_RETRY_BASE", "10ms")])
+            .env("HTTP_TIMEOUT", "1s")
+            .env("SOURCE_URL", url.as_str());
+        let run = Ran::of(&mut importer);
+        // Not a measure of speed: a guard, so that a hang fails the test
+        // instead of the whole suite. Two attempts of 1 s take a few.
+        let ran = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: HTTP_TIMEOUT=1s did not end a stalled request"));
+        let error = ran.one_error(1);
+        assert!(
+            error.contains(&format!("GET {url}")) && error.contains("gave up after 2 attempts"),
+            "{path}: {error}"
+        );
+    }
+    assert!(aws.keys().await.is_empty(), "nothing archived");
+}
+
 #[tokio::test]
 async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quarantine() {
     let aws = TestAws::new().await;
