@@ -384,3 +384,92 @@ async fn redrive(pipeline: &Pipeline, args: &Redrive) -> Redriven {
     .await
     .unwrap()
 }
+
+/// The keys of the messages on the queue, taken off it.
+async fn announced_keys(pipeline: &Pipeline) -> Vec<String> {
+    pipeline
+        .aws
+        .take_bodies()
+        .await
+        .iter()
+        .map(|body| {
+            let message: pipeline_core::message::ObjectMessage =
+                serde_json::from_str(body).unwrap();
+            message.key
+        })
+        .collect()
+}
+
+/// A rebuild covers the whole archive: S3 lists 1,000 keys a page, and an
+/// archive of 1,001 objects is announced whole, each once. A replay stopped
+/// (SIGTERM, in the binary) names the last key it sent; resuming with
+/// `--start-after` that key sends every other object, none twice.
+#[tokio::test]
+async fn a_replay_covers_more_than_one_listing_page_and_resumes_after_the_key_it_names() {
+    let pipeline = Pipeline::with_api(fake_api::FakeApi {
+        posts: 1_001,
+        ..fake_api::FakeApi::default()
+    })
+    .await;
+    // One post a page: 1,001 objects, one more than a listing page holds.
+    let mut config = pipeline.importer_config("posts");
+    config.page_size = NonZeroU32::new(1);
+    e2e::import(&pipeline.aws, config).await.unwrap();
+    let mut archive = pipeline.aws.keys().await;
+    archive.sort();
+    assert_eq!(archive.len(), 1_001);
+    assert_eq!(
+        announced_keys(&pipeline).await.len(),
+        1_001,
+        "the import's own messages"
+    );
+
+    let whole = replay_with(&pipeline, replay()).await;
+    assert_eq!((whole.listed, whole.sent), (1_001, 1_001));
+    let mut sent = announced_keys(&pipeline).await;
+    sent.sort();
+    assert_eq!(
+        sent, archive,
+        "every object once, past the first listing page"
+    );
+
+    // Stopped before it began: it sends the batch in hand, then stops and
+    // names the last key it sent.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let stopped = importer(&pipeline)
+        .replay(&replay(), &mut std::io::sink(), stop)
+        .await
+        .unwrap();
+    let reached = stopped
+        .last_sent
+        .clone()
+        .expect("it names where it stopped");
+    let first = announced_keys(&pipeline).await;
+    assert_eq!(stopped.sent, first.len() as u64);
+    assert!(first.len() < 1_001, "it stopped: {}", first.len());
+    assert_eq!(
+        first.last(),
+        Some(&reached),
+        "the key it names is the last it sent"
+    );
+
+    // Resumed right after that key: the rest, each once, nothing again.
+    let resumed = replay_with(
+        &pipeline,
+        Replay {
+            start_after: Some(reached.clone()),
+            ..replay()
+        },
+    )
+    .await;
+    let rest = announced_keys(&pipeline).await;
+    assert_eq!(resumed.sent, rest.len() as u64);
+    assert!(
+        rest.iter().all(|key| *key > reached),
+        "nothing at or before {reached}"
+    );
+    let mut both: Vec<String> = first.into_iter().chain(rest).collect();
+    both.sort();
+    assert_eq!(both, archive, "nothing skipped, nothing sent twice");
+}

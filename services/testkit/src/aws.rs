@@ -153,22 +153,27 @@ impl TestAws {
         ]
     }
 
-    /// Every key in the bucket, in order, but the importer's `_state/`.
+    /// Every key in the bucket, in order, but the importer's `_state/`:
+    /// every listing page, not only the first 1,000 keys.
     pub async fn keys(&self) -> Vec<String> {
-        let listed = self
+        let mut keys = Vec::new();
+        let mut pages = self
             .clients
             .s3
             .list_objects_v2()
             .bucket(&self.bucket)
-            .send()
-            .await
-            .expect("list objects");
-        listed
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_owned))
-            .filter(|key| !key.starts_with("_state/"))
-            .collect()
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list objects");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned))
+                    .filter(|key| !key.starts_with("_state/")),
+            );
+        }
+        keys
     }
 
     /// Reads the visible messages and leaves them on the queue.
