@@ -158,23 +158,20 @@ async fn a_large_object_with_a_wrong_checksum_is_rolled_back_and_dead_lettered()
     assert!(reason.contains("but the message says 0000"), "{reason}");
 }
 
-/// An object above `IN_MEMORY_BYTES` as stored, so the transformer streams
-/// it in batches: records 7 and 14 come again at the end, as revision 1 has
-/// them (dozens of batches after their first occurrence), and record 30,000
-/// is not valid.
-async fn streamed_object(resource: Resource, gzip: bool) {
-    const BAD_AT: usize = 30_000;
-    let count = large(resource);
-    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
-    let mut records = resource.records(count, 0);
-    let mut bad = resource.record(1, 0);
-    bad["id"] = "thirty thousand".into();
-    records.insert(BAD_AT, bad);
-    let again: Vec<serde_json::Value> = [7, 14].map(|id| resource.record(id, 1)).into();
-    records.extend(again.iter().cloned());
-    let json = serde_json::to_vec(&records).unwrap();
-    // Stored blocks: a real gzip stream, as large as the JSON, so that it
-    // is streamed compressed without megabytes of random data.
+/// Stores `records` as `streamed.json`, above `IN_MEMORY_BYTES` as stored
+/// (gzip in stored blocks: a real gzip stream, as large as the JSON, so that
+/// it is streamed compressed without megabytes of random data), and sends
+/// the message the importer sends for it: the sha256 of the bytes the API
+/// sent (the JSON, not what is stored) and `record_count` records.
+async fn put_streamed(
+    aws: &TestAws,
+    resource: Resource,
+    records: &[serde_json::Value],
+    gzip: bool,
+    record_count: usize,
+) -> String {
+    let json = serde_json::to_vec(records).unwrap();
+    let sha256 = hex_sha256(&json);
     let stored = if gzip {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
         std::io::Write::write_all(&mut encoder, &json).unwrap();
@@ -199,11 +196,31 @@ async fn streamed_object(resource: Resource, gzip: bool) {
     }
     put.send().await.unwrap();
     aws.send(&format!(
-        r#"{{"bucket": "{}", "key": "streamed.json", "resource": "{}"}}"#,
+        r#"{{"version": 1, "bucket": "{}", "key": "streamed.json", "resource": "{}", "sha256": "{sha256}", "record_count": {record_count}, "fetched_at": "2026-12-01T00:00:00Z"}}"#,
         aws.bucket,
         resource.name()
     ))
     .await;
+    sha256
+}
+
+/// An object above `IN_MEMORY_BYTES` as stored, so the transformer streams
+/// it in batches: records 7 and 14 come again at the end, as revision 1 has
+/// them (dozens of batches after their first occurrence), and record 30,000
+/// is not valid. Its message is the importer's, with the digest of the
+/// bytes the API sent: with gzip, the transformer checks the decompressed
+/// bytes against it.
+async fn streamed_object(resource: Resource, gzip: bool) {
+    const BAD_AT: usize = 30_000;
+    let count = large(resource);
+    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
+    let mut records = resource.records(count, 0);
+    let mut bad = resource.record(1, 0);
+    bad["id"] = "thirty thousand".into();
+    records.insert(BAD_AT, bad);
+    let again: Vec<serde_json::Value> = [7, 14].map(|id| resource.record(id, 1)).into();
+    records.extend(again.iter().cloned());
+    let sha256 = put_streamed(&aws, resource, &records, gzip, records.len()).await;
 
     let run = drain(&aws, &db).await;
 
@@ -232,6 +249,49 @@ async fn streamed_object(resource: Resource, gzip: bool) {
     assert_eq!(quarantined.len(), 1, "{quarantined:?}");
     assert_eq!(quarantined[0].0, BAD_AT as i64);
     assert!(quarantined[0].1.contains("`id`"), "{}", quarantined[0].1);
+    let ledger: Vec<String> = applied_objects::table
+        .select(applied_objects::sha256)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ledger, [sha256], "the digest of the bytes the API sent");
+}
+
+/// A streamed object holding one record more than its message says is
+/// rolled back whole: the batches already written go with it, and the
+/// message is dead-lettered with the reason.
+#[rstest]
+#[tokio::test]
+async fn a_streamed_object_whose_record_count_differs_from_its_message_is_rolled_back_whole(
+    #[values(false, true)] gzip: bool,
+) {
+    let resource = Resource::Posts;
+    let (aws, db) = tokio::join!(TestAws::new(), TestDb::new());
+    let records = resource.records(large(resource), 0);
+    put_streamed(&aws, resource, &records, gzip, records.len() - 1).await;
+
+    let run = drain(&aws, &db).await;
+
+    assert_eq!((run.messages_applied, run.dead_lettered), (0, 1), "{run:?}");
+    assert_eq!(
+        db.rows(resource.name()).await.len(),
+        0,
+        "no row of it stays"
+    );
+    let mut conn = db.connect().await;
+    let ledger: i64 = applied_objects::table
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ledger, 0);
+    let dead = aws.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].message_attributes().unwrap()[attribute::DEAD_LETTER_REASON]
+        .string_value()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("record"), "{reason}");
 }
 
 #[rstest]
