@@ -144,12 +144,7 @@ impl MessageHandler {
     /// every third of the timeout. Returns only when that fails.
     async fn heartbeat(&self, receipt: &str) -> QueueError {
         let timeout = self.visibility_timeout;
-        loop {
-            tokio::time::sleep(timeout / 3).await;
-            if let Err(e) = self.queue.set_visibility(receipt, timeout).await {
-                return e;
-            }
-        }
+        keep_hidden(timeout, || self.queue.set_visibility(receipt, timeout)).await
     }
 
     /// Hides a failed message for a delay that doubles with each receive.
@@ -168,6 +163,23 @@ impl MessageHandler {
             attempts,
             delay: hidden.map(|()| delay),
             not_dead_lettered,
+        }
+    }
+}
+
+/// Extends a message's visibility by `timeout` every third of `timeout`
+/// until `extend` fails, and returns why. Every third, not just before it
+/// runs out: an extension that comes late (a slow call, a busy runtime)
+/// still lands before SQS would give the message to another worker.
+async fn keep_hidden<F, Fut>(timeout: Duration, mut extend: F) -> QueueError
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), QueueError>>,
+{
+    loop {
+        tokio::time::sleep(timeout / 3).await;
+        if let Err(e) = extend().await {
+            return e;
         }
     }
 }
@@ -213,6 +225,43 @@ fn message_age(message: &Message) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cadence itself, in paused time: each extension comes a third of
+    /// the timeout after the one before (the receipt, for the first), so
+    /// two can be late or fail and the message is still hidden.
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_extends_every_third_of_the_visibility_timeout() {
+        let timeout = Duration::from_secs(60);
+        let received = tokio::time::Instant::now();
+        let mut extended = Vec::new();
+        let error = keep_hidden(timeout, || {
+            extended.push(received.elapsed());
+            let failed = extended.len() == 6;
+            async move {
+                if failed {
+                    Err(QueueError::NoDeadLetterQueue {
+                        queue: "stand-in for a failed call".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(error, QueueError::NoDeadLetterQueue { .. }),
+            "{error}"
+        );
+        assert_eq!(extended.len(), 6, "it stops at the first failure");
+        let mut hidden_until = timeout;
+        for (n, at) in extended.iter().enumerate() {
+            assert!(
+                *at <= hidden_until - timeout * 2 / 3,
+                "extension {n} at {at:?}: the message was hidden until {hidden_until:?} only"
+            );
+            hidden_until = *at + timeout;
+        }
+    }
 
     #[test]
     fn retry_delays_double_per_receive_up_to_15_minutes() {
