@@ -457,6 +457,60 @@ async fn s3_event_notifications_are_applied_and_test_events_deleted() {
     assert_eq!(setup.aws.message_count().await, 0);
 }
 
+/// A message that does not say when its records were fetched (written by
+/// hand, or an S3 event) takes the time from the object's `fetched-at`
+/// metadata, not the upload's: an object uploaded late but fetched long ago
+/// must not pass for newer than rows fetched since.
+#[rstest]
+#[tokio::test]
+async fn the_version_of_rows_from_a_message_without_a_fetch_time_is_the_objects_fetched_at(
+    #[values("hand-written", "S3 event")] message: &str,
+) {
+    let setup = Pipeline::new().await;
+    let fetched_at = "2026-11-01T08:00:00Z";
+    let key = "incoming/fetched-long-ago.json";
+    setup
+        .aws
+        .clients
+        .s3
+        .put_object()
+        .bucket(&setup.aws.bucket)
+        .key(key)
+        .body(fake_api::body(100, 0).into())
+        .metadata(pipeline_core::contract::metadata::FETCHED_AT, fetched_at)
+        .metadata(pipeline_core::contract::metadata::RESOURCE, "posts")
+        .send()
+        .await
+        .unwrap();
+    let bucket = &setup.aws.bucket;
+    let body = match message {
+        "hand-written" => setup.aws.minimal_message(key),
+        _ => format!(
+            r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
+                "eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},
+                "object":{{"key":"{key}","size":1}}}}}}]}}"#
+        ),
+    };
+    assert!(!body.contains("fetched_at"), "{body}");
+    setup.aws.send(&body).await;
+
+    let run = setup.drain().await;
+
+    assert_eq!((run.messages_applied, run.dead_lettered), (1, 0), "{run:?}");
+    let expected =
+        time::OffsetDateTime::parse(fetched_at, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let rows = setup.rows(Resource::Posts).await;
+    assert_eq!(rows.len(), 100);
+    for row in &rows {
+        assert_eq!(
+            row.fetched_at, expected,
+            "post {}: not the object's fetch time",
+            row.id
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_s3_outage_is_retried_until_it_passes_and_nothing_is_lost() {
     let setup = Pipeline::new().await;
