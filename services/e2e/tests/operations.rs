@@ -473,3 +473,47 @@ async fn a_replay_covers_more_than_one_listing_page_and_resumes_after_the_key_it
     both.sort();
     assert_eq!(both, archive, "nothing skipped, nothing sent twice");
 }
+
+/// `--reapply` of an object that had a bad record: the ledger row is
+/// written anew and its quarantined record with it (the foreign key's
+/// cascade takes the old one), so the record is quarantined once, not
+/// twice, and the message is not refused.
+#[tokio::test]
+async fn reapplying_an_object_with_a_quarantined_record_quarantines_it_once() {
+    let pipeline = Pipeline::new().await;
+    pipeline.import_page("fault/bad-record").await;
+    let first = pipeline.drain().await;
+    assert_eq!(
+        (first.messages_applied, first.quarantined),
+        (1, 1),
+        "{first:?}"
+    );
+    const QUARANTINED: &str =
+        "SELECT count(*) AS n FROM quarantined_records WHERE record_index = 3";
+    assert_eq!(pipeline.db.count(QUARANTINED).await, 1);
+
+    let replayed = replay_with(
+        &pipeline,
+        Replay {
+            reapply: true,
+            ..replay()
+        },
+    )
+    .await;
+    assert_eq!(replayed.sent, 1);
+    let again = pipeline.drain().await;
+
+    assert_eq!(
+        (
+            again.messages_applied,
+            again.dead_lettered,
+            again.retried,
+            again.quarantined
+        ),
+        (1, 0, 0, 1),
+        "{again:?}"
+    );
+    assert_eq!(pipeline.ledger().await.len(), 1);
+    assert_eq!(pipeline.db.count(QUARANTINED).await, 1, "once, not twice");
+    assert_eq!(pipeline.count("posts").await, 4);
+}
