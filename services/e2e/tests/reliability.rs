@@ -457,6 +457,42 @@ async fn s3_event_notifications_are_applied_and_test_events_deleted() {
     assert_eq!(setup.aws.message_count().await, 0);
 }
 
+/// Rows the database refuses for what they are (a constraint the schema
+/// gained, here a check no post 7 passes) dead-letter the message at once,
+/// with the database's reason, and nothing of the object stays: retrying
+/// the same rows cannot succeed.
+#[tokio::test]
+async fn rows_the_database_refuses_dead_letter_the_object_at_once_and_whole() {
+    let setup = Pipeline::new().await;
+    let mut conn = setup.db.connect().await;
+    diesel::sql_query("ALTER TABLE posts ADD CONSTRAINT no_post_seven CHECK (id <> 7)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    setup.import_page("posts").await;
+
+    let run = setup.drain().await;
+
+    assert_eq!(
+        (run.messages_applied, run.dead_lettered, run.retried),
+        (0, 1, 0),
+        "{run:?}"
+    );
+    assert_eq!(
+        setup.count("posts").await,
+        0,
+        "the other 99 rows are rolled back too"
+    );
+    assert_eq!(setup.count("applied_objects").await, 0);
+    let dead = setup.aws.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].message_attributes().unwrap()[attribute::DEAD_LETTER_REASON]
+        .string_value()
+        .unwrap();
+    assert!(reason.contains("no_post_seven"), "{reason}");
+    assert!(reason.contains("s3://"), "it names the object: {reason}");
+}
+
 /// A message that does not say when its records were fetched (written by
 /// hand, or an S3 event) takes the time from the object's `fetched-at`
 /// metadata, not the upload's: an object uploaded late but fetched long ago
