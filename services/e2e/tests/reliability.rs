@@ -493,6 +493,39 @@ async fn rows_the_database_refuses_dead_letter_the_object_at_once_and_whole() {
     assert!(reason.contains("s3://"), "it names the object: {reason}");
 }
 
+/// A dead-letter queue that refuses the send (here one that does not
+/// exist) loses nothing: the message that can never succeed stays on the
+/// queue, is tried again after `RETRY_DELAY`, and the queue's redrive
+/// policy moves it, body whole, once its receives run out.
+#[tokio::test]
+async fn a_dead_letter_queue_that_refuses_the_send_leaves_the_message_on_the_queue() {
+    let setup = Pipeline::new().await;
+    setup
+        .aws
+        .send(&setup.aws.minimal_message("never-uploaded.json"))
+        .await;
+    let mut config = setup.transformer_config();
+    let mut refusing = setup.aws.dead_letter_url.clone();
+    refusing.set_path(&format!("{}-gone", refusing.path()));
+    config.dead_letter_queue_url = Some(refusing);
+    config.retry_delay = Duration::from_millis(100);
+
+    let run = setup.drain_with(config).await;
+
+    assert_eq!(run.dead_lettered, 0, "{run:?}");
+    assert_eq!(
+        run.retried,
+        u64::from(TestAws::MAX_RECEIVE_COUNT),
+        "tried again on every receive the redrive policy allows: {run:?}"
+    );
+    let dead = setup.aws.dead_letters().await;
+    assert_eq!(dead.len(), 1, "moved by the redrive policy, not lost");
+    assert_eq!(
+        dead[0].body(),
+        Some(setup.aws.minimal_message("never-uploaded.json").as_str())
+    );
+}
+
 /// A message that does not say when its records were fetched (written by
 /// hand, or an S3 event) takes the time from the object's `fetched-at`
 /// metadata, not the upload's: an object uploaded late but fetched long ago
