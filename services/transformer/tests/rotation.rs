@@ -93,7 +93,7 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
     let secret_arn = secret.arn().unwrap().to_owned();
 
     import_revision(&aws, &api, 0).await;
-    let transformer = Running::spawn(
+    let mut transformer = Running::spawn(
         command(TRANSFORMER)
             .arg("run")
             .envs(aws.env())
@@ -122,7 +122,11 @@ async fn a_rotated_password_is_read_again_and_nothing_is_lost_or_dead_lettered()
     )
     .await;
     import_revision(&aws, &api, 1).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The secret is updated only once the transformer has met the stale
+    // password and read the secret again (finding the old one still there).
+    transformer
+        .wait_for_line("refused the password", Duration::from_secs(60))
+        .await;
     secrets
         .put_secret_value()
         .secret_id(&secret_arn)
