@@ -210,6 +210,13 @@ impl TestAws {
         self.total(&self.dead_letter_url).await
     }
 
+    /// Messages of the dead-letter queue received and not yet deleted or
+    /// visible again.
+    pub async fn dead_letters_in_flight(&self) -> u64 {
+        let in_flight = [QueueAttributeName::ApproximateNumberOfMessagesNotVisible];
+        self.counts_of(&self.dead_letter_url, &in_flight).await[0]
+    }
+
     async fn total(&self, queue: &Url) -> u64 {
         use QueueAttributeName::{
             ApproximateNumberOfMessages, ApproximateNumberOfMessagesDelayed,

@@ -57,8 +57,15 @@ async fn a_redrive_killed_midway_and_run_again_loses_and_duplicates_nothing() {
     );
 
     // What the killed run had received comes back after its visibility
-    // timeout; a second run moves everything.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // timeout; once it has, a second run moves everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while aws.dead_letters_in_flight().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed run's dead letters never became visible again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let second = Ran::of(
         transformer(&aws, &db)
             .args(["redrive", "--one-by-one"])
