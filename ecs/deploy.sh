@@ -73,8 +73,9 @@ param() { # NAME
 # and `aws cloudformation deploy` refuses such a file without --s3-bucket.
 # So it is handed over through S3 at every step, from a bucket of this
 # account's: encrypted, public access blocked, old templates expired (the
-# CLI and CloudFormation reach S3 over HTTPS only). --expected-bucket-owner makes sure that a bucket of that name in
-# another account is never written to.
+# CLI and CloudFormation reach S3 over HTTPS only). --expected-bucket-owner,
+# on the check and on the script's own writes, makes sure that a bucket of
+# that name in another account is never written to.
 deploy_bucket() {
   local answer
   bucket="api-pipeline-deploy-$account-$region"
