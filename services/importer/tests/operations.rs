@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
-use testkit::{Ran, TestAws, command};
+use std::time::Duration;
+use testkit::proxy::Proxy;
+use testkit::{Ran, Running, TestAws, command};
 use tokio::io::AsyncWriteExt as _;
 
 const IMPORTER: &str = env!("CARGO_BIN_EXE_importer");
@@ -136,4 +138,80 @@ async fn bad_input_is_one_line_and_exit_2_before_anything_is_sent() {
     }
     assert!(aws.keys().await.is_empty());
     assert_eq!(aws.message_count().await, 0);
+}
+
+/// The keys of the messages on the queue, taken off it.
+async fn announced(aws: &TestAws) -> Vec<String> {
+    aws.take_bodies()
+        .await
+        .iter()
+        .map(|body| {
+            let message: serde_json::Value = serde_json::from_str(body).unwrap();
+            message["key"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// An operator stops a long replay (SIGTERM, as ECS stops a task): it
+/// finishes the batch in hand, exits 0 and names the last key it sent; a
+/// second replay from `--start-after` that key sends the rest, so that
+/// between the two every object is announced once.
+#[tokio::test]
+async fn a_replay_stopped_by_sigterm_names_its_key_and_resumes_from_it() {
+    let aws = TestAws::new().await;
+    let mut archive: Vec<String> = (0..100).map(|i| format!("raw/posts/{i:03}.json")).collect();
+    for key in &archive {
+        aws.put(key, POSTS).await;
+    }
+    archive.sort();
+    // Every answer from S3 and SQS is slowed, so that the replay is still
+    // sending when the signal lands: it cannot end before it.
+    let slow = Proxy::to_localstack().await;
+    slow.slow_down(Duration::from_millis(200));
+    let mut replay = Running::spawn(
+        importer(&aws)
+            .env("AWS_ENDPOINT_URL", slow.url().as_str())
+            .arg("replay"),
+    );
+    replay
+        .wait_for_output("sent s3://", Duration::from_secs(60))
+        .await;
+    replay.sigterm().await;
+    let stopped = replay.finish(Duration::from_secs(60)).await;
+    stopped.assert_success();
+    let resume = stopped
+        .lines
+        .iter()
+        .find_map(|l| l.split_once("Stopped; resume with --start-after "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no resume line in:\n{}", stopped.log()));
+    let first = announced(&aws).await;
+    let printed: Vec<&str> = stopped.stdout.lines().collect();
+    assert_eq!(printed.len(), first.len(), "{}", stopped.stdout);
+    assert!(first.len() < archive.len(), "it stopped: {}", first.len());
+    assert_eq!(
+        first.last(),
+        Some(&resume),
+        "the key it names is the last it sent"
+    );
+    assert!(
+        printed
+            .last()
+            .unwrap()
+            .starts_with(&format!("sent s3://{}/{resume} -> ", aws.bucket)),
+        "{}",
+        stopped.stdout
+    );
+
+    let resumed = Ran::of(importer(&aws).args(["replay", "--start-after", &resume])).await;
+    resumed.assert_success();
+    let rest = announced(&aws).await;
+    assert!(
+        rest.iter().all(|key| *key > resume),
+        "nothing at or before {resume}"
+    );
+    let mut both: Vec<String> = first.into_iter().chain(rest).collect();
+    both.sort();
+    assert_eq!(both, archive, "nothing skipped, nothing sent twice");
 }

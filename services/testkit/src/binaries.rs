@@ -40,7 +40,6 @@ pub async fn help_text(command: &mut tokio::process::Command) -> String {
 pub struct Ran {
     pub code: Option<i32>,
     pub lines: Vec<String>,
-    /// Empty for a [`Running`], whose stdout is not read.
     pub stdout: String,
 }
 
@@ -91,40 +90,33 @@ impl From<std::process::Output> for Ran {
     }
 }
 
-/// A binary running in the background. Its stderr is read as it comes, by
-/// a task of its own, so that a chatty child never blocks on a full pipe
-/// while the test waits for something else.
+/// Lines of one of a child's streams, read as they come by a task of its
+/// own, so that a chatty child never blocks on a full pipe while the test
+/// waits for something else.
 #[derive(Debug)]
-pub struct Running {
-    child: Child,
+struct Lines {
     lines: Arc<Mutex<Vec<String>>>,
-    /// Bumped at each line read; closed when stderr ends.
+    /// Bumped at each line read; closed when the stream ends.
     read: watch::Receiver<usize>,
     reader: JoinHandle<()>,
     /// Lines before this were searched by an earlier wait.
     searched: usize,
 }
 
-impl Running {
-    pub fn spawn(command: &mut tokio::process::Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+impl Lines {
+    fn read(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        let mut stream = BufReader::new(stream).lines();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (bump, read) = watch::channel(0);
         let collect = Arc::clone(&lines);
         let reader = tokio::spawn(async move {
-            while let Ok(Some(line)) = stderr.next_line().await {
+            while let Ok(Some(line)) = stream.next_line().await {
                 let mut lines = collect.lock().unwrap();
                 lines.push(line);
                 bump.send_replace(lines.len());
             }
         });
         Self {
-            child,
             lines,
             read,
             reader,
@@ -132,39 +124,89 @@ impl Running {
         }
     }
 
-    /// Waits until a line after those found by earlier waits contains
-    /// `needle`, and returns it. Panics after `timeout`, or if stderr ends
-    /// first.
-    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let found = tokio::time::timeout(timeout, async {
-            loop {
-                self.read.borrow_and_update();
-                {
-                    let lines = self.lines.lock().unwrap();
-                    let hit = lines[self.searched..]
-                        .iter()
-                        .position(|l| l.contains(needle));
-                    if let Some(at) = hit {
-                        self.searched += at + 1;
-                        return Some(lines[self.searched - 1].clone());
-                    }
-                    self.searched = lines.len();
+    /// The first line after those found by earlier waits that contains
+    /// `needle`, once it is read; `None` if the stream ends first.
+    async fn wait_for(&mut self, needle: &str) -> Option<String> {
+        loop {
+            self.read.borrow_and_update();
+            {
+                let lines = self.lines.lock().unwrap();
+                let hit = lines[self.searched..]
+                    .iter()
+                    .position(|l| l.contains(needle));
+                if let Some(at) = hit {
+                    self.searched += at + 1;
+                    return Some(lines[self.searched - 1].clone());
                 }
-                if self.read.changed().await.is_err() {
-                    return None;
-                }
+                self.searched = lines.len();
             }
-        })
-        .await;
-        match found {
+            if self.read.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn joined(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Every line, once the stream has ended.
+    async fn all(self) -> Vec<String> {
+        self.reader.await.expect("the stream's reader");
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+/// A binary running in the background, its stderr (its log) and stdout (a
+/// command's output) read as they come.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    stderr: Lines,
+    stdout: Lines,
+}
+
+impl Running {
+    pub fn spawn(command: &mut tokio::process::Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = Lines::read(child.stderr.take().expect("piped"));
+        let stdout = Lines::read(child.stdout.take().expect("piped"));
+        Self {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Waits until a line of its log after those found by earlier waits
+    /// contains `needle`, and returns it. Panics after `timeout`, or if
+    /// stderr ends first.
+    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        match tokio::time::timeout(timeout, self.stderr.wait_for(needle)).await {
             Ok(Some(line)) => line,
             _ => panic!("no line containing {needle:?} in:\n{}", self.log()),
         }
     }
 
-    /// Every line read so far.
+    /// As [`Running::wait_for_line`], in what it prints on stdout.
+    pub async fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> String {
+        match tokio::time::timeout(timeout, self.stdout.wait_for(needle)).await {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no output line containing {needle:?} in:\n{}\nlog:\n{}",
+                self.stdout.joined(),
+                self.log()
+            ),
+        }
+    }
+
+    /// Every line of its log read so far.
     pub fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        self.stderr.joined()
     }
 
     /// Whether it is still running.
@@ -187,17 +229,18 @@ impl Running {
         signal(&self.child, "INT").await;
     }
 
-    /// Waits up to `timeout` for it to exit, and reads the rest of its log.
+    /// Waits up to `timeout` for it to exit, and reads the rest of what it
+    /// wrote.
     pub async fn finish(mut self, timeout: Duration) -> Ran {
         let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("still running after {timeout:?}:\n{}", self.log()))
             .expect("wait for the child");
-        self.reader.await.expect("the stderr reader");
+        let stdout = self.stdout.all().await;
         Ran {
             code: status.code(),
-            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
-            stdout: String::new(),
+            lines: self.stderr.all().await,
+            stdout: stdout.iter().map(|l| format!("{l}\n")).collect(),
         }
     }
 }
