@@ -117,11 +117,7 @@ pub async fn apply_object(
         object,
         fetched_at,
     };
-    if opened.length > IN_MEMORY_BYTES {
-        write.streamed(opened).await
-    } else {
-        write.whole(opened).await
-    }
+    write.run(opened).await
 }
 
 /// The resource called `name`, or the error that dead-letters the message.
@@ -182,20 +178,37 @@ struct Write<'a> {
 }
 
 impl Write<'_> {
+    /// Reads the object whole or streams it, by its size.
+    async fn run(self, opened: Opened) -> Result<Applied, ProcessError> {
+        if opened.length > IN_MEMORY_BYTES {
+            self.streamed(opened).await
+        } else {
+            self.whole(opened).await
+        }
+    }
+
     /// A small object: read, checked and parsed whole, then applied as one
     /// batch.
     async fn whole(self, opened: Opened) -> Result<Applied, ProcessError> {
         let body = read_whole(&self.object, opened).await?;
         let sha256 = sha256_hex(&body);
         check_digest(self.message, &self.object, &sha256)?;
-        let records = self
-            .resource
-            .parse(&body)
+        // Parsed on a blocking thread, as a streamed object is: a few
+        // milliseconds of CPU stay off the runtime (and its heartbeats), and
+        // a parser that panics on these bytes dead-letters the message as
+        // `crashed` instead of taking its task down, which would only bring
+        // the message back to panic again.
+        let resource = self.resource;
+        let records = tokio::task::spawn_blocking(move || resource.parse(&body))
+            .await
+            .map_err(|source| ProcessError::Crashed {
+                object: self.object.clone(),
+                source,
+            })?
             .map_err(|source| ProcessError::Parse {
                 object: self.object.clone(),
                 source,
             })?;
-        drop(body);
         let total = records.total() as u64;
         check_count(self.message, &self.object, total)?;
         let (batches, mut batch) = mpsc::channel(1);
@@ -370,3 +383,6 @@ async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, Process
         })?;
     Ok(Bytes::from(raw))
 }
+
+#[cfg(test)]
+mod tests;
