@@ -104,3 +104,34 @@ async fn after_refusals_it_is_tried_again_and_works_again() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_stretch_is_unprotected_at_its_limit_until_the_task_has_been_idle() {
+    let fake = Fake::new(0);
+    let protection = start(&fake, Duration::from_secs(7 * MINUTE));
+
+    protection.hold().await;
+    tokio::time::sleep(Duration::from_secs(9 * MINUTE)).await;
+    // Idle for less than the grace: still the same stretch.
+    protection.set_busy(false);
+    tokio::time::sleep(IDLE_GRACE / 2).await;
+    protection.hold().await;
+    tokio::time::sleep(Duration::from_secs(3 * MINUTE)).await;
+    // Idle for the grace: the next work is protected again.
+    protection.set_busy(false);
+    tokio::time::sleep(IDLE_GRACE + Duration::from_secs(1)).await;
+    protection.hold().await;
+    protection.stop().await;
+
+    let again = 12 * MINUTE + 1 + IDLE_GRACE.as_secs() + 1;
+    assert_eq!(
+        fake.calls(),
+        [
+            (0, true, false),
+            (5 * MINUTE, true, false),
+            (7 * MINUTE, false, false),
+            (again, true, false),
+            (again, false, false),
+        ]
+    );
+}
