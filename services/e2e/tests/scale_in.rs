@@ -163,8 +163,9 @@ async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
         row_count(&db).await == 1_000
     })
     .await;
+    // Every call made while busy came before the last object was applied:
+    // work waits for its protection. So no sleep is needed to see them all.
     let (_, last_applied) = applied_between(&db).await;
-    tokio::time::sleep(IDLE_GRACE + Duration::from_secs(1)).await;
     let calls = agent.calls();
     assert_eq!(
         calls
@@ -174,23 +175,24 @@ async fn under_a_steady_backlog_protection_is_lifted_at_its_limit_until_idle() {
         [true, false],
         "protected once, lifted at the limit, not protected again while busy: {calls:?}"
     );
-    // The limit counts from when the stretch began, just before the protect
-    // request is sent; the agent stamps each call on arrival, so the first
-    // call's latency (a new connection on a loaded machine: tens of ms, seen
-    // at 80 ms in CI) shortens the span the agent sees.
-    let held = calls[1].at.duration_since(calls[0].at).unwrap();
-    let early = Duration::from_millis(500);
-    assert!(
-        (limit - early..limit + Duration::from_secs(1)).contains(&held),
-        "lifted after {held:?} as the agent saw it, the limit is {limit:?}"
-    );
+    // Lifted while busy, and never protected again: only the limit lifts a
+    // busy task's protection (an idle spell would have been followed by a
+    // new protection). When exactly, in paused time: the unit test
+    // `a_busy_stretch_is_unprotected_at_its_limit_until_the_task_has_been_idle`.
     assert!(
         calls[1].at < last_applied,
         "lifted while still busy: the last object was applied {:?} later",
         last_applied.duration_since(calls[1].at)
     );
 
-    // Once idle, new work is protected again.
+    // Once idle, new work is protected again. Idle is a length of time by
+    // definition (IDLE_GRACE with nothing in hand): once the queue holds
+    // nothing in flight, the transformer holds nothing, and the grace runs.
+    wait_until("nothing in flight", Duration::from_secs(30), async || {
+        aws.visible_and_in_flight().await == (0, 0)
+    })
+    .await;
+    tokio::time::sleep(IDLE_GRACE * 2).await;
     import(&aws, &api, 1).await;
     wait_until("protected again", Duration::from_secs(30), async || {
         agent.protected()
