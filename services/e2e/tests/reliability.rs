@@ -852,7 +852,7 @@ async fn it_fetches_one_object_ahead_per_connection_and_holds_no_more() {
                 ))
                 .await;
             let (_, in_flight) = setup.aws.visible_and_in_flight().await;
-            waiting >= 2 && in_flight > 2
+            waiting >= 2 && in_flight >= 4
         })
         .await;
         let connections = setup
