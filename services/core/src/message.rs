@@ -95,6 +95,12 @@ pub enum MessageError {
     BadSha256(String),
     #[error("S3 event key {0:?} is not URL-encoded UTF-8")]
     BadKey(String),
+    #[error("the SNS notification from {topic} carries no message this transformer reads")]
+    InSns {
+        topic: String,
+        #[source]
+        source: Box<MessageError>,
+    },
 }
 
 impl ObjectMessage {
@@ -152,10 +158,38 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// Reads a message body: an [`ObjectMessage`], or the JSON S3 sends to
-    /// SQS itself, so that a bucket can be wired straight to the queue.
+    /// Reads a message body: an [`ObjectMessage`], or an S3 event in any of
+    /// the envelopes it reaches a queue in, so that a bucket can be wired to
+    /// the queue as AWS offers it:
+    ///
+    /// - straight from S3 (a notification with `Records`), or through SNS
+    ///   with raw message delivery: the same JSON;
+    /// - through SNS without raw delivery: an SNS `Notification` whose
+    ///   `Message` is that JSON, as a string;
+    /// - through EventBridge (`EventBridgeConfiguration` on the bucket, a
+    ///   rule targeting the queue): an event from `aws.s3` whose `detail`
+    ///   names the bucket and key.
+    ///
+    /// Anything else is an error, and its message is dead-lettered.
     pub fn decode(body: &str) -> Result<Self, MessageError> {
+        if let Ok(sns) = serde_json::from_str::<SnsNotification>(body)
+            && sns.kind == "Notification"
+        {
+            return Self::unwrapped(&sns.message).map_err(|e| MessageError::InSns {
+                topic: sns.topic_arn,
+                source: Box::new(e),
+            });
+        }
+        Self::unwrapped(body)
+    }
+
+    fn unwrapped(body: &str) -> Result<Self, MessageError> {
         if let Ok(event) = serde_json::from_str::<S3Event>(body) {
+            return event.into_incoming();
+        }
+        if let Ok(event) = serde_json::from_str::<EventBridgeEvent>(body)
+            && event.source == "aws.s3"
+        {
             return event.into_incoming();
         }
         if let Ok(test) = serde_json::from_str::<S3TestEvent>(body)
@@ -165,6 +199,73 @@ impl Incoming {
         }
         ObjectMessage::decode(body).map(|message| Self::Objects(vec![message]))
     }
+}
+
+/// What SNS delivers to a queue when raw message delivery is off: the
+/// published message is `Message`, a string.
+/// (<https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html>)
+#[derive(Debug, Deserialize)]
+struct SnsNotification {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "TopicArn")]
+    topic_arn: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// An S3 event as EventBridge delivers it to a rule's target.
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html>)
+#[derive(Debug, Deserialize)]
+struct EventBridgeEvent {
+    source: String,
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    detail: S3EventEntity,
+}
+
+impl EventBridgeEvent {
+    fn into_incoming(self) -> Result<Incoming, MessageError> {
+        if self.detail_type != "Object Created" {
+            return Ok(Incoming::Ignored(self.detail_type));
+        }
+        let object = object_named(self.detail, ["detail.bucket.name", "detail.object.key"])?;
+        Ok(Incoming::Objects(vec![object]))
+    }
+}
+
+/// The object an S3 event names; `fields` name its bucket and key in
+/// errors. S3 URL-encodes keys in what it sends to SQS, SNS and EventBridge
+/// alike: the notification format's documentation says so, with `+` for a
+/// space; LocalStack, whose S3 is checked against AWS's answers, encodes the
+/// key for all three the same way (`localstack/services/s3/notifications.py`:
+/// `key_name=quote(s3_object.key)`).
+fn object_named(
+    entity: S3EventEntity,
+    [bucket_field, key_field]: [&'static str; 2],
+) -> Result<ObjectMessage, MessageError> {
+    let encoded = entity.object.key;
+    let key = percent_encoding::percent_decode_str(&encoded.replace('+', " "))
+        .decode_utf8()
+        .map_err(|_| MessageError::BadKey(encoded.clone()))?
+        .into_owned();
+    if entity.bucket.name.is_empty() {
+        return Err(MessageError::Empty(bucket_field));
+    }
+    if key.is_empty() {
+        return Err(MessageError::Empty(key_field));
+    }
+    Ok(ObjectMessage {
+        version: MESSAGE_VERSION,
+        bucket: entity.bucket.name,
+        key,
+        sha256: None,
+        record_count: None,
+        source_url: None,
+        fetched_at: None,
+        resource: None,
+        reapply: false,
+    })
 }
 
 /// `{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": ...}, "object": {"key": ...}}}]}`
@@ -212,28 +313,10 @@ impl S3Event {
                 ignored.push(record.event_name);
                 continue;
             }
-            // S3 URL-encodes keys in notifications, with `+` for a space.
-            let key = percent_encoding::percent_decode_str(&record.s3.object.key.replace('+', " "))
-                .decode_utf8()
-                .map_err(|_| MessageError::BadKey(record.s3.object.key.clone()))?
-                .into_owned();
-            if record.s3.bucket.name.is_empty() {
-                return Err(MessageError::Empty("Records[].s3.bucket.name"));
-            }
-            if key.is_empty() {
-                return Err(MessageError::Empty("Records[].s3.object.key"));
-            }
-            objects.push(ObjectMessage {
-                version: MESSAGE_VERSION,
-                bucket: record.s3.bucket.name,
-                key,
-                sha256: None,
-                record_count: None,
-                source_url: None,
-                fetched_at: None,
-                resource: None,
-                reapply: false,
-            });
+            objects.push(object_named(
+                record.s3,
+                ["Records[].s3.bucket.name", "Records[].s3.object.key"],
+            )?);
         }
         if objects.is_empty() {
             Ok(Incoming::Ignored(ignored.join(", ")))
@@ -362,5 +445,109 @@ mod tests {
         );
         let message = ObjectMessage::decode(&body).expect("valid");
         assert_eq!(message.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+    }
+
+    /// An S3 event wrapped as SNS wraps what it delivers to SQS without raw
+    /// delivery (the shape of AWS's documented example).
+    fn in_sns(message: &str) -> String {
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:raw-objects",
+            "Subject": "Amazon S3 Notification",
+            "Message": message,
+            "Timestamp": "2026-11-26T08:00:00.000Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
+        })
+        .to_string()
+    }
+
+    fn objects(incoming: Incoming) -> Vec<String> {
+        match incoming {
+            Incoming::Objects(objects) => objects.iter().map(|o| o.object().to_string()).collect(),
+            other => panic!("not objects: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3_events_through_sns_are_read_raw_or_wrapped() {
+        let event = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"raw"},"object":{"key":"posts/a+b%2Bc.json"}}}]}"#;
+        // Raw delivery: the event itself.
+        assert_eq!(
+            objects(Incoming::decode(event).unwrap()),
+            ["s3://raw/posts/a b+c.json"]
+        );
+        assert_eq!(
+            objects(Incoming::decode(&in_sns(event)).unwrap()),
+            ["s3://raw/posts/a b+c.json"]
+        );
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"raw"}"#;
+        assert_eq!(
+            Incoming::decode(&in_sns(test)).unwrap(),
+            Incoming::TestEvent
+        );
+        // What no envelope makes readable names the topic it came through.
+        let error = Incoming::decode(&in_sns("hello")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the SNS notification from arn:aws:sns:us-east-1:123456789012:raw-objects carries no message this transformer reads"
+        );
+        assert!(
+            std::error::Error::source(&error)
+                .unwrap()
+                .to_string()
+                .contains("not a known message format")
+        );
+    }
+
+    #[test]
+    fn s3_events_through_eventbridge_name_their_object() {
+        let event = |detail_type: &str, source: &str, key: &str| {
+            serde_json::json!({
+                "version": "0",
+                "id": "17793124-05d4-b198-2fde-7ededc63b103",
+                "detail-type": detail_type,
+                "source": source,
+                "account": "111122223333",
+                "time": "2026-11-26T08:00:00Z",
+                "region": "us-east-1",
+                "resources": ["arn:aws:s3:::raw"],
+                "detail": {
+                    "version": "0",
+                    "bucket": {"name": "raw"},
+                    "object": {"key": key, "size": 5, "etag": "b1946ac92492d2347c6235b4d2611184"},
+                    "request-id": "N4N7GDK58NMKJ12R",
+                    "requester": "123456789012",
+                    "reason": "PutObject"
+                }
+            })
+            .to_string()
+        };
+        assert_eq!(
+            objects(
+                Incoming::decode(&event(
+                    "Object Created",
+                    "aws.s3",
+                    "posts/caf%C3%A9%20au%20lait.json"
+                ))
+                .unwrap()
+            ),
+            ["s3://raw/posts/café au lait.json"]
+        );
+        assert_eq!(
+            Incoming::decode(&event("Object Deleted", "aws.s3", "k")).unwrap(),
+            Incoming::Ignored("Object Deleted".into())
+        );
+        assert_eq!(
+            Incoming::decode(&event("Object Created", "aws.s3", ""))
+                .unwrap_err()
+                .to_string(),
+            "message field `detail.object.key` is empty"
+        );
+        // Not from S3: not an object to apply.
+        assert!(Incoming::decode(&event("Object Created", "my.app", "k")).is_err());
     }
 }
