@@ -125,11 +125,11 @@ _start_localstack() {
   port="$(_free_port)"
   dir="$SERVICES_RUN_DIR/localstack"
   mkdir -p "$dir/s3" "$dir/fs"
-  # LocalStack's own settings: S3, SQS and Secrets Manager only, no telemetry, no downloads,
+  # LocalStack's own settings: S3, SQS, Secrets Manager, SNS and EventBridge only, no telemetry, no downloads,
   # no DNS server, queue URLs on 127.0.0.1 (no DNS needed), state in $dir.
   (
     cd "$dir" || exit 1
-    exec env SERVICES=s3,sqs,secretsmanager DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
+    exec env SERVICES=s3,sqs,secretsmanager,sns,events DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0 \
       OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$dir/fs" LOCALSTACK_S3_DIR="$dir/s3" \
       GATEWAY_LISTEN="127.0.0.1:$port" LOCALSTACK_HOST="127.0.0.1:$port" \
       SQS_ENDPOINT_STRATEGY=off LOCALSTACK_BIND_HOST=127.0.0.1 \

@@ -457,6 +457,133 @@ async fn s3_event_notifications_are_applied_and_test_events_deleted() {
     assert_eq!(setup.aws.message_count().await, 0);
 }
 
+/// A bucket wired to the queue as AWS offers it, on LocalStack's S3, SNS
+/// and EventBridge (set up with the real aws CLI): every way delivers the
+/// object's event in its own envelope, and each is applied as a direct S3
+/// event is, its URL-encoded key decoded; S3's test event through SNS is
+/// deleted, nothing is dead-lettered.
+#[rstest]
+#[tokio::test]
+async fn s3_events_through_sns_and_eventbridge_are_applied(
+    #[values("SNS", "SNS, raw delivery", "EventBridge")] through: &str,
+) {
+    let setup = Pipeline::new().await;
+    let bucket = setup.aws.bucket.clone();
+    let queue_arn = setup.aws.queue_arn().await;
+    let name = testkit::unique_name("events");
+    let cli = TestAws::cli;
+    // What the queue holds once the object's event came: its envelope, and
+    // how many messages (S3 tests an SNS destination with an event of its own).
+    let (envelope, messages) = if through == "EventBridge" {
+        let pattern = serde_json::json!({
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created"],
+            "detail": {"bucket": {"name": [&bucket]}}
+        })
+        .to_string();
+        cli(&[
+            "events",
+            "put-rule",
+            "--name",
+            &name,
+            "--event-pattern",
+            &pattern,
+        ])
+        .await;
+        let target = format!("Id=queue,Arn={queue_arn}");
+        cli(&[
+            "events",
+            "put-targets",
+            "--rule",
+            &name,
+            "--targets",
+            &target,
+        ])
+        .await;
+        let config = r#"{"EventBridgeConfiguration": {}}"#;
+        cli(&[
+            "s3api",
+            "put-bucket-notification-configuration",
+            "--bucket",
+            &bucket,
+            "--notification-configuration",
+            config,
+        ])
+        .await;
+        ("\"detail-type\"", 1)
+    } else {
+        let topic = cli(&["sns", "create-topic", "--name", &name]).await["TopicArn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let raw = through.ends_with("raw delivery");
+        let attributes = format!("RawMessageDelivery={raw}");
+        cli(&[
+            "sns",
+            "subscribe",
+            "--topic-arn",
+            &topic,
+            "--protocol",
+            "sqs",
+            "--notification-endpoint",
+            &queue_arn,
+            "--attributes",
+            &attributes,
+        ])
+        .await;
+        let config = serde_json::json!({
+            "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]
+        })
+        .to_string();
+        cli(&[
+            "s3api",
+            "put-bucket-notification-configuration",
+            "--bucket",
+            &bucket,
+            "--notification-configuration",
+            &config,
+        ])
+        .await;
+        (if raw { "\"Records\"" } else { "\"TopicArn\"" }, 2)
+    };
+    let key = "incoming/café au lait+1.json";
+    setup.aws.put(key, fake_api::body(100, 0)).await;
+    wait_until("the events on the queue", async || {
+        setup.aws.visible_and_in_flight().await.0 >= messages
+    })
+    .await;
+    let bodies: Vec<String> = setup
+        .aws
+        .peek_messages()
+        .await
+        .iter()
+        .filter_map(|m| m.body().map(str::to_owned))
+        .collect();
+    let event = bodies
+        .iter()
+        .find(|body| body.contains("caf%C3%A9"))
+        .unwrap_or_else(|| panic!("{through}: no event for {key}: {bodies:?}"));
+    assert!(
+        event.contains(envelope) && (envelope == "\"TopicArn\"" || !event.contains("TopicArn")),
+        "{through}: the event in its envelope: {event}"
+    );
+
+    let run = setup.drain().await;
+
+    assert_eq!(
+        (run.messages_applied, run.ignored, run.dead_lettered),
+        (1, messages - 1, 0),
+        "{through}"
+    );
+    assert_eq!(setup.count("posts").await, 100);
+    assert_eq!(
+        setup.ledger().await[0].source_object,
+        format!("s3://{bucket}/{key}")
+    );
+    assert!(setup.aws.dead_letters().await.is_empty());
+    assert_eq!(setup.aws.message_count().await, 0);
+}
+
 /// Rows the database refuses for what they are (a constraint the schema
 /// gained, here a check no post 7 passes) dead-letter the message at once,
 /// with the database's reason, and nothing of the object stays: retrying

@@ -357,6 +357,61 @@ impl TestAws {
             .to_vec()
     }
 
+    /// Runs the real aws CLI (LocalStack's virtualenv's, `TEST_AWS_CLI_DIR`)
+    /// against the test LocalStack, and returns what it prints, as JSON
+    /// (`null` when it prints nothing): for wiring AWS services the SDK
+    /// clients here do not cover, as an operator would.
+    pub async fn cli(args: &[&str]) -> serde_json::Value {
+        let dir = std::env::var("TEST_AWS_CLI_DIR").unwrap_or_else(|_| {
+            panic!("TEST_AWS_CLI_DIR is not set: run the tests with scripts/test")
+        });
+        let output = tokio::process::Command::new(std::path::Path::new(&dir).join("aws"))
+            .args(args)
+            .args([
+                "--output",
+                "json",
+                "--endpoint-url",
+                Self::endpoint().as_str(),
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // awscli 1 reads AWS_DEFAULT_REGION, 2 either.
+            .env("AWS_REGION", Self::REGION)
+            .env("AWS_DEFAULT_REGION", Self::REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .await
+            .expect("run the aws CLI");
+        assert!(
+            output.status.success(),
+            "aws {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.stdout.iter().all(u8::is_ascii_whitespace) {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&output.stdout).expect("the aws CLI prints JSON")
+    }
+
+    /// The queue's ARN, for wiring SNS or EventBridge to it.
+    pub async fn queue_arn(&self) -> String {
+        let attributes = Self::cli(&[
+            "sqs",
+            "get-queue-attributes",
+            "--queue-url",
+            self.queue_url.as_str(),
+            "--attribute-names",
+            "QueueArn",
+        ])
+        .await;
+        attributes["Attributes"]["QueueArn"]
+            .as_str()
+            .expect("a queue ARN")
+            .to_owned()
+    }
+
     /// Sends a raw message body, as a person feeding an object by hand would.
     pub async fn send(&self, body: &str) -> String {
         let sent = self
