@@ -55,6 +55,7 @@ pub mod resources;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;
+pub mod spec;
 pub mod startup;
 pub mod telemetry;
 pub mod trace_context;
