@@ -266,3 +266,72 @@ fn a_file_that_cannot_be_read_is_named() {
         "{error}"
     );
 }
+
+/// `docs/resources.schema.json`, for editors, accepts every file the parser
+/// accepts and refuses the mistakes a schema can see (not those that need
+/// the whole file: a key not among the columns, a table named twice).
+#[test]
+fn the_schema_for_editors_agrees_with_the_parser() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/resources.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let as_json = |text: &str| -> serde_json::Value { toml::from_str(text).unwrap() };
+    let column = |lines: &str| {
+        one(
+            "",
+            &format!("[[resources.r.columns]]\nname = \"c\"\n{lines}"),
+        )
+    };
+    let mut good = vec![
+        BUILT_IN.to_owned(),
+        one(
+            "table = \"app events\"\nrecords = \"/result/items\"\nextra = \"keep\"",
+            "",
+        ),
+        one("format = \"jsonl\"", ""),
+        column("type = \"integer\"\nminimum = 0\nmaximum = 10\none_of = [1, 2]"),
+        column("type = \"numeric\"\nminimum = 0.5\nnullable = true"),
+        column(
+            "type = \"text\"\nmax_length = 3\npattern = \"^a\"\nformat = \"uri\"\none_of = [\"a\"]",
+        ),
+        column("type = \"text\"\nfrom = \"/a~1b/c~0d\""),
+    ];
+    good.extend(ColumnType::ALL.map(|t| column(&format!("type = \"{}\"", t.sql()))));
+    for text in &good {
+        Spec::parse("f", text).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&as_json(text))
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{text}\n{errors:?}");
+    }
+    let bad = [
+        column("type = \"txt\""),
+        column("type = \"text\"\nnulable = true"),
+        column("type = \"text\"\nfrom = \"c\""),
+        one("records = \"/a~2\"", ""),
+        column("type = \"text\"\nminimum = 1"),
+        column("type = \"bigint\"\nmax_length = 3"),
+        column("type = \"integer\"\nminimum = 0.5"),
+        column("type = \"bigint\"\none_of = [\"a\"]"),
+        column("type = \"date\"\none_of = [\"2026-01-01\"]"),
+        column("type = \"text\"\nformat = \"phone\""),
+        one(
+            "",
+            "[[resources.r.columns]]\nname = \"fetched_at\"\ntype = \"text\"",
+        ),
+        one("table = \"applied_objects\"", ""),
+        one(&format!("table = \"{}\"", "t".repeat(64)), ""),
+        one("format = \"csv\"", ""),
+        one("format = \"jsonl\"\nrecords = \"/data\"", ""),
+        one("extra = \"drop\"", ""),
+        String::new(),
+    ];
+    for text in &bad {
+        assert!(Spec::parse("f", text).is_err(), "the parser took {text}");
+        assert!(
+            !validator.is_valid(&as_json(text)),
+            "the schema took {text}"
+        );
+    }
+}
