@@ -48,8 +48,9 @@ pub mod settings;
 
 use anyhow::bail;
 use pipeline_core::aws::{AwsClients, check_queue};
-use pipeline_core::health;
-use pipeline_store::{DatabaseUrl, Store, migrations};
+use pipeline_core::spec::Spec;
+use pipeline_core::{health, resources};
+use pipeline_store::{DatabaseUrl, Store, connect_waiting, migrations, tables};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,8 @@ pub struct Transformer {
     aws: AwsClients,
     queue: SqsQueue,
     cx: Context,
+    /// What each resource's table must hold.
+    spec: Spec,
 }
 
 impl Transformer {
@@ -102,12 +105,14 @@ impl Transformer {
             aws,
             queue,
             cx,
+            spec: Spec::built_in(),
         })
     }
 
     /// Checks, before any message is taken, that the database is reachable
-    /// and fully migrated and that the queue answers, waiting up to
-    /// `STARTUP_WAIT` for each to answer at all.
+    /// and fully migrated, that each resource's table can take its rows, and
+    /// that the queue answers, waiting up to `STARTUP_WAIT` for each to
+    /// answer at all.
     pub async fn check(&self) -> anyhow::Result<()> {
         let url = &self.config.database_url;
         let wait = self.config.startup_wait;
@@ -120,7 +125,33 @@ impl Transformer {
                 pending.join(", ")
             );
         }
+        self.check_tables().await?;
         check_queue(&self.aws, self.queue.url(), wait).await?;
+        Ok(())
+    }
+
+    /// Refuses, in one line, a table that cannot take its resource's rows:
+    /// otherwise each of that resource's objects would be dead-lettered, one
+    /// by one, for the same reason.
+    async fn check_tables(&self) -> anyhow::Result<()> {
+        let url = &self.config.database_url;
+        let mut conn = connect_waiting(url, self.config.startup_wait).await?;
+        for resource in resources::ALL {
+            let Some(spec) = self.spec.resource(resource.name()) else {
+                continue;
+            };
+            let live = tables::live_table(&mut conn, &spec.table).await?;
+            let differences = tables::differences(spec, live.as_ref());
+            if !differences.is_empty() {
+                bail!(
+                    "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. Write a migration that makes it match (docs/adding-a-resource.md) and apply it with `transformer migrate`",
+                    spec.table,
+                    spec.name,
+                    self.spec.source,
+                    differences.join("; ")
+                );
+            }
+        }
         Ok(())
     }
 

@@ -171,6 +171,84 @@ async fn run_refuses_to_start_while_migrations_are_pending() {
     Ran::of(&mut run()).await.assert_success();
 }
 
+/// A table changed by hand so that it cannot take its resource's rows
+/// stops `run` at start, in one line naming the table, the difference and
+/// the fix, before any message is taken: otherwise every object of that
+/// resource would be dead-lettered, one by one. Put back, it runs.
+#[tokio::test]
+async fn run_refuses_a_table_that_cannot_take_its_resources_rows() {
+    let aws = TestAws::new().await;
+    let db = TestDb::new().await;
+    aws.send(&aws.minimal_message("raw/posts/one.json")).await;
+    let run = || {
+        let mut run = command(TRANSFORMER);
+        run.args(["run", "--drain"])
+            .envs(aws.env())
+            .env("DATABASE_URL", db.url().expose());
+        run
+    };
+    let mut conn = db.connect().await;
+    let cases = [
+        (
+            "ALTER TABLE posts ALTER COLUMN title TYPE varchar(20)",
+            "column `title` is character varying(20), not text",
+            "ALTER TABLE posts ALTER COLUMN title TYPE text",
+        ),
+        (
+            "ALTER TABLE comments ALTER COLUMN email DROP NOT NULL",
+            "column `email` allows null, but the file makes it required",
+            "ALTER TABLE comments ALTER COLUMN email SET NOT NULL",
+        ),
+        (
+            "ALTER TABLE posts DROP COLUMN body",
+            "column `body` is missing",
+            "ALTER TABLE posts ADD COLUMN body text NOT NULL",
+        ),
+        (
+            "ALTER TABLE posts DROP CONSTRAINT posts_pkey",
+            "no primary key or unique index on (`id`), the file's key",
+            "ALTER TABLE posts ADD PRIMARY KEY (id)",
+        ),
+        (
+            "ALTER TABLE comments ADD COLUMN rating integer NOT NULL",
+            "column `rating` is NOT NULL with no default, and no field of the file fills it",
+            "ALTER TABLE comments DROP COLUMN rating",
+        ),
+    ];
+    for (break_it, difference, mend) in cases {
+        diesel_async::RunQueryDsl::execute(diesel::sql_query(break_it), &mut conn)
+            .await
+            .unwrap();
+        let refused = Ran::of(&mut run()).await;
+        let error = refused.one_error(1);
+        let table = if break_it.contains("comments") {
+            "comments"
+        } else {
+            "posts"
+        };
+        assert!(
+            error.contains(&format!(
+                "table `{table}` cannot take the rows of resource `{table}` (the built-in resources file): {difference}."
+            )),
+            "{break_it}: {error}"
+        );
+        assert!(
+            error.contains("apply it with `transformer migrate`"),
+            "{error}"
+        );
+        assert_eq!(
+            aws.visible_and_in_flight().await,
+            (1, 0),
+            "no message taken"
+        );
+        diesel_async::RunQueryDsl::execute(diesel::sql_query(mend), &mut conn)
+            .await
+            .unwrap();
+    }
+    // Mended: it starts (and dead-letters the missing object, as always).
+    Ran::of(&mut run()).await.assert_success();
+}
+
 #[tokio::test]
 async fn drain_applies_what_the_importer_sent_then_exits_0() {
     let aws = TestAws::new().await;
