@@ -138,7 +138,11 @@ impl Transformer {
         let mut conn = connect_waiting(url, self.config.startup_wait).await?;
         for resource in resources::ALL {
             let Some(spec) = self.spec.resource(resource.name()) else {
-                continue;
+                bail!(
+                    "resource `{}` is not in {}: describe it there (docs/adding-a-resource.md)",
+                    resource.name(),
+                    self.spec.source
+                );
             };
             let live = tables::live_table(&mut conn, &spec.table).await?;
             let differences = tables::differences(spec, live.as_ref());
