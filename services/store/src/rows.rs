@@ -137,9 +137,9 @@ async fn write_chunk(
     let present: HashSet<i64> = tx
         .query(
             &format!(
-                r#"SELECT "{key}" FROM "{name}" WHERE "{key}" = ANY($1)"#,
-                key = table.key,
-                name = table.name
+                "SELECT {key} FROM {name} WHERE {key} = ANY($1)",
+                key = ident(table.key),
+                name = ident(table.name)
             ),
             &[&keys],
         )
@@ -293,17 +293,17 @@ fn put_field(
 /// (FORMAT binary)`.
 fn copy_sql(table: Table, columns: &[Column<'_>]) -> String {
     format!(
-        r#"COPY "{name}" {target} FROM STDIN (FORMAT binary)"#,
-        name = table.name,
+        "COPY {name} {target} FROM STDIN (FORMAT binary)",
+        name = ident(table.name),
         target = target(table, columns),
     )
 }
 
 /// `("key", "a", "b", source_object, fetched_at)`.
 fn target(table: Table, columns: &[Column<'_>]) -> String {
-    let mut target = format!(r#"("{}""#, table.key);
+    let mut target = format!("({}", ident(table.key));
     for column in columns {
-        let _ = write!(target, r#", "{}""#, column.name);
+        let _ = write!(target, ", {}", ident(column.name));
     }
     target.push_str(", source_object, fetched_at)");
     target
@@ -312,16 +312,22 @@ fn target(table: Table, columns: &[Column<'_>]) -> String {
 /// `SELECT u.*, $4, $5 FROM UNNEST($1::bigint[], ...) AS u("key", ...)`.
 fn select(table: Table, columns: &[Column<'_>]) -> String {
     let mut arrays = "$1::bigint[]".to_owned();
-    let mut names = format!(r#""{}""#, table.key);
+    let mut names = ident(table.key);
     for (i, column) in columns.iter().enumerate() {
         let _ = write!(arrays, ", ${}::{}[]", i + 2, column.values.sql_type());
-        let _ = write!(names, r#", "{}""#, column.name);
+        let _ = write!(names, ", {}", ident(column.name));
     }
     let lineage = columns.len() + 2;
     format!(
         "SELECT u.*, ${lineage}, ${} FROM UNNEST({arrays}) AS u({names})",
         lineage + 1
     )
+}
+
+/// `name` as a quoted SQL identifier, whatever it holds: names come from
+/// the resources file, and a `"` in one must not end it.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The indices of the rows whose key does not occur again later, in input
@@ -342,21 +348,21 @@ fn upsert_sql(table: Table, columns: &[Column<'_>]) -> String {
     let content = |alias: &str| {
         let names: Vec<String> = columns
             .iter()
-            .map(|c| format!(r#"{alias}."{}""#, c.name))
+            .map(|c| format!("{alias}.{}", ident(c.name)))
             .collect();
         format!("ROW({})", names.join(", "))
     };
     let (old, new) = (content("p"), content("EXCLUDED"));
     let mut set = String::new();
     for column in columns {
-        let _ = write!(set, r#""{0}" = EXCLUDED."{0}", "#, column.name);
+        let _ = write!(set, "{0} = EXCLUDED.{0}, ", ident(column.name));
     }
     format!(
         r#"
 WITH written AS (
-    INSERT INTO "{name}" AS p {target}
+    INSERT INTO {name} AS p {target}
     {select}
-    ON CONFLICT ("{key}") DO UPDATE SET
+    ON CONFLICT ({key}) DO UPDATE SET
         {set}source_object = EXCLUDED.source_object,
         fetched_at = EXCLUDED.fetched_at,
         loaded_at = CASE WHEN {old} IS DISTINCT FROM {new} THEN now() ELSE p.loaded_at END
@@ -373,8 +379,8 @@ WITH written AS (
 SELECT count(*) FILTER (WHERE inserted) AS inserted,
        count(*) FILTER (WHERE NOT inserted AND changed) AS updated
 FROM written"#,
-        name = table.name,
-        key = table.key,
+        name = ident(table.name),
+        key = ident(table.key),
         target = target(table, columns),
         select = select(table, columns),
     )
@@ -441,6 +447,27 @@ mod tests {
             .map(|&i| posts[i].title.as_str())
             .collect();
         assert_eq!(titles, ["c", "d", "e"]);
+    }
+
+    #[test]
+    fn identifiers_are_quoted_whatever_they_hold() {
+        assert_eq!(ident("posts"), r#""posts""#);
+        assert_eq!(ident("app events"), r#""app events""#);
+        assert_eq!(
+            ident(r#"a"; DROP TABLE posts; --"#),
+            r#""a""; DROP TABLE posts; --""#
+        );
+        let weird = Table {
+            name: r#"we"ird"#,
+            key: r#"i"d"#,
+        };
+        assert_eq!(
+            copy_sql(weird, &[]),
+            r#"COPY "we""ird" ("i""d", source_object, fetched_at) FROM STDIN (FORMAT binary)"#
+        );
+        assert!(
+            upsert_sql(weird, &[]).contains(r#"INSERT INTO "we""ird" AS p ("i""d", source_object"#)
+        );
     }
 
     #[test]
