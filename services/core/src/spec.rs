@@ -29,6 +29,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod read;
 #[cfg(test)]
 mod tests;
 
@@ -95,6 +96,15 @@ pub struct ColumnSpec {
     pub kind: ColumnType,
     pub nullable: bool,
     pub checks: Vec<Check>,
+    /// A `timestamptz` given as a number: its unit. `None`: RFC 3339 text only.
+    pub epoch: Option<Epoch>,
+}
+
+/// The unit of an epoch time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epoch {
+    Seconds,
+    Milliseconds,
 }
 
 /// The types a column can have.
@@ -354,6 +364,7 @@ struct RawColumn {
     pattern: Option<String>,
     format: Option<String>,
     one_of: Option<Vec<Allowed>>,
+    epoch: Option<String>,
 }
 
 /// Where in a resource a mistake is, and what it is.
@@ -410,6 +421,16 @@ impl RawResource {
                 return Err(here(format!("column `{}` is named twice", column.name)));
             }
             columns.push(column);
+        }
+        for outer in &columns {
+            for inner in &columns {
+                if inner.from.starts_with(&format!("{}/", outer.from)) {
+                    return Err(here(format!(
+                        "column `{}` reads {}, inside column `{}`'s {}: make `{}` jsonb and read it from there, or drop one",
+                        inner.name, inner.from, outer.name, outer.from, outer.name
+                    )));
+                }
+            }
         }
         let key_names = match self.key {
             OneOrMany::One(one) => vec![one],
@@ -480,6 +501,26 @@ impl RawColumn {
             .from
             .unwrap_or_else(|| format!("/{}", escape(&self.name)));
         pointer(&from).map_err(|m| here(format!("`from` {m}")))?;
+        if from.is_empty() {
+            return Err(here(
+                "`from` is empty: a column takes one field of the record".into(),
+            ));
+        }
+        let epoch = match self.epoch.as_deref() {
+            None => None,
+            Some(_) if kind != ColumnType::Timestamptz => {
+                return Err(here(format!(
+                    "`epoch` is for timestamptz columns, not {kind}"
+                )));
+            }
+            Some("seconds") => Some(Epoch::Seconds),
+            Some("milliseconds") => Some(Epoch::Milliseconds),
+            Some(other) => {
+                return Err(here(format!(
+                    "`epoch` is `{other}`: it is `seconds` or `milliseconds`"
+                )));
+            }
+        };
         let mut checks = Vec::new();
         let fits = |check: &str, ok: bool, what: &str| {
             if ok {
@@ -570,6 +611,7 @@ impl RawColumn {
             kind,
             nullable: self.nullable,
             checks,
+            epoch,
         })
     }
 }

@@ -286,6 +286,22 @@ fn each_mistake_is_one_line_naming_the_file_the_resource_and_the_field() {
             "resources.toml: resource `r`: `extra` is `drop`: it is `keep` or `ignore`",
         ),
         ("".into(), "resources.toml: no resources: add a [resources.NAME] table"),
+        (
+            one("", "[[resources.r.columns]]\nname = \"c\"\ntype = \"text\"\nepoch = \"seconds\""),
+            "resources.toml: resource `r`: column `c`: `epoch` is for timestamptz columns, not text",
+        ),
+        (
+            one("", "[[resources.r.columns]]\nname = \"c\"\ntype = \"timestamptz\"\nepoch = \"days\""),
+            "resources.toml: resource `r`: column `c`: `epoch` is `days`: it is `seconds` or `milliseconds`",
+        ),
+        (
+            one("", "[[resources.r.columns]]\nname = \"c\"\nfrom = \"\"\ntype = \"jsonb\""),
+            "resources.toml: resource `r`: column `c`: `from` is empty: a column takes one field of the record",
+        ),
+        (
+            one("", "[[resources.r.columns]]\nname = \"meta\"\ntype = \"jsonb\"\n[[resources.r.columns]]\nname = \"at\"\nfrom = \"/meta/at\"\ntype = \"text\""),
+            "resources.toml: resource `r`: column `at` reads /meta/at, inside column `meta`'s /meta: make `meta` jsonb and read it from there, or drop one",
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(error(&text), expected, "{text}");
@@ -348,6 +364,7 @@ fn the_schema_for_editors_agrees_with_the_parser() {
             "type = \"text\"\nmax_length = 3\npattern = \"^a\"\nformat = \"uri\"\none_of = [\"a\"]",
         ),
         column("type = \"text\"\nfrom = \"/a~1b/c~0d\""),
+        column("type = \"timestamptz\"\nepoch = \"milliseconds\""),
     ];
     good.extend(ColumnType::ALL.map(|t| column(&format!("type = \"{}\"", t.sql()))));
     for text in &good {
@@ -378,6 +395,9 @@ fn the_schema_for_editors_agrees_with_the_parser() {
         one("format = \"csv\"", ""),
         one("format = \"jsonl\"\nrecords = \"/data\"", ""),
         one("extra = \"drop\"", ""),
+        column("type = \"text\"\nepoch = \"seconds\""),
+        column("type = \"timestamptz\"\nepoch = \"days\""),
+        column("type = \"jsonb\"\nfrom = \"\""),
         String::new(),
     ];
     for text in &bad {
