@@ -29,6 +29,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod body;
 pub mod read;
 #[cfg(test)]
 mod tests;
