@@ -170,6 +170,11 @@ impl ColumnType {
         matches!(self, Self::BigInt | Self::Integer)
     }
 
+    /// Read as the text sent: a decimal keeps every digit, JSON its form.
+    fn keeps_text(self) -> bool {
+        matches!(self, Self::Numeric | Self::Jsonb)
+    }
+
     /// The types a key can have: those whose equality is exact and cheap.
     fn can_key(self) -> bool {
         matches!(self, Self::BigInt | Self::Text | Self::Uuid)

@@ -8,7 +8,7 @@
 //! one line of JSON Lines): the caller splits a body into elements, so that
 //! a bad record costs only itself and its text can be quarantined as sent.
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -100,12 +100,22 @@ impl Buffer {
 
 /// The rows read so far: a buffer per column of the spec, in its order,
 /// and the fields no column names (`_extra`), when the spec keeps them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Columns {
     pub buffers: Vec<Buffer>,
     /// A JSON object's text per row; `None` when it had no other field.
     pub extra: Option<Vec<Option<String>>>,
     rows: usize,
+    /// The spec's pointers, made once.
+    tree: Tree,
+    /// Which columns the record being read has set.
+    set: Vec<bool>,
+}
+
+impl PartialEq for Columns {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rows, &self.buffers, &self.extra) == (other.rows, &other.buffers, &other.extra)
+    }
 }
 
 impl Columns {
@@ -114,6 +124,8 @@ impl Columns {
             buffers: spec.columns.iter().map(|c| Buffer::new(c.kind)).collect(),
             extra: spec.keep_extra.then(Vec::new),
             rows: 0,
+            tree: Tree::of(spec),
+            set: vec![false; spec.columns.len()],
         }
     }
 
@@ -125,34 +137,52 @@ impl Columns {
     /// Reads one record from its JSON text into a new row; on `Err`, the
     /// reason, naming the column and pointer at fault, and no row added.
     pub fn read(&mut self, spec: &ResourceSpec, text: &str) -> Result<(), String> {
-        let tree = Tree::of(spec);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        self.read_from(spec, &mut deserializer)
+            .and_then(|()| deserializer.end().map_err(|e| e.to_string()))
+    }
+
+    /// Reads one record from `deserializer`, as [`Columns::read`] does.
+    pub fn read_from<'de, D: Deserializer<'de>>(
+        &mut self,
+        spec: &ResourceSpec,
+        deserializer: D,
+    ) -> Result<(), String> {
+        let Self {
+            buffers,
+            extra,
+            rows,
+            tree,
+            set,
+        } = self;
+        set.fill(false);
         let mut record = Record {
             spec,
-            columns: self,
-            set: vec![false; spec.columns.len()],
+            buffers,
+            kept: extra.as_mut(),
+            set,
             extra: Vec::new(),
         };
-        let mut deserializer = serde_json::Deserializer::from_str(text);
         let read = NodeSeed {
-            tree: &tree,
+            tree,
             node: 0,
             record: &mut record,
             top: true,
         }
-        .deserialize(&mut deserializer)
+        .deserialize(deserializer)
         .map_err(|e| strip_position(&e.to_string()).to_owned())
         .and_then(|()| record.finish());
         match read {
             Ok(()) => {
-                self.rows += 1;
+                *rows += 1;
                 Ok(())
             }
             Err(reason) => {
-                for buffer in &mut self.buffers {
-                    buffer.truncate(self.rows);
+                for buffer in buffers.iter_mut() {
+                    buffer.truncate(*rows);
                 }
-                if let Some(extra) = &mut self.extra {
-                    extra.truncate(self.rows);
+                if let Some(extra) = extra {
+                    extra.truncate(*rows);
                 }
                 Err(reason)
             }
@@ -160,11 +190,32 @@ impl Columns {
     }
 }
 
+#[derive(Debug)]
+/// Reads one element of an array as a record into `columns`; a record
+/// that does not fit fails the whole array (the fast path: the caller then
+/// reads the array again, record by record).
+pub struct RecordSeed<'c, 's> {
+    pub columns: &'c mut Columns,
+    pub spec: &'s ResourceSpec,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.columns
+            .read_from(self.spec, deserializer)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// One record being read: which columns it has set, and its other fields.
 struct Record<'a> {
     spec: &'a ResourceSpec,
-    columns: &'a mut Columns,
-    set: Vec<bool>,
+    buffers: &'a mut Vec<Buffer>,
+    /// Where the fields no column names go, when the spec keeps them.
+    kept: Option<&'a mut Vec<Option<String>>>,
+    set: &'a mut Vec<bool>,
     extra: Vec<(String, Box<RawValue>)>,
 }
 
@@ -178,10 +229,10 @@ impl Record<'_> {
             if !column.nullable {
                 return Err(format!("{}: missing", at(column)));
             }
-            self.columns.buffers[i].push_null();
+            self.buffers[i].push_null();
         }
-        if let Some(extra) = &mut self.columns.extra {
-            extra.push((!self.extra.is_empty()).then(|| {
+        if let Some(kept) = &mut self.kept {
+            kept.push((!self.extra.is_empty()).then(|| {
                 let fields: Vec<String> = self
                     .extra
                     .iter()
@@ -212,11 +263,12 @@ fn display_pointer(pointer: &str) -> &str {
 }
 
 /// The columns' pointers as a tree of object keys: node 0 is the record.
+#[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Node {
     /// (key, child node) for keys that lead further down.
     branches: Vec<(String, usize)>,
@@ -321,10 +373,16 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, '_> {
         let node = &self.tree.nodes[self.node];
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if let Some(&(_, index)) = node.leaves.iter().find(|(k, _)| *k == key) {
-                let raw: &RawValue = map.next_value()?;
-                self.record
-                    .take(index, Some(raw.get()))
-                    .map_err(serde::de::Error::custom)?;
+                // Decimals and JSON keep their text as sent; the rest is
+                // read once, as what it is.
+                let taken = if self.record.spec.columns[index].kind.keeps_text() {
+                    let raw: &RawValue = map.next_value()?;
+                    self.record.take(index, Some(raw.get()))
+                } else {
+                    let scalar = map.next_value_seed(ScalarSeed)?;
+                    self.record.take_scalar(index, scalar)
+                };
+                taken.map_err(serde::de::Error::custom)?;
             } else if let Some(&(_, child)) = node.branches.iter().find(|(k, _)| *k == key) {
                 map.next_value_seed(NodeSeed {
                     tree: self.tree,
@@ -332,7 +390,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, '_> {
                     record: self.record,
                     top: false,
                 })?;
-            } else if self.top && self.record.columns.extra.is_some() {
+            } else if self.top && self.record.kept.is_some() {
                 let raw: Box<RawValue> = map.next_value()?;
                 self.record.extra.push((key.into_owned(), raw));
             } else {
@@ -367,39 +425,20 @@ impl Record<'_> {
         let raw = raw.map(str::trim).filter(|r| *r != "null");
         let Some(raw) = raw else {
             if column.nullable {
-                self.columns.buffers[index].push_null();
+                self.buffers[index].push_null();
                 return Ok(());
             }
             return Err(format!("{}: null, but the column is required", at(column)));
         };
-        value(column, raw, &mut self.columns.buffers[index])
-            .map_err(|why| format!("{}: {why}", at(column)))
+        value(column, raw, &mut self.buffers[index]).map_err(|why| format!("{}: {why}", at(column)))
     }
 }
 
-/// Parses `raw` (non-null JSON text) as `column`'s type, checks it, and
-/// pushes it.
+/// Parses `raw` (non-null JSON text) as a `numeric` or `jsonb` column's
+/// value, checks it, and pushes it.
 fn value(column: &ColumnSpec, raw: &str, buffer: &mut Buffer) -> Result<(), String> {
     let shown = || shorten(raw);
     match buffer {
-        Buffer::BigInt(v) => {
-            let n: i64 = serde_json::from_str(raw)
-                .map_err(|_| format!("{} is not a whole number that fits bigint", shown()))?;
-            check_number(column, Number::Whole(n))?;
-            v.push(Some(n));
-        }
-        Buffer::Integer(v) => {
-            let n: i32 = serde_json::from_str(raw)
-                .map_err(|_| format!("{} is not a whole number that fits integer", shown()))?;
-            check_number(column, Number::Whole(n.into()))?;
-            v.push(Some(n));
-        }
-        Buffer::Double(v) => {
-            let n: f64 =
-                serde_json::from_str(raw).map_err(|_| format!("{} is not a number", shown()))?;
-            check_number(column, Number::Fraction(n))?;
-            v.push(Some(n));
-        }
         Buffer::Numeric(v) => {
             let text = match raw.as_bytes()[0] {
                 b'"' => serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?,
@@ -414,71 +453,230 @@ fn value(column: &ColumnSpec, raw: &str, buffer: &mut Buffer) -> Result<(), Stri
             check_number(column, Number::Fraction(approximate))?;
             v.push(Some(text));
         }
-        Buffer::Boolean(v) => {
-            let b: bool = serde_json::from_str(raw)
-                .map_err(|_| format!("{} is not true or false", shown()))?;
-            v.push(Some(b));
-        }
-        Buffer::Text(v) => {
-            let text = string(raw).ok_or_else(|| format!("{} is not a string", shown()))?;
-            check_text(column, &text)?;
-            v.push(Some(text));
-        }
-        Buffer::Timestamptz(v) => {
-            let at = match (raw.as_bytes()[0], column.epoch) {
-                (b'"', _) => {
-                    let text = string(raw).ok_or_else(|| format!("{} is not a string", shown()))?;
-                    OffsetDateTime::parse(&text, &Rfc3339)
-                        .map_err(|e| format!("{} is not an RFC 3339 time: {e}", shown()))?
-                }
-                (_, Some(epoch)) => {
-                    let n: i64 = serde_json::from_str(raw).map_err(|_| {
-                        format!("{} is not a whole number of {}", shown(), epoch.unit())
-                    })?;
-                    let nanos = i128::from(n) * epoch.nanos();
-                    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                        .map_err(|e| format!("{}: {e}", shown()))?
-                }
-                (_, None) => {
-                    return Err(format!(
-                        "{} is not an RFC 3339 time (set `epoch` for numbers)",
-                        shown()
-                    ));
-                }
-            };
-            v.push(Some(at));
-        }
-        Buffer::Date(v) => {
-            let text = string(raw).ok_or_else(|| format!("{} is not a string", shown()))?;
-            let date = Date::parse(
-                &text,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .map_err(|e| format!("{} is not a date (YYYY-MM-DD): {e}", shown()))?;
-            v.push(Some(date));
-        }
-        Buffer::Uuid(v) => {
-            let text = string(raw).ok_or_else(|| format!("{} is not a string", shown()))?;
-            let id = uuid::Uuid::parse_str(&text)
-                .map_err(|e| format!("{} is not a UUID: {e}", shown()))?;
-            v.push(Some(id));
-        }
         Buffer::Jsonb(v) => {
             if raw.contains("\\u0000") {
                 return Err("holds a NUL character (\\u0000), which jsonb cannot store".into());
             }
             v.push(Some(raw.to_owned()));
         }
+        _ => unreachable!("only numeric and jsonb columns keep their text"),
     }
     Ok(())
 }
 
-/// A JSON string's value, if `raw` is one.
-fn string(raw: &str) -> Option<String> {
-    if !raw.starts_with('"') {
-        return None;
+/// A JSON value read once, as what it is; arrays and objects only as such.
+#[derive(Debug)]
+enum Scalar<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    /// As a reason shows it.
+    fn shown(&self) -> String {
+        match self {
+            Self::Null => "null".into(),
+            Self::Bool(b) => b.to_string(),
+            Self::Int(n) => n.to_string(),
+            Self::UInt(n) => n.to_string(),
+            Self::Float(f) => serde_json::Value::from(*f).to_string(),
+            Self::Str(s) => shorten_text(s),
+            Self::Array => "an array".into(),
+            Self::Object => "an object".into(),
+        }
     }
-    serde_json::from_str(raw).ok()
+
+    fn whole(&self) -> Option<i128> {
+        match self {
+            Self::Int(n) => Some((*n).into()),
+            Self::UInt(n) => Some((*n).into()),
+            _ => None,
+        }
+    }
+}
+
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Int(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::UInt(n))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(f))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+impl Record<'_> {
+    /// Takes `scalar` as the value of column `index` (not `numeric` or
+    /// `jsonb`), checked.
+    fn take_scalar(&mut self, index: usize, scalar: Scalar<'_>) -> Result<(), String> {
+        let column = &self.spec.columns[index];
+        if self.set[index] {
+            return Err(format!("{}: given twice", at(column)));
+        }
+        self.set[index] = true;
+        if matches!(scalar, Scalar::Null) {
+            if column.nullable {
+                self.buffers[index].push_null();
+                return Ok(());
+            }
+            return Err(format!("{}: null, but the column is required", at(column)));
+        }
+        scalar_value(column, scalar, &mut self.buffers[index])
+            .map_err(|why| format!("{}: {why}", at(column)))
+    }
+}
+
+/// `scalar` (not null) as `column`'s type, checked, pushed.
+fn scalar_value(
+    column: &ColumnSpec,
+    scalar: Scalar<'_>,
+    buffer: &mut Buffer,
+) -> Result<(), String> {
+    let not = |what: &str| format!("{} is not {what}", scalar.shown());
+    match buffer {
+        Buffer::BigInt(v) => {
+            let n = scalar
+                .whole()
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| not("a whole number that fits bigint"))?;
+            check_number(column, Number::Whole(n))?;
+            v.push(Some(n));
+        }
+        Buffer::Integer(v) => {
+            let n = scalar
+                .whole()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| not("a whole number that fits integer"))?;
+            check_number(column, Number::Whole(n.into()))?;
+            v.push(Some(n));
+        }
+        Buffer::Double(v) => {
+            #[allow(clippy::cast_precision_loss)]
+            let n = match scalar {
+                Scalar::Int(n) => n as f64,
+                Scalar::UInt(n) => n as f64,
+                Scalar::Float(f) => f,
+                _ => return Err(not("a number")),
+            };
+            check_number(column, Number::Fraction(n))?;
+            v.push(Some(n));
+        }
+        Buffer::Boolean(v) => match scalar {
+            Scalar::Bool(b) => v.push(Some(b)),
+            _ => return Err(not("true or false")),
+        },
+        Buffer::Text(v) => {
+            let Scalar::Str(text) = scalar else {
+                return Err(not("a string"));
+            };
+            check_text(column, &text)?;
+            v.push(Some(text.into_owned()));
+        }
+        Buffer::Timestamptz(v) => {
+            let at = match (&scalar, column.epoch) {
+                (Scalar::Str(text), _) => OffsetDateTime::parse(text, &Rfc3339)
+                    .map_err(|e| format!("{} is not an RFC 3339 time: {e}", scalar.shown()))?,
+                (Scalar::Int(_) | Scalar::UInt(_), Some(epoch)) => {
+                    let n = scalar.whole().unwrap_or_default();
+                    OffsetDateTime::from_unix_timestamp_nanos(n * epoch.nanos())
+                        .map_err(|e| format!("{}: {e}", scalar.shown()))?
+                }
+                (_, Some(epoch)) => {
+                    return Err(not(&format!("a whole number of {}", epoch.unit())));
+                }
+                (_, None) => {
+                    return Err(format!(
+                        "{} is not an RFC 3339 time (set `epoch` for numbers)",
+                        scalar.shown()
+                    ));
+                }
+            };
+            v.push(Some(at));
+        }
+        Buffer::Date(v) => {
+            let Scalar::Str(text) = &scalar else {
+                return Err(not("a string"));
+            };
+            let date = Date::parse(
+                text,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map_err(|e| format!("{} is not a date (YYYY-MM-DD): {e}", scalar.shown()))?;
+            v.push(Some(date));
+        }
+        Buffer::Uuid(v) => {
+            let Scalar::Str(text) = &scalar else {
+                return Err(not("a string"));
+            };
+            let id = uuid::Uuid::parse_str(text)
+                .map_err(|e| format!("{} is not a UUID: {e}", scalar.shown()))?;
+            v.push(Some(id));
+        }
+        Buffer::Numeric(_) | Buffer::Jsonb(_) => {
+            unreachable!("numeric and jsonb columns keep their text")
+        }
+    }
+    Ok(())
 }
 
 /// A number as the checks compare it.
@@ -548,7 +746,7 @@ fn check_number(column: &ColumnSpec, n: Number) -> Result<(), String> {
         }
     }
     if let Number::Whole(value) = n {
-        check_allowed(column, &Allowed::Whole(value))?;
+        check_allowed(column, Shown::Whole(value))?;
     }
     Ok(())
 }
@@ -596,15 +794,21 @@ fn check_text(column: &ColumnSpec, text: &str) -> Result<(), String> {
             _ => {}
         }
     }
-    check_allowed(column, &Allowed::Text(text.to_owned()))
+    check_allowed(column, Shown::Text(text))
 }
 
 /// `one_of`, if the column has it.
-fn check_allowed(column: &ColumnSpec, value: &Allowed) -> Result<(), String> {
+fn check_allowed(column: &ColumnSpec, value: Shown<'_>) -> Result<(), String> {
     for check in &column.checks {
-        if let Check::OneOf(allowed) = check
-            && !allowed.contains(value)
-        {
+        let Check::OneOf(allowed) = check else {
+            continue;
+        };
+        let found = allowed.iter().any(|a| match (a, value) {
+            (Allowed::Whole(a), Shown::Whole(v)) => *a == v,
+            (Allowed::Text(a), Shown::Text(v)) => a == v,
+            _ => false,
+        });
+        if !found {
             let list: Vec<String> = allowed
                 .iter()
                 .map(|a| match a {
@@ -613,13 +817,20 @@ fn check_allowed(column: &ColumnSpec, value: &Allowed) -> Result<(), String> {
                 })
                 .collect();
             let shown = match value {
-                Allowed::Whole(n) => n.to_string(),
-                Allowed::Text(t) => shorten_text(t),
+                Shown::Whole(n) => n.to_string(),
+                Shown::Text(t) => shorten_text(t),
             };
             return Err(format!("{shown} is not one of {}", list.join(", ")));
         }
     }
     Ok(())
+}
+
+/// A value `one_of` compares, borrowed.
+#[derive(Clone, Copy)]
+enum Shown<'v> {
+    Whole(i64),
+    Text(&'v str),
 }
 
 /// A decimal as PostgreSQL's `numeric` reads one: optional sign, digits

@@ -1,0 +1,144 @@
+//! `bench-parse`: the CPU a record costs to read, by the Rust types the
+//! services use today and by the resources file's reader
+//! (`pipeline_core::spec`), on the same bodies in the same run. Prints one
+//! line per way: MB/s (median of the runs) and the ratio to the Rust types.
+//! Also a resource with a `jsonb`, a `timestamptz` and a `numeric` column
+//! beside posts, which only the spec reader can read.
+
+#![allow(clippy::print_stdout)]
+
+use clap::Parser;
+use pipeline_core::record::{parse_records, scan_records};
+use pipeline_core::resources::Post;
+use pipeline_core::spec::Spec;
+use pipeline_core::spec::body::{read_body, scan_body};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Posts per body (the importer's page).
+    #[arg(long, default_value_t = 1_000)]
+    posts: u32,
+    /// Bodies per run.
+    #[arg(long, default_value_t = 100)]
+    bodies: u32,
+    /// Runs; the median is printed.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+const EVENTS: &str = r#"
+[resources.events]
+key = "id"
+[[resources.events.columns]]
+name = "id"
+type = "bigint"
+[[resources.events.columns]]
+name = "at"
+type = "timestamptz"
+[[resources.events.columns]]
+name = "amount"
+type = "numeric"
+[[resources.events.columns]]
+name = "payload"
+type = "jsonb"
+[[resources.events.columns]]
+name = "title"
+type = "text"
+"#;
+
+fn main() {
+    let cli = Cli::parse();
+    let bodies: Vec<Vec<u8>> = (0..cli.bodies)
+        .map(|rev| fake_api::body(cli.posts, rev))
+        .collect();
+    let events: Vec<Vec<u8>> = (0..cli.bodies)
+        .map(|rev| events_body(cli.posts, rev))
+        .collect();
+    let spec = Spec::built_in();
+    let posts = spec.resource("posts").expect("posts are built in");
+    let events_spec = Spec::parse("events", EVENTS).expect("a valid spec");
+    let events_spec = &events_spec.resources[0];
+
+    let mb = |bodies: &[Vec<u8>]| bodies.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
+    let time = |bodies: &[Vec<u8>], read: &dyn Fn(&[u8]) -> usize| {
+        let mut rates: Vec<f64> = (0..cli.runs)
+            .map(|_| {
+                let started = Instant::now();
+                let mut records = 0;
+                for body in bodies {
+                    records += read(black_box(body));
+                }
+                assert_eq!(
+                    records,
+                    bodies.len() * cli.posts as usize,
+                    "every record read"
+                );
+                mb(bodies) / started.elapsed().as_secs_f64()
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+
+    let whole_rust = time(&bodies, &|b| {
+        parse_records::<Post>(b).expect("posts").rows.len()
+    });
+    let whole_spec = time(&bodies, &|b| {
+        read_body(posts, b).expect("posts").columns.rows()
+    });
+    let streamed_rust = time(&bodies, &|b| {
+        let mut n = 0;
+        scan_records::<Post, _>(b, |r| n += usize::from(r.is_ok())).expect("posts");
+        n
+    });
+    let streamed_spec = time(&bodies, &|b| {
+        let mut n = 0;
+        scan_body(posts, b, 5_000, &mut |batch| n += batch.columns.rows()).expect("posts");
+        n
+    });
+    let whole_events = time(&events, &|b| {
+        read_body(events_spec, b).expect("events").columns.rows()
+    });
+
+    println!(
+        "bodies {} of {} posts, {:.1} MB",
+        cli.bodies,
+        cli.posts,
+        mb(&bodies)
+    );
+    println!("posts_whole_rust_mb_per_s {whole_rust:.1}");
+    println!(
+        "posts_whole_spec_mb_per_s {whole_spec:.1} ratio {:.2}",
+        whole_spec / whole_rust
+    );
+    println!("posts_streamed_rust_mb_per_s {streamed_rust:.1}");
+    println!(
+        "posts_streamed_spec_mb_per_s {streamed_spec:.1} ratio {:.2}",
+        streamed_spec / streamed_rust
+    );
+    println!(
+        "events_whole_spec_mb_per_s {whole_events:.1} ({:.1} MB: timestamptz, numeric, jsonb, text)",
+        mb(&events)
+    );
+}
+
+/// Records with a time, a decimal, a nested object and a text, about the
+/// size of a post.
+fn events_body(count: u32, rev: u32) -> Vec<u8> {
+    let records: Vec<String> = (1..=count)
+        .map(|id| {
+            format!(
+                r#"{{"id":{id},"at":"2026-12-07T09:{:02}:{:02}.{:03}Z","amount":"{}.{:02}","payload":{{"tags":["a","b"],"rev":{rev},"nested":{{"k":"v","n":[1,2,3]}}}},"title":"{}"}}"#,
+                id % 60,
+                (id / 60) % 60,
+                id % 1000,
+                id * 7,
+                id % 100,
+                "lorem ipsum dolor sit amet ".repeat(30)
+            )
+        })
+        .collect();
+    format!("[{}]", records.join(",")).into_bytes()
+}
