@@ -5,7 +5,8 @@
 //! Also a resource with a `jsonb`, a `timestamptz` and a `numeric` column
 //! beside posts, which only the spec reader can read.
 
-#![allow(clippy::print_stdout)]
+// A measuring tool: its inputs are made here, and a failure is a bug to see at once.
+#![allow(clippy::print_stdout, clippy::expect_used)]
 
 use clap::Parser;
 use pipeline_core::record::{parse_records, scan_records};
