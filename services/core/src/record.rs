@@ -336,9 +336,20 @@ fn as_utf8(body: &[u8]) -> Option<&str> {
 
 /// Notes whether anything but whitespace went through, to tell an empty
 /// body from a broken one.
-struct SeenReader<R> {
+pub(crate) struct SeenReader<R> {
     inner: R,
     seen: bool,
+}
+
+impl<R> SeenReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self { inner, seen: false }
+    }
+
+    /// Whether anything but whitespace went through.
+    pub(crate) fn seen(&self) -> bool {
+        self.seen
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for SeenReader<R> {

@@ -662,6 +662,17 @@ fn pointer(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A JSON pointer's tokens, unescaped (`/a~1b/c~0d`: `a/b`, `c~d`).
+fn tokens(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    pointer[1..]
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
 /// A name as a JSON pointer token.
 fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")

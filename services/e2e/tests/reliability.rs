@@ -474,7 +474,7 @@ async fn s3_events_through_sns_and_eventbridge_are_applied(
     let cli = TestAws::cli;
     // What the queue holds once the object's event came: its envelope, and
     // how many messages (S3 tests an SNS destination with an event of its own).
-    let (envelope, messages) = if through == "EventBridge" {
+    let (config, envelope, messages) = if through == "EventBridge" {
         let pattern = serde_json::json!({
             "source": ["aws.s3"],
             "detail-type": ["Object Created"],
@@ -500,17 +500,8 @@ async fn s3_events_through_sns_and_eventbridge_are_applied(
             &target,
         ])
         .await;
-        let config = r#"{"EventBridgeConfiguration": {}}"#;
-        cli(&[
-            "s3api",
-            "put-bucket-notification-configuration",
-            "--bucket",
-            &bucket,
-            "--notification-configuration",
-            config,
-        ])
-        .await;
-        ("\"detail-type\"", 1)
+        let config = r#"{"EventBridgeConfiguration": {}}"#.to_owned();
+        (config, "\"detail-type\"", 1)
     } else {
         let topic = cli(&["sns", "create-topic", "--name", &name]).await["TopicArn"]
             .as_str()
@@ -535,17 +526,17 @@ async fn s3_events_through_sns_and_eventbridge_are_applied(
             "TopicConfigurations": [{"TopicArn": topic, "Events": ["s3:ObjectCreated:*"]}]
         })
         .to_string();
-        cli(&[
-            "s3api",
-            "put-bucket-notification-configuration",
-            "--bucket",
-            &bucket,
-            "--notification-configuration",
-            &config,
-        ])
-        .await;
-        (if raw { "\"Records\"" } else { "\"TopicArn\"" }, 2)
+        (config, if raw { "\"Records\"" } else { "\"TopicArn\"" }, 2)
     };
+    cli(&[
+        "s3api",
+        "put-bucket-notification-configuration",
+        "--bucket",
+        &bucket,
+        "--notification-configuration",
+        &config,
+    ])
+    .await;
     let key = "incoming/café au lait+1.json";
     setup.aws.put(key, fake_api::body(100, 0)).await;
     wait_until("the events on the queue", async || {

@@ -134,17 +134,20 @@ async fn a_wrong_password_is_one_line_without_the_password() {
     assert!(!ran.log().contains("not-the-password"));
 }
 
+/// `transformer run --drain` on this queue and database.
+fn drain(aws: &TestAws, db: &TestDb) -> tokio::process::Command {
+    let mut run = command(TRANSFORMER);
+    run.args(["run", "--drain"])
+        .envs(aws.env())
+        .env("DATABASE_URL", db.url().expose());
+    run
+}
+
 #[tokio::test]
 async fn run_refuses_to_start_while_migrations_are_pending() {
     let aws = TestAws::new().await;
     let db = TestDb::empty().await;
-    let run = || {
-        let mut run = command(TRANSFORMER);
-        run.args(["run", "--drain"])
-            .envs(aws.env())
-            .env("DATABASE_URL", db.url().expose());
-        run
-    };
+    let run = || drain(&aws, &db);
 
     let refused = Ran::of(&mut run()).await;
     let error = refused.one_error(1);
@@ -180,13 +183,7 @@ async fn run_refuses_a_table_that_cannot_take_its_resources_rows() {
     let aws = TestAws::new().await;
     let db = TestDb::new().await;
     aws.send(&aws.minimal_message("raw/posts/one.json")).await;
-    let run = || {
-        let mut run = command(TRANSFORMER);
-        run.args(["run", "--drain"])
-            .envs(aws.env())
-            .env("DATABASE_URL", db.url().expose());
-        run
-    };
+    let run = || drain(&aws, &db);
     let mut conn = db.connect().await;
     let cases = [
         (

@@ -16,8 +16,8 @@ use std::fmt;
 use std::io::BufRead;
 
 use super::read::Columns;
-use super::{RecordsAt, ResourceSpec};
-use crate::record::{BadRecord, RecordsError};
+use super::{RecordsAt, ResourceSpec, tokens};
+use crate::record::{BadRecord, RecordsError, SeenReader};
 
 #[cfg(test)]
 mod tests;
@@ -125,13 +125,9 @@ pub fn scan_body(
             on_batch(std::mem::replace(&mut batch, SpecRecords::new(spec)));
         }
     };
-    let mut seen = false;
     match &spec.records {
         RecordsAt::Json { pointer } => {
-            let mut reader = SeenReader {
-                inner: reader,
-                seen: &mut seen,
-            };
+            let mut reader = SeenReader::new(reader);
             let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
             let scanned = AtPointer {
                 tokens: &tokens(pointer),
@@ -141,12 +137,13 @@ pub fn scan_body(
             .deserialize(&mut deserializer)
             .and_then(|()| deserializer.end());
             match scanned {
-                Err(_) if !seen => return Err(RecordsError::Empty),
+                Err(_) if !reader.seen() => return Err(RecordsError::Empty),
                 other => other?,
             }
         }
         RecordsAt::JsonLines => {
             let reader = std::io::BufReader::new(reader);
+            let mut seen = false;
             for line in reader.lines() {
                 let line =
                     line.map_err(|e| RecordsError::Encoding(format!("reading the body: {e}")))?;
@@ -171,17 +168,6 @@ fn lines<'t>(lines: impl Iterator<Item = &'t str>) -> impl Iterator<Item = &'t s
     lines
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
-}
-
-/// A JSON pointer's tokens, unescaped.
-fn tokens(pointer: &str) -> Vec<String> {
-    if pointer.is_empty() {
-        return Vec::new();
-    }
-    pointer[1..]
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect()
 }
 
 /// What to do with the array's elements once found.
@@ -303,22 +289,5 @@ impl<'de, F: Found<'de>> Visitor<'de> for AtPointer<'_, F> {
         // Nothing at the pointer is no empty page: an answer of another
         // shape (an error in a 200, a changed API) must not pass for one.
         value.ok_or_else(|| serde::de::Error::custom(format!("the body has nothing at {pointer}")))
-    }
-}
-
-/// Notes whether anything but whitespace went through, to tell an empty
-/// body from a broken one.
-struct SeenReader<'s, R> {
-    inner: R,
-    seen: &'s mut bool,
-}
-
-impl<R: std::io::Read> std::io::Read for SeenReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if !*self.seen {
-            *self.seen = buf[..n].iter().any(|b| !b.is_ascii_whitespace());
-        }
-        Ok(n)
     }
 }

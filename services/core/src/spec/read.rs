@@ -15,7 +15,7 @@ use std::fmt;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
-use super::{Allowed, Bound, Check, ColumnSpec, ColumnType, Epoch, Format, ResourceSpec};
+use super::{Allowed, Bound, Check, ColumnSpec, ColumnType, Epoch, Format, ResourceSpec, tokens};
 
 #[cfg(test)]
 mod tests;
@@ -301,17 +301,6 @@ impl Tree {
         }
         Self { nodes }
     }
-}
-
-/// A JSON pointer's tokens, unescaped.
-fn tokens(pointer: &str) -> Vec<String> {
-    if pointer.is_empty() {
-        return Vec::new();
-    }
-    pointer[1..]
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect()
 }
 
 /// An object's key, borrowed from the text unless it holds an escape.
