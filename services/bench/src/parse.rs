@@ -1,7 +1,8 @@
 //! `bench-parse`: the CPU a record costs to read, by the Rust types the
 //! services use today and by the resources file's reader
-//! (`pipeline_core::spec`), on the same bodies in the same run. Prints one
-//! line per way: MB/s (median of the runs) and the ratio to the Rust types.
+//! (`pipeline_core::spec`), on the same bodies, taking turns in each run.
+//! Prints one line per way: MB/s (median of the runs) and the median of the
+//! runs' ratios to the Rust types.
 //! Also a resource with a `jsonb`, a `timestamptz` and a `numeric` column
 //! beside posts, which only the spec reader can read.
 
@@ -63,45 +64,41 @@ fn main() {
     let events_spec = &events_spec.resources[0];
 
     let mb = |bodies: &[Vec<u8>]| bodies.iter().map(Vec::len).sum::<usize>() as f64 / 1e6;
-    let time = |bodies: &[Vec<u8>], read: &dyn Fn(&[u8]) -> usize| {
-        let mut rates: Vec<f64> = (0..cli.runs)
-            .map(|_| {
-                let started = Instant::now();
-                let mut records = 0;
-                for body in bodies {
-                    records += read(black_box(body));
-                }
-                assert_eq!(
-                    records,
-                    bodies.len() * cli.posts as usize,
-                    "every record read"
-                );
-                mb(bodies) / started.elapsed().as_secs_f64()
-            })
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
+    // MB/s of one pass of `read` over `bodies`.
+    let rate = |bodies: &[Vec<u8>], read: &dyn Fn(&[u8]) -> usize| {
+        let started = Instant::now();
+        let mut records = 0;
+        for body in bodies {
+            records += read(black_box(body));
+        }
+        assert_eq!(
+            records,
+            bodies.len() * cli.posts as usize,
+            "every record read"
+        );
+        mb(bodies) / started.elapsed().as_secs_f64()
     };
-
-    let whole_rust = time(&bodies, &|b| {
-        parse_records::<Post>(b).expect("posts").rows.len()
-    });
-    let whole_spec = time(&bodies, &|b| {
-        read_body(posts, b).expect("posts").columns.rows()
-    });
-    let streamed_rust = time(&bodies, &|b| {
-        let mut n = 0;
-        scan_records::<Post, _>(b, |r| n += usize::from(r.is_ok())).expect("posts");
-        n
-    });
-    let streamed_spec = time(&bodies, &|b| {
-        let mut n = 0;
-        scan_body(posts, b, 5_000, &mut |batch| n += batch.columns.rows()).expect("posts");
-        n
-    });
-    let whole_events = time(&events, &|b| {
-        read_body(events_spec, b).expect("events").columns.rows()
-    });
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    // The two ways take turns within each run, so that a noisy moment of
+    // a shared machine weighs on both: the ratio is the median of the
+    // runs' ratios, not a ratio of medians taken at different times.
+    let compare = |name: &str, rust: &dyn Fn(&[u8]) -> usize, spec: &dyn Fn(&[u8]) -> usize| {
+        let runs: Vec<(f64, f64)> = (0..cli.runs)
+            .map(|_| (rate(&bodies, rust), rate(&bodies, spec)))
+            .collect();
+        let ratio = median(runs.iter().map(|(r, s)| s / r).collect());
+        println!(
+            "posts_{name}_rust_mb_per_s {:.1}",
+            median(runs.iter().map(|r| r.0).collect())
+        );
+        println!(
+            "posts_{name}_spec_mb_per_s {:.1} ratio {ratio:.2}",
+            median(runs.iter().map(|r| r.1).collect())
+        );
+    };
 
     println!(
         "bodies {} of {} posts, {:.1} MB",
@@ -109,18 +106,35 @@ fn main() {
         cli.posts,
         mb(&bodies)
     );
-    println!("posts_whole_rust_mb_per_s {whole_rust:.1}");
-    println!(
-        "posts_whole_spec_mb_per_s {whole_spec:.1} ratio {:.2}",
-        whole_spec / whole_rust
+    compare(
+        "whole",
+        &|b| parse_records::<Post>(b).expect("posts").rows.len(),
+        &|b| read_body(posts, b).expect("posts").columns.rows(),
     );
-    println!("posts_streamed_rust_mb_per_s {streamed_rust:.1}");
-    println!(
-        "posts_streamed_spec_mb_per_s {streamed_spec:.1} ratio {:.2}",
-        streamed_spec / streamed_rust
+    compare(
+        "streamed",
+        &|b| {
+            let mut n = 0;
+            scan_records::<Post, _>(b, |r| n += usize::from(r.is_ok())).expect("posts");
+            n
+        },
+        &|b| {
+            let mut n = 0;
+            scan_body(posts, b, 5_000, &mut |batch| n += batch.columns.rows()).expect("posts");
+            n
+        },
+    );
+    let events_rate = median(
+        (0..cli.runs)
+            .map(|_| {
+                rate(&events, &|b| {
+                    read_body(events_spec, b).expect("events").columns.rows()
+                })
+            })
+            .collect(),
     );
     println!(
-        "events_whole_spec_mb_per_s {whole_events:.1} ({:.1} MB: timestamptz, numeric, jsonb, text)",
+        "events_whole_spec_mb_per_s {events_rate:.1} ({:.1} MB: timestamptz, numeric, jsonb, text)",
         mb(&events)
     );
 }
