@@ -242,15 +242,60 @@ async fn an_unchanged_second_run_archives_and_sends_nothing() {
     assert_eq!(aws.keys().await.len(), 5);
     assert_eq!(aws.message_count().await, 5);
 
-    // A changed page is archived again; the others are still skipped.
-    let changed = import(
-        &aws,
-        config(&aws, api.join("posts?rev=1").unwrap(), Some(100)),
-    )
+    drop(db);
+}
+
+/// `SKIP_UNCHANGED` skips a page only when its bytes are those archived for
+/// its URL: when the API changes some pages, those are archived and
+/// announced again, at the same URLs, and only the others are skipped.
+#[tokio::test]
+async fn a_page_that_changed_at_the_same_url_is_archived_again() {
+    let aws = TestAws::new().await;
+    // Revision 1 changes every 7th post: pages of 5 posts 6-10, 11-15,
+    // 21-25 and 26-30 change, 1-5 and 16-20 do not.
+    let api = fake_api::spawn(FakeApi {
+        posts: 30,
+        ..FakeApi::default()
+    })
     .await
     .unwrap();
-    assert_eq!(changed.pages.len(), 5, "new URLs: nothing to compare with");
-    drop(db);
+    let source = api.join("posts").unwrap();
+    let first = import(&aws, config(&aws, source.clone(), Some(5)))
+        .await
+        .unwrap();
+    assert_eq!((first.pages.len(), first.skipped), (6, 0));
+    let announced = aws.take_bodies().await.len();
+    assert_eq!(announced, 6);
+
+    let changed = reqwest::Client::new()
+        .put(api.join("revision/1").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(changed.status().is_success());
+    let second = import(&aws, config(&aws, source, Some(5))).await.unwrap();
+
+    let mut pages: Vec<String> = second
+        .pages
+        .iter()
+        .map(|p| {
+            let page = p.url.query_pairs().find(|(k, _)| k == "_page").unwrap().1;
+            page.into_owned()
+        })
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        ["2", "3", "5", "6"],
+        "the changed pages, and only them"
+    );
+    assert_eq!(second.skipped, 2);
+    assert_eq!(
+        aws.take_bodies().await.len(),
+        4,
+        "each changed page announced"
+    );
+    assert_eq!(aws.keys().await.len(), 10);
 }
 
 #[tokio::test]

@@ -26,18 +26,20 @@
 //! - `GET /fault/no-answer`: the request is read and never answered.
 //! - `GET /stats`: [`Stats`] of the requests to `/posts` and `/comments`
 //!   so far, as JSON.
+//! - `PUT /revision/{n}`: from now on `/posts` and `/comments` without
+//!   `?rev` serve revision `n`: the same URLs, changed content.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use futures::StreamExt as _;
 use pipeline_core::resources::{Comment, Post};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -311,8 +313,8 @@ fn body_chunks(
 
 #[derive(Debug, Deserialize)]
 struct PostsQuery {
-    #[serde(default)]
-    rev: u32,
+    /// Without it: the revision `PUT /revision/{n}` set (0 at first).
+    rev: Option<u32>,
     #[serde(rename = "_page")]
     page: Option<u32>,
     #[serde(rename = "_limit")]
@@ -327,6 +329,8 @@ struct Served {
     requests: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
+    /// What `/posts` and `/comments` serve without `?rev`.
+    revision: AtomicU32,
 }
 
 /// What `GET /stats` reports, so that a test can check how a client
@@ -366,11 +370,13 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/stall-body", get(stall_body))
         .route("/fault/no-answer", get(no_answer))
         .route("/stats", get(stats))
+        .route("/revision/{rev}", put(set_revision))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
+            revision: AtomicU32::new(0),
             api,
         }))
 }
@@ -399,6 +405,11 @@ fn json(body: Vec<u8>) -> Response {
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("posts serialize: {e}"))
+}
+
+async fn set_revision(State(served): State<Arc<Served>>, Path(rev): Path<u32>) -> StatusCode {
+    served.revision.store(rev, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
 }
 
 async fn list(
@@ -440,11 +451,14 @@ async fn list(
             .into_response();
     }
     let truncate = draw < faults.failure_rate + faults.throttle_rate + faults.truncate_rate;
+    let rev = q
+        .rev
+        .unwrap_or_else(|| served.revision.load(Ordering::SeqCst));
 
     let Some(limit) = q.limit.filter(|l| *l > 0) else {
         // The whole array, generated as it is sent; a truncated answer
         // stops halfway, without its closing bracket.
-        let (rev, extra, count) = (q.rev, api.extra_sentences, resource.count(api));
+        let (extra, count) = (api.extra_sentences, resource.count(api));
         let last = if truncate { count / 2 } else { count };
         let chunks = body_chunks(resource, 1, last, rev, extra)
             .filter(move |c| !(truncate && c.as_slice() == b"]"))
@@ -460,11 +474,14 @@ async fn list(
     let count = resource.count(api);
     let last = page.saturating_mul(limit).min(count);
     let records: Vec<serde_json::Value> = (first..=last)
-        .map(|id| resource.record_with(id, q.rev, api.extra_sentences))
+        .map(|id| resource.record_with(id, rev, api.extra_sentences))
         .collect();
     let pages = count.div_ceil(limit);
     let link = |n: u32| {
-        let query = format!("_page={n}&_limit={limit}&rev={}", q.rev);
+        // The revision asked for, if any: a page's URL stays the same
+        // across revisions set with `PUT /revision/{n}`.
+        let rev = q.rev.map(|r| format!("&rev={r}")).unwrap_or_default();
+        let query = format!("_page={n}&_limit={limit}{rev}");
         format!("<{}?{query}>", uri.path())
     };
     let mut links = vec![format!("{}; rel=\"last\"", link(pages.max(1)))];
