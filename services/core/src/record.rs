@@ -415,7 +415,9 @@ fn parse_one<R: Record>(raw: &RawValue) -> Result<R, String> {
     Ok(record)
 }
 
-fn strip_position(message: &str) -> &str {
+/// serde_json's message without its "at line 1 column N": noise in a
+/// reason about one record.
+pub(crate) fn strip_position(message: &str) -> &str {
     match message.rfind(" at line ") {
         Some(at) => &message[..at],
         None => message,

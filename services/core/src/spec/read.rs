@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
 use super::{Allowed, Bound, Check, ColumnSpec, ColumnType, Epoch, Format, ResourceSpec, tokens};
+use crate::record::strip_position;
 
 #[cfg(test)]
 mod tests;
@@ -854,13 +855,6 @@ fn shorten(raw: &str) -> String {
 
 fn shorten_text(text: &str) -> String {
     shorten(&serde_json::Value::from(text).to_string())
-}
-
-fn strip_position(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(at) => &message[..at],
-        None => message,
-    }
 }
 
 impl Epoch {
