@@ -11,6 +11,7 @@
 //! | `AWS_ENDPOINT_URL_SQS`  | `--aws-endpoint-url-sqs`  | `AWS_ENDPOINT_URL`              |
 //! | `LOG_FORMAT`            | `--log-format`            | `text` (or `json`)              |
 //! | `RUST_LOG`              |                           | `info`                          |
+//! | `RESOURCES_FILE`        | `--resources-file`        | the built-in posts and comments |
 //!
 //! Credentials come from the AWS SDK's default chain (environment, profile,
 //! web identity, ECS task role, instance profile) and are never flags.
@@ -21,9 +22,11 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser};
 use std::error::Error as _;
+use std::path::PathBuf;
 use url::Url;
 
 use crate::health::HealthSettings;
+use crate::spec::Spec;
 use crate::startup::StartupSettings;
 use crate::telemetry::LogFormat;
 
@@ -41,6 +44,32 @@ pub struct Common {
     pub health: HealthSettings,
     #[command(flatten)]
     pub startup: StartupSettings,
+    #[command(flatten)]
+    pub resources: ResourcesSettings,
+}
+
+/// Which resources there are.
+#[derive(Debug, Clone, Args)]
+pub struct ResourcesSettings {
+    /// The resources file (TOML, docs/adding-a-resource.md): per resource, where its records
+    /// sit in a body, its key, its typed columns and their checks. Unset: JSONPlaceholder's
+    /// posts and comments, built in.
+    #[arg(
+        long = "resources-file",
+        env = "RESOURCES_FILE",
+        value_name = "RESOURCES_FILE",
+        global = true
+    )]
+    pub file: Option<PathBuf>,
+}
+
+impl ResourcesSettings {
+    /// The file read and checked, or the built-in one; a mistake in it is
+    /// a bad setting, named down to the field.
+    pub fn load(&self) -> Result<&'static Spec, SettingError> {
+        Spec::load(self.file.as_deref())
+            .map_err(|e| SettingError::new("RESOURCES_FILE", "--resources-file", e.to_string()))
+    }
 }
 
 /// Where the AWS services are. The SDK would read the same variables by

@@ -43,7 +43,11 @@ pub const BUILT_IN_NAME: &str = "the built-in resources file";
 
 /// Columns every resource table has besides its own: each row's lineage and
 /// version (`docs/design.md`), and the fields no column names.
-pub const RESERVED_COLUMNS: [&str; 4] = ["source_object", "fetched_at", "loaded_at", "_extra"];
+pub const RESERVED_COLUMNS: [&str; 4] = ["source_object", "fetched_at", "loaded_at", EXTRA_COLUMN];
+
+/// The `jsonb` column that holds, per row, the fields no column names,
+/// when the resource says `extra = "keep"`.
+pub const EXTRA_COLUMN: &str = "_extra";
 
 /// The pipeline's own tables.
 pub const RESERVED_TABLES: [&str; 3] = [
@@ -245,6 +249,23 @@ impl Spec {
         Self::parse(BUILT_IN_NAME, BUILT_IN).unwrap_or_else(|e| {
             unreachable!("the built-in resources file is checked by tests: {e}")
         })
+    }
+
+    /// The resources a service runs with: the file at `path` (from
+    /// `RESOURCES_FILE`), or the built-in one. Read once at start and kept
+    /// for as long as the process runs, so that every task and batch can
+    /// refer to its resource as `'static`.
+    pub fn load(path: Option<&Path>) -> Result<&'static Self, SpecError> {
+        match path {
+            Some(path) => Ok(Box::leak(Box::new(Self::read(path)?))),
+            None => Ok(Self::shared_built_in()),
+        }
+    }
+
+    /// The built-in file, read once per process.
+    pub fn shared_built_in() -> &'static Self {
+        static BUILT_IN: std::sync::OnceLock<Spec> = std::sync::OnceLock::new();
+        BUILT_IN.get_or_init(Self::built_in)
     }
 
     /// Reads and checks the file at `path`.

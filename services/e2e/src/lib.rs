@@ -8,9 +8,29 @@
 
 mod pipeline;
 
+use pipeline_core::resources::Resource as _;
+use pipeline_core::spec::read::Columns;
+use pipeline_core::spec::{ResourceSpec, Spec};
 use std::collections::BTreeSet;
+use testkit::fake_api::Post;
 
 pub use pipeline::{Pipeline, drain, import};
+
+/// The built-in `posts` resource.
+pub fn posts_resource() -> &'static ResourceSpec {
+    Spec::shared_built_in()
+        .resource("posts")
+        .expect("posts are built in")
+}
+
+/// `posts` as the transformer holds them once read, for the tests that
+/// write rows themselves.
+pub fn post_rows(posts: &[Post]) -> Columns {
+    let body = serde_json::to_vec(posts).expect("posts serialize");
+    let records = posts_resource().parse(&body).expect("a JSON array");
+    assert!(records.bad.is_empty(), "{:?}", records.bad);
+    records.columns
+}
 
 /// Read by a library rather than by a command-line setting: the AWS SDK's
 /// credentials, the log filter, and the OpenTelemetry SDK's settings.

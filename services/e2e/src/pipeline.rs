@@ -48,9 +48,10 @@ impl Pipeline {
             self.aws.queue_url.clone(),
         );
         let first = path.split(['/', '?']).next().unwrap_or_default();
-        match pipeline_core::resources::named(first) {
-            Some(resource) => config.for_resource(resource.name()),
-            None => config,
+        if config.resources.resource(first).is_some() {
+            config.for_resource(first)
+        } else {
+            config
         }
     }
 

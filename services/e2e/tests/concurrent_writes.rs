@@ -8,11 +8,12 @@ use diesel::QueryableByName;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
-use pipeline_core::resources::Post;
+use e2e::{post_rows, posts_resource};
 use pipeline_store::rows::{Lineage, UpsertCounts, upsert};
 use pipeline_store::schema::posts;
 use std::time::Duration;
 use testkit::TestDb;
+use testkit::fake_api::Post;
 use time::OffsetDateTime;
 
 fn post(id: i64, title: &str) -> Post {
@@ -50,7 +51,8 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
             let mut tx = conn.begin().await.unwrap();
             let counts = upsert(
                 &mut tx,
-                &vec![post(1, "from A")],
+                posts_resource(),
+                &post_rows(&[post(1, "from A")]),
                 Lineage {
                     source_object: "s3://raw/a.json",
                     fetched_at: older,
@@ -90,7 +92,8 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
     let mut tx = conn.begin().await.unwrap();
     let b = upsert(
         &mut tx,
-        &vec![post(1, "from B"), post(2, "from B")],
+        posts_resource(),
+        &post_rows(&[post(1, "from B"), post(2, "from B")]),
         Lineage {
             source_object: "s3://raw/b.json",
             fetched_at: newer,

@@ -10,22 +10,25 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Integer};
 use diesel_async::RunQueryDsl;
-use pipeline_core::resources::Post;
+use e2e::{post_rows, posts_resource};
 use pipeline_store::Store;
 use pipeline_store::rows::{Lineage, UpsertCounts, upsert};
 use std::collections::HashMap;
 use testkit::TestDb;
+use testkit::fake_api::Post;
 use time::OffsetDateTime;
 
-fn posts(ids: &[i64]) -> Vec<Post> {
-    ids.iter()
+fn posts(ids: &[i64]) -> pipeline_core::spec::read::Columns {
+    let posts: Vec<Post> = ids
+        .iter()
         .map(|&id| Post {
             user_id: 1,
             id,
             title: "t".to_owned(),
             body: "b".to_owned(),
         })
-        .collect()
+        .collect();
+    post_rows(&posts)
 }
 
 /// Writes `ids` in a transaction of their own, on the store's one connection.
@@ -34,6 +37,7 @@ async fn write(store: &Store, ids: &[i64], fetched_at: OffsetDateTime) -> Upsert
     let mut tx = conn.begin().await.unwrap();
     let counts = upsert(
         &mut tx,
+        posts_resource(),
         &posts(ids),
         Lineage {
             source_object: "s3://raw/posts.json",

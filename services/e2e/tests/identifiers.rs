@@ -4,47 +4,38 @@
 
 #![allow(clippy::unwrap_used)]
 
-use pipeline_core::record::{Column, Rows, Table};
+use pipeline_core::resources::Resource as _;
+use pipeline_core::spec::{ResourceSpec, Spec};
 use pipeline_store::Store;
 use pipeline_store::rows::{Lineage, UpsertCounts, ident, upsert};
 use testkit::TestDb;
 use time::OffsetDateTime;
 
-const TABLE: Table = Table {
-    name: r#"app "events"; DROP TABLE posts; --"#,
-    key: "Event ID",
-};
-const TEXT_COLUMN: &str = r#"ti"tle"#;
+const FILE: &str = r#"
+    [resources.events]
+    table = 'app "events"; DROP TABLE posts; --'
+    key = "Event ID"
 
-/// Rows of [`TABLE`]: a key and one text column.
-#[derive(Debug)]
-struct Events(Vec<(i64, String)>);
+    [[resources.events.columns]]
+    name = "Event ID"
+    from = "/id"
+    type = "bigint"
 
-impl Rows for Events {
-    fn table(&self) -> Table {
-        TABLE
-    }
+    [[resources.events.columns]]
+    name = 'ti"tle'
+    from = "/title"
+    type = "text"
+"#;
 
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn key(&self, index: usize) -> i64 {
-        self.0[index].0
-    }
-
-    fn columns(&self, indices: &[usize]) -> Vec<Column<'_>> {
-        let rows: Vec<&(i64, String)> = indices.iter().map(|&i| &self.0[i]).collect();
-        vec![Column::text(TEXT_COLUMN, &rows, |row| row.1.as_str())]
-    }
-}
-
-async fn write(store: &Store, events: &Events) -> UpsertCounts {
+async fn write(store: &Store, events: &ResourceSpec, body: &str) -> UpsertCounts {
+    let records = events.parse(body.as_bytes()).unwrap();
+    assert!(records.bad.is_empty(), "{:?}", records.bad);
     let mut conn = store.connection().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     let counts = upsert(
         &mut tx,
         events,
+        &records.columns,
         Lineage {
             source_object: "s3://raw/events.json",
             fetched_at: OffsetDateTime::now_utc(),
@@ -59,36 +50,30 @@ async fn write(store: &Store, events: &Events) -> UpsertCounts {
 #[tokio::test]
 async fn names_with_spaces_quotes_and_sql_in_them_are_written_as_names() {
     let db = TestDb::new().await;
-    let mut conn = db.connect().await;
-    diesel_async::RunQueryDsl::execute(
+    let spec = Spec::parse("events.toml", FILE).unwrap();
+    let events = spec.resource("events").unwrap();
+    db.execute(
         // Quoted by hand here, not by the code under test.
-        diesel::sql_query(
-            r#"CREATE TABLE "app ""events""; DROP TABLE posts; --" (
-                "Event ID" bigint PRIMARY KEY, "ti""tle" text NOT NULL,
-                source_object text NOT NULL, fetched_at timestamptz NOT NULL,
-                loaded_at timestamptz NOT NULL DEFAULT now())"#,
-        ),
-        &mut conn,
+        r#"CREATE TABLE "app ""events""; DROP TABLE posts; --" (
+            "Event ID" bigint PRIMARY KEY, "ti""tle" text NOT NULL,
+            source_object text NOT NULL, fetched_at timestamptz NOT NULL,
+            loaded_at timestamptz NOT NULL DEFAULT now())"#,
     )
-    .await
-    .unwrap();
+    .await;
     let store = Store::new(db.url(), 1);
-    let events = Events(vec![(1, "a".into()), (2, "it's \"b\"".into())]);
 
     // New keys (COPY), then the same keys again (the look-up and upsert).
-    assert_eq!(write(&store, &events).await.inserted, 2);
-    let again = write(&store, &Events(vec![(1, "a".into()), (2, "c".into())])).await;
+    let first = r#"[{"id": 1, "title": "a"}, {"id": 2, "title": "it's \"b\"'); --"}]"#;
+    assert_eq!(write(&store, events, first).await.inserted, 2);
+    let again = r#"[{"id": 1, "title": "a"}, {"id": 2, "title": "c"}]"#;
+    let again = write(&store, events, again).await;
     assert_eq!((again.inserted, again.updated, again.unchanged), (0, 1, 1));
 
-    let count = |table: &str| format!("SELECT count(*) AS n FROM {}", ident(table));
-    assert_eq!(db.count(&count(TABLE.name)).await, 2);
+    let count = format!("SELECT count(*) AS n FROM {}", ident(&events.table));
+    assert_eq!(db.count(&count).await, 2);
     assert_eq!(
-        db.count(&format!(
-            "{} WHERE {} = 'c'",
-            count(TABLE.name),
-            ident(TEXT_COLUMN)
-        ))
-        .await,
+        db.count(&format!("{count} WHERE {} = 'c'", ident(r#"ti"tle"#)))
+            .await,
         1
     );
     // What the name holds ran as nothing but a name.

@@ -201,7 +201,7 @@ fn load(resource: &str, file: &std::path::Path, fetched_at: Option<OffsetDateTim
     Load {
         file: file.to_owned(),
         fetched_at,
-        resource: pipeline_core::resources::named(resource).unwrap(),
+        resource: resource.to_owned(),
     }
 }
 

@@ -348,6 +348,7 @@ async fn objects_that_can_never_be_applied_are_refused_naming_the_object() {
     let cx = Context {
         s3: pipeline.aws.clients.s3.clone(),
         store: pipeline_store::Store::new(pipeline.db.url(), 1),
+        resources: pipeline_core::spec::Spec::shared_built_in(),
     };
     let message = |key: &str, sha256: Option<String>, record_count: Option<u64>| ObjectMessage {
         version: 1,

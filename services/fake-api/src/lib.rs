@@ -35,7 +35,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use futures::StreamExt as _;
-use pipeline_core::resources::{Comment, Post};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,6 +111,29 @@ const SENTENCES: &[&str] = &[
     "Line one.\nLine two.\r\nLine three after CRLF.",
     "Mathematical ∑ ∫ √ ∞ and currency € £ ¥ ₹ signs.",
 ];
+
+/// A post as JSONPlaceholder serves it: `{"userId": int, "id": int,
+/// "title": str, "body": str}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Post {
+    pub user_id: i64,
+    pub id: i64,
+    pub title: String,
+    pub body: String,
+}
+
+/// A comment on a post as JSONPlaceholder serves it: `{"postId": int,
+/// "id": int, "name": str, "email": str, "body": str}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    pub post_id: i64,
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub body: String,
+}
 
 /// Post `id` of revision `rev`: a pure function, so tests can recompute
 /// exactly what the API served.
@@ -600,12 +622,14 @@ mod tests {
 
     #[test]
     fn comments_are_valid_varied_and_five_to_a_post() {
-        use pipeline_core::record::parse_records;
+        use pipeline_core::resources::Resource as _;
         let all = comments(500, 0);
         let body = serde_json::to_vec(&all).unwrap();
-        let parsed = parse_records::<Comment>(&body).unwrap();
+        let spec = pipeline_core::spec::Spec::built_in();
+        let parsed = spec.resource("comments").unwrap().parse(&body).unwrap();
         assert!(parsed.bad.is_empty(), "{:?}", parsed.bad.first());
-        assert_eq!(parsed.rows, all);
+        assert_eq!(parsed.columns.rows(), all.len());
+        assert_eq!(serde_json::from_slice::<Vec<Comment>>(&body).unwrap(), all);
         let text: String = all
             .iter()
             .map(|c| format!("{}{}", c.name, c.body))

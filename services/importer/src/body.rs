@@ -3,8 +3,8 @@
 //! whatever the size of an answer.
 
 use bytes::{Bytes, BytesMut};
-use pipeline_core::record::{Batch, RecordsError};
-use pipeline_core::resources::Resource;
+use pipeline_core::record::RecordsError;
+use pipeline_core::resources::{Batch, Resource};
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
@@ -66,15 +66,9 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
     match body {
         Body::Memory(bytes) => {
             let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || match resource.count_if_all_valid(&bytes) {
-                Some(record_count) => Ok(Checked {
-                    record_count,
-                    ..Checked::default()
-                }),
-                None => resource.parse(&bytes).map(|batch| summary(&batch)),
-            })
-            .await
-            .map_err(joined)?
+            tokio::task::spawn_blocking(move || resource.parse(&bytes).map(|batch| summary(&batch)))
+                .await
+                .map_err(joined)?
         }
         Body::File { .. } => {
             let mut reader = body
@@ -173,7 +167,9 @@ mod tests {
     use super::*;
 
     fn posts() -> &'static dyn Resource {
-        pipeline_core::resources::named("posts").unwrap()
+        pipeline_core::spec::Spec::shared_built_in()
+            .resource("posts")
+            .unwrap()
     }
 
     #[tokio::test]

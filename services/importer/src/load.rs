@@ -6,7 +6,6 @@
 use clap::Args;
 use pipeline_core::exit::BadInput;
 use pipeline_core::message::DEFAULT_RESOURCE;
-use pipeline_core::resources::{self, Resource};
 use std::path::PathBuf;
 use std::time::Instant;
 use time::OffsetDateTime;
@@ -30,14 +29,9 @@ pub struct Load {
     /// the time of the object they came from.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub fetched_at: Option<OffsetDateTime>,
-    /// The resource its records are (one RESOURCES knows).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_RESOURCE, value_parser = parse_resource)]
-    pub resource: &'static dyn Resource,
-}
-
-fn parse_resource(name: &str) -> Result<&'static dyn Resource, String> {
-    resources::named(name)
-        .ok_or_else(|| format!("unknown resource `{name}` (known: {})", resources::names()))
+    /// The resource its records are (one of RESOURCES_FILE).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_RESOURCE)]
+    pub resource: String,
 }
 
 impl Load {
@@ -96,12 +90,13 @@ impl Importer {
         } else {
             load.file.display().to_string()
         };
+        let resource = self.config.resource(&load.resource).map_err(BadInput)?;
         let fetched_at = load.fetched_at.unwrap_or_else(OffsetDateTime::now_utc);
         let (body, sha256) = load.read(&name).await?;
-        let checked = body::check(&body, load.resource).await.map_err(|e| {
+        let checked = body::check(&body, resource).await.map_err(|e| {
             BadInput(format!(
-                "{name} is not a JSON array of {}: {e}",
-                load.resource.name()
+                "{name} holds no records of {}: {e}",
+                resource.name()
             ))
         })?;
         if checked.record_count == 0 {
@@ -111,7 +106,7 @@ impl Importer {
         let page = Page {
             // Reading and checking, as a fetched page's is its fetch.
             duration: started.elapsed(),
-            ..Page::checked(load.resource, url, body, sha256, fetched_at, checked)
+            ..Page::checked(resource, url, body, sha256, fetched_at, checked)
         };
         // What an operator loads is loaded, even if it was loaded before:
         // no skipping as unchanged.
@@ -121,11 +116,7 @@ impl Importer {
         let announced = announcer.finish().await;
         let mut report = self.settle(vec![outcome], announced).await;
         report.duration = started.elapsed();
-        report.log(&format!(
-            "{} from {}",
-            load.resource.name(),
-            load.source_url()?
-        ));
+        report.log(&format!("{} from {}", resource.name(), load.source_url()?));
         if report.failures.is_empty() {
             Ok(report)
         } else {

@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         return check.run(&common.health.path("importer"));
     }
     // Every setting is checked here, before any network call.
-    let mut config = settings::or_exit(cli.settings.resolve(&common.startup));
+    let resources = settings::or_exit(common.resources.load());
+    let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources));
     settings::or_exit(common.aws.region());
     let (format, aws) = (common.log.format, &common.aws);
     match &cli.command {

@@ -3,7 +3,7 @@
 //! | variable          | flag               | default                                       |
 //! |-------------------|--------------------|-----------------------------------------------|
 //! | `SOURCE_URL`      | `--source-url`     | `https://jsonplaceholder.typicode.com/posts`  |
-//! | `RESOURCES`       | `--resources`      | unset: `posts` from `SOURCE_URL`              |
+//! | `RESOURCES`       | `--resources`      | unset: the file's one resource, or `posts`, from `SOURCE_URL` |
 //! | `RAW_BUCKET`      | `--raw-bucket`     | none: required                                |
 //! | `RAW_KEY_PREFIX`  | `--raw-key-prefix` | `raw`                                         |
 //! | `QUEUE_URL`       | `--queue-url`      | none: required                                |
@@ -24,12 +24,13 @@
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::Healthcheck;
 use pipeline_core::message::DEFAULT_RESOURCE;
-use pipeline_core::resources::{self, Resource};
+use pipeline_core::resources::Resource;
 use pipeline_core::retry::Backoff;
 pub use pipeline_core::settings::parse_time;
 use pipeline_core::settings::{
     Common, SettingError, defaults, parse_bucket_name, parse_http_url, parse_queue_url, required,
 };
+use pipeline_core::spec::Spec;
 use pipeline_core::startup::StartupSettings;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
@@ -162,10 +163,10 @@ pub struct Settings {
     pub gzip: bool,
 }
 
-/// One entry of `RESOURCES`: a resource, and its URL if given.
+/// One entry of `RESOURCES`: a resource's name, and its URL if given.
 #[derive(Debug, Clone)]
 pub struct ResourceEntry {
-    pub resource: &'static dyn Resource,
+    pub name: String,
     pub url: Option<Url>,
 }
 
@@ -194,6 +195,8 @@ impl std::fmt::Display for Source {
 pub struct Config {
     /// In the order they are imported.
     pub sources: Vec<Source>,
+    /// Every resource there is (`RESOURCES_FILE`).
+    pub resources: &'static Spec,
     pub bucket: String,
     pub key_prefix: String,
     pub queue_url: Url,
@@ -222,27 +225,43 @@ impl Config {
             ..defaults()
         };
         settings
-            .resolve(&defaults())
+            .resolve(&defaults(), Spec::shared_built_in())
             .unwrap_or_else(|e| unreachable!("the bucket and the queue are given: {e}"))
     }
 }
 
 impl Config {
-    /// The same, fetching `resource` (a name [`resources::named`] knows)
-    /// from the one source's URL.
+    /// The same, fetching `resource` (one of [`Config::resources`]) from
+    /// the one source's URL.
     pub fn for_resource(mut self, resource: &str) -> Self {
         let url = self.sources[0].url.clone();
-        let resource =
-            resources::named(resource).unwrap_or_else(|| panic!("unknown resource `{resource}`"));
+        let resource = self
+            .resources
+            .resource(resource)
+            .unwrap_or_else(|| panic!("unknown resource `{resource}`"));
         self.sources = vec![Source { resource, url }];
         self
+    }
+
+    /// The resource called `name`, or why there is none.
+    pub fn resource(&self, name: &str) -> Result<&'static dyn Resource, String> {
+        let resources: &'static Spec = self.resources;
+        resources
+            .resource(name)
+            .map(|r| r as &'static dyn Resource)
+            .ok_or_else(|| unknown(name, resources))
     }
 }
 
 impl Settings {
-    pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
+    pub fn resolve(
+        &self,
+        startup: &StartupSettings,
+        resources: &'static Spec,
+    ) -> Result<Config, SettingError> {
         Ok(Config {
-            sources: self.sources()?,
+            sources: self.sources(resources)?,
+            resources,
             bucket: required(self.raw_bucket.clone(), "RAW_BUCKET", "--raw-bucket")?,
             key_prefix: self.raw_key_prefix.clone(),
             queue_url: required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")?,
@@ -265,19 +284,34 @@ impl Settings {
 }
 
 impl Settings {
-    /// `RESOURCES` with their URLs; unset, posts from `SOURCE_URL`.
-    fn sources(&self) -> Result<Vec<Source>, SettingError> {
+    /// `RESOURCES` with their URLs, each a resource of `resources`. Unset,
+    /// the file's one resource, or posts if it has several, from
+    /// `SOURCE_URL`.
+    fn sources(&self, resources: &'static Spec) -> Result<Vec<Source>, SettingError> {
+        let invalid = |reason| SettingError::new("RESOURCES", "--resources", reason);
         if self.resources.is_empty() {
-            let posts = resources::named(DEFAULT_RESOURCE)
-                .unwrap_or_else(|| unreachable!("posts is a resource"));
+            let only = match &resources.resources[..] {
+                [only] => Some(only),
+                _ => resources.resource(DEFAULT_RESOURCE),
+            };
+            let Some(resource) = only else {
+                return Err(invalid(format!(
+                    "unset, but {} has several resources ({}): name those to import",
+                    resources.source,
+                    resources.names()
+                )));
+            };
             return Ok(vec![Source {
-                resource: posts,
+                resource,
                 url: self.source_url.clone(),
             }]);
         }
         let mut sources: Vec<Source> = Vec::with_capacity(self.resources.len());
         for entry in &self.resources {
-            let name = entry.resource.name();
+            let name = entry.name.as_str();
+            let resource = resources
+                .resource(name)
+                .ok_or_else(|| invalid(unknown(name, resources)))?;
             if sources.iter().any(|s| s.resource.name() == name) {
                 return Err(SettingError::new(
                     "RESOURCES",
@@ -291,24 +325,31 @@ impl Settings {
                     SettingError::new("RESOURCES", "--resources", format!("`{name}`: {e}"))
                 })?,
             };
-            sources.push(Source {
-                resource: entry.resource,
-                url,
-            });
+            sources.push(Source { resource, url });
         }
         Ok(sources)
     }
 }
 
-/// `NAME` or `NAME=URL`, NAME a resource this build knows.
+/// `NAME` or `NAME=URL`; NAME is looked up once the resources file is read.
 fn parse_resource_entry(value: &str) -> Result<ResourceEntry, String> {
     let (name, url) = match value.split_once('=') {
         Some((name, url)) => (name.trim(), Some(parse_http_url(url.trim())?)),
         None => (value.trim(), None),
     };
-    let resource = resources::named(name)
-        .ok_or_else(|| format!("unknown resource `{name}` (known: {})", resources::names()))?;
-    Ok(ResourceEntry { resource, url })
+    Ok(ResourceEntry {
+        name: name.to_owned(),
+        url,
+    })
+}
+
+/// Why `name` is not a resource, naming those there are.
+fn unknown(name: &str, resources: &Spec) -> String {
+    format!(
+        "unknown resource `{name}` (known: {}, from {})",
+        resources.names(),
+        resources.source
+    )
 }
 
 /// A positive duration such as `30s` or `5m`.
@@ -350,7 +391,10 @@ mod tests {
     fn sources(args: &[&str]) -> Result<Vec<String>, String> {
         let cli = Cli::try_parse_from([&["importer"], args, &["run"]].concat())
             .map_err(|e| e.to_string())?;
-        let sources = cli.settings.sources().map_err(|e| e.to_string())?;
+        let sources = cli
+            .settings
+            .sources(Spec::shared_built_in())
+            .map_err(|e| e.to_string())?;
         Ok(sources.iter().map(ToString::to_string).collect())
     }
 
@@ -370,8 +414,9 @@ mod tests {
             ["posts from http://other.test/p?x=1"]
         );
         let unknown = sources(&["--resources=posts,users"]).unwrap_err();
-        let known = format!("unknown resource `users` (known: {})", resources::names());
-        assert!(unknown.contains(&known), "{unknown}");
+        let known =
+            "unknown resource `users` (known: comments, posts, from the built-in resources file)";
+        assert!(unknown.contains(known), "{unknown}");
         let twice = sources(&["--resources=posts,posts"]).unwrap_err();
         assert!(twice.contains("`posts` is listed twice"), "{twice}");
     }

@@ -3,7 +3,8 @@
 
 use diesel::prelude::*;
 use pipeline_core::record::BadRecord;
-pub use pipeline_core::record::Batch;
+pub use pipeline_core::resources::Batch;
+use pipeline_core::spec::ResourceSpec;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
@@ -20,8 +21,9 @@ const QUARANTINE_CHUNK: usize = 5_000;
 pub struct Object<'a> {
     /// `s3://bucket/key`.
     pub source_object: &'a str,
-    /// The resource its records are.
-    pub resource: &'a str,
+    /// The resource its records are: its name goes in the ledger, its
+    /// table, key and columns make the statements.
+    pub resource: &'a ResourceSpec,
     /// Of the bytes the records are parsed from, when it is known before
     /// they are read (the message carries it, or they were read whole).
     pub sha256: Option<&'a str>,
@@ -274,7 +276,7 @@ async fn write<E: Send>(
     let mut counts = UpsertCounts::default();
     let mut bad = Vec::new();
     while let Some(batch) = batches.recv().await {
-        counts += rows::upsert(tx, &*batch.rows, lineage).await?;
+        counts += rows::upsert(tx, object.resource, &batch.columns, lineage).await?;
         bad.extend(batch.bad);
     }
     let end = finish
@@ -324,7 +326,7 @@ async fn claim<E>(
                 &object.fetched_at,
                 &(records as i64),
                 &object.trace_id,
-                &object.resource,
+                &object.resource.name,
             ],
         )
         .await?;

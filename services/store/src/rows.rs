@@ -1,16 +1,20 @@
 //! Writing the valid records of an object to their resource's table, the
-//! same way for every resource: the SQL is made from the table's name, key
-//! and columns ([`pipeline_core::record::Rows`]).
+//! same way for every resource: the SQL is made from the resource's entry
+//! in the resources file (its table, key and typed columns), with every
+//! identifier quoted ([`ident`]) and every value bound, never spliced in.
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use futures::SinkExt as _;
-use pipeline_core::record::{Column, Rows, Table, Values};
+use pipeline_core::spec::read::{Buffer, Columns};
+use pipeline_core::spec::{EXTRA_COLUMN, ResourceSpec};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{Error, Statement, Transaction};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Error, Row, Statement, Transaction};
+use uuid::Uuid;
 
 use crate::pool::Tx;
 
@@ -89,18 +93,103 @@ impl std::ops::AddAssign for UpsertCounts {
 /// [`CHUNK_ROWS`] rows.
 pub async fn upsert(
     tx: &mut Tx<'_>,
-    rows: &dyn Rows,
+    resource: &ResourceSpec,
+    rows: &Columns,
     lineage: Lineage<'_>,
 ) -> Result<UpsertCounts, WriteError> {
-    let latest = last_occurrences(rows);
+    let table = Table::of(resource, rows);
+    let latest = last_occurrences(&table);
     let mut counts = UpsertCounts {
-        superseded: (rows.len() - latest.len()) as u64,
+        superseded: (rows.rows() - latest.len()) as u64,
         ..UpsertCounts::default()
     };
     for chunk in latest.chunks(CHUNK_ROWS) {
-        counts += write_chunk(tx, rows, chunk, lineage).await?;
+        counts += write_chunk(tx, &table, chunk, lineage).await?;
     }
     Ok(counts)
+}
+
+/// Rows of one resource, as the statements see them: the table, its
+/// columns in the file's order (then `_extra` when the file keeps it), and
+/// which of them are the key.
+struct Table<'a> {
+    name: &'a str,
+    columns: Vec<(&'a str, &'a Buffer)>,
+    /// Indexes into `columns`.
+    key: &'a [usize],
+    len: usize,
+}
+
+impl<'a> Table<'a> {
+    fn of(resource: &'a ResourceSpec, rows: &'a Columns) -> Self {
+        let mut columns: Vec<(&str, &Buffer)> = resource
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .zip(&rows.buffers)
+            .collect();
+        if let Some(extra) = &rows.extra {
+            columns.push((EXTRA_COLUMN, extra));
+        }
+        Self {
+            name: &resource.table,
+            columns,
+            key: &resource.key,
+            len: rows.rows(),
+        }
+    }
+
+    /// The key of row `index`.
+    fn key(&self, index: usize) -> Key<'a> {
+        self.key
+            .iter()
+            .map(|&c| KeyPart::at(self.columns[c].1, index))
+            .collect()
+    }
+
+    fn key_names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.key.iter().map(|&c| self.columns[c].0)
+    }
+
+    /// The columns that are not the key: what an update changes.
+    fn content(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.key.contains(i))
+            .map(|(_, (name, _))| *name)
+    }
+}
+
+/// A row's key: one part per key column.
+type Key<'a> = Vec<KeyPart<'a>>;
+
+/// A key column's value: a key is `bigint`, `text` or `uuid`, never null.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyPart<'a> {
+    Int(i64),
+    Text(Cow<'a, str>),
+    Uuid(Uuid),
+}
+
+impl<'a> KeyPart<'a> {
+    fn at(buffer: &'a Buffer, index: usize) -> Self {
+        match buffer {
+            Buffer::BigInt(v) => Self::Int(v[index].unwrap_or_default()),
+            Buffer::Text(v) => Self::Text(Cow::Borrowed(v[index].as_deref().unwrap_or_default())),
+            Buffer::Uuid(v) => Self::Uuid(v[index].unwrap_or_default()),
+            other => unreachable!("the resources file makes a key bigint, text or uuid: {other:?}"),
+        }
+    }
+
+    /// Column `i` of a row the look-up returned, of the type of `like`.
+    fn from_row(row: &Row, i: usize, like: &Buffer) -> Result<Self, Error> {
+        Ok(match like {
+            Buffer::BigInt(_) => Self::Int(row.try_get(i)?),
+            Buffer::Uuid(_) => Self::Uuid(row.try_get(i)?),
+            _ => Self::Text(Cow::Owned(row.try_get(i)?)),
+        })
+    }
 }
 
 /// Rows whose key is not in the table yet go in with binary `COPY`, the
@@ -120,49 +209,83 @@ pub async fn upsert(
 /// rest.
 async fn write_chunk(
     tx: &mut Tx<'_>,
-    rows: &dyn Rows,
+    table: &Table<'_>,
     chunk: &[usize],
     lineage: Lineage<'_>,
 ) -> Result<UpsertCounts, WriteError> {
-    let table = rows.table();
-    if tx.keys_met.expects_new(table)
-        && let Some(inserted) = copy_new(tx, rows, chunk, lineage).await?
+    if tx.keys_met.expects_new(table.name)
+        && let Some(inserted) = copy_new(tx, table, chunk, lineage).await?
     {
         return Ok(UpsertCounts {
             inserted,
             ..UpsertCounts::default()
         });
     }
-    let keys: Vec<i64> = chunk.iter().map(|&i| rows.key(i)).collect();
-    let present: HashSet<i64> = tx
-        .query(
-            &format!(
-                "SELECT {key} FROM {name} WHERE {key} = ANY($1)",
-                key = ident(table.key),
-                name = ident(table.name)
-            ),
-            &[&keys],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    tx.keys_met.remember(table, !present.is_empty());
+    let present = present_keys(tx, table, chunk).await?;
+    tx.keys_met.remember(table.name, !present.is_empty());
     let (fresh, mut known): (Vec<usize>, Vec<usize>) = chunk
         .iter()
-        .partition(|&&i| !present.contains(&rows.key(i)));
+        .partition(|&&i| !present.contains(&table.key(i)));
 
     let mut counts = UpsertCounts::default();
     if !fresh.is_empty() {
-        match copy_new(tx, rows, &fresh, lineage).await? {
+        match copy_new(tx, table, &fresh, lineage).await? {
             Some(inserted) => counts.inserted += inserted,
             None => known.extend(fresh),
         }
     }
     if !known.is_empty() {
-        counts += upsert_chunk(tx, rows, &known, lineage).await?;
+        counts += upsert_chunk(tx, table, &known, lineage).await?;
     }
     Ok(counts)
+}
+
+/// The keys of the rows at `chunk` that the table holds already.
+async fn present_keys<'a>(
+    tx: &mut Tx<'_>,
+    table: &Table<'a>,
+    chunk: &[usize],
+) -> Result<HashSet<Key<'a>>, WriteError> {
+    let keys: Vec<Bound<'_>> = table
+        .key
+        .iter()
+        .map(|&c| gather(table.columns[c].1, chunk))
+        .collect();
+    let params: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|k| &**k as _).collect();
+    let found = tx.query(&lookup_sql(table), &params).await?;
+    found
+        .iter()
+        .map(|row| {
+            table
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| KeyPart::from_row(row, i, table.columns[c].1))
+                .collect::<Result<Key<'a>, Error>>()
+        })
+        .collect::<Result<_, Error>>()
+        .map_err(WriteError::Query)
+}
+
+/// The look-up of the keys of a chunk: by `= ANY` for one key column (an
+/// index scan per key), by the rows of the key arrays for several.
+fn lookup_sql(table: &Table<'_>) -> String {
+    let names: Vec<String> = table.key_names().map(ident).collect();
+    let name = ident(table.name);
+    if let [key] = &names[..] {
+        return format!("SELECT {key} FROM {name} WHERE {key} = ANY($1)");
+    }
+    let arrays: Vec<String> = table
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| format!("${}::{}[]", i + 1, sql_type(table.columns[c].1)))
+        .collect();
+    format!(
+        "SELECT {names} FROM {name} WHERE ({names}) IN (SELECT * FROM UNNEST({arrays}))",
+        names = names.join(", "),
+        arrays = arrays.join(", "),
+    )
 }
 
 /// Inserts the rows at `indices` with one binary `COPY` in a savepoint, and
@@ -170,17 +293,13 @@ async fn write_chunk(
 /// their keys is in the table already.
 async fn copy_new(
     tx: &mut Tx<'_>,
-    rows: &dyn Rows,
+    table: &Table<'_>,
     indices: &[usize],
     lineage: Lineage<'_>,
 ) -> Result<Option<u64>, WriteError> {
-    let columns = rows.columns(indices);
-    let copy = tx
-        .statements
-        .prepared(&tx.inner, &copy_sql(rows.table(), &columns))
-        .await?;
+    let copy = tx.statements.prepared(&tx.inner, &copy_sql(table)).await?;
     let savepoint = tx.inner.savepoint("fresh").await?;
-    match copy_in(&savepoint, &copy, rows, indices, &columns, lineage).await {
+    match copy_in(&savepoint, &copy, table, indices, lineage).await {
         Ok(inserted) => {
             savepoint.commit().await?;
             Ok(Some(inserted))
@@ -197,35 +316,33 @@ async fn copy_new(
 /// present: their next chunk is looked up first too. For every other
 /// table, a chunk is first tried as all new (see [`write_chunk`]).
 #[derive(Debug, Default)]
-pub(crate) struct KeysMet(HashSet<&'static str>);
+pub(crate) struct KeysMet(HashSet<String>);
 
 impl KeysMet {
-    fn expects_new(&self, table: Table) -> bool {
-        !self.0.contains(table.name)
+    fn expects_new(&self, table: &str) -> bool {
+        !self.0.contains(table)
     }
 
-    fn remember(&mut self, table: Table, met_present: bool) {
+    fn remember(&mut self, table: &str, met_present: bool) {
         if met_present {
-            self.0.insert(table.name);
+            self.0.insert(table.to_owned());
         } else {
-            self.0.remove(table.name);
+            self.0.remove(table);
         }
     }
 }
 
 /// Writes the rows at `indices`, with their lineage, in one binary `COPY`
-/// (`copy`, prepared from [`copy_sql`] for these `columns`).
+/// (`copy`, prepared from [`copy_sql`]).
 async fn copy_in(
     tx: &Transaction<'_>,
     copy: &Statement,
-    rows: &dyn Rows,
+    table: &Table<'_>,
     indices: &[usize],
-    columns: &[Column<'_>],
     lineage: Lineage<'_>,
 ) -> Result<u64, WriteError> {
-    let key = rows.table().key;
-    // The key, the columns and the two lineage fields.
-    let fields = i16::try_from(columns.len() + 3)
+    // The columns and the two lineage fields.
+    let fields = i16::try_from(table.columns.len() + 2)
         .unwrap_or_else(|e| unreachable!("a PostgreSQL table has at most 1,600 columns: {e}"));
     // The lineage ends every row the same way: encoded once.
     let mut lineage_fields = BytesMut::new();
@@ -246,16 +363,10 @@ async fn copy_in(
     let mut sink = std::pin::pin!(sink);
     let mut buf = BytesMut::with_capacity(2 * COPY_PIECE);
     buf.put_slice(COPY_HEADER);
-    for (j, &i) in indices.iter().enumerate() {
+    for &i in indices {
         buf.put_i16(fields);
-        put_field(&mut buf, &rows.key(i), &Type::INT8, key)?;
-        for column in columns {
-            match &column.values {
-                Values::BigInt(values) => {
-                    put_field(&mut buf, &values[j], &Type::INT8, column.name)?
-                }
-                Values::Text(values) => put_field(&mut buf, &values[j], &Type::TEXT, column.name)?,
-            }
+        for &(name, values) in &table.columns {
+            put_value(&mut buf, values, i, name)?;
         }
         buf.put_slice(&lineage_fields);
         if buf.len() >= COPY_PIECE {
@@ -266,6 +377,22 @@ async fn copy_in(
     buf.put_i16(-1);
     sink.send(buf.freeze()).await?;
     Ok(sink.as_mut().finish().await?)
+}
+
+/// Appends row `i`'s value of a column to a binary `COPY` row.
+fn put_value(buf: &mut BytesMut, values: &Buffer, i: usize, name: &str) -> Result<(), WriteError> {
+    match values {
+        Buffer::BigInt(v) => put_field(buf, &v[i], &Type::INT8, name),
+        Buffer::Integer(v) => put_field(buf, &v[i], &Type::INT4, name),
+        Buffer::Double(v) => put_field(buf, &v[i], &Type::FLOAT8, name),
+        Buffer::Numeric(v) => put_field(buf, &v[i].as_deref().map(Numeric), &Type::NUMERIC, name),
+        Buffer::Boolean(v) => put_field(buf, &v[i], &Type::BOOL, name),
+        Buffer::Text(v) => put_field(buf, &v[i], &Type::TEXT, name),
+        Buffer::Timestamptz(v) => put_field(buf, &v[i], &Type::TIMESTAMPTZ, name),
+        Buffer::Date(v) => put_field(buf, &v[i], &Type::DATE, name),
+        Buffer::Uuid(v) => put_field(buf, &v[i], &Type::UUID, name),
+        Buffer::Jsonb(v) => put_field(buf, &v[i].as_deref().map(Jsonb), &Type::JSONB, name),
+    }
 }
 
 /// Appends one field of a binary `COPY` row: its length, then its value.
@@ -289,38 +416,182 @@ fn put_field(
     Ok(())
 }
 
-/// `COPY "t" ("key", "a", "b", source_object, fetched_at) FROM STDIN
-/// (FORMAT binary)`.
-fn copy_sql(table: Table, columns: &[Column<'_>]) -> String {
+/// A column's values at some rows, bound as one array parameter.
+type Bound<'a> = Box<dyn ToSql + Send + Sync + 'a>;
+
+/// The values of `values` at rows `at`, as an array of its type.
+fn gather<'a>(values: &'a Buffer, at: &[usize]) -> Bound<'a> {
+    fn pick<T: Clone>(v: &[Option<T>], at: &[usize]) -> Vec<Option<T>> {
+        at.iter().map(|&i| v[i].clone()).collect()
+    }
+    fn text<'a, W>(
+        v: &'a [Option<String>],
+        at: &[usize],
+        wrap: fn(&'a str) -> W,
+    ) -> Vec<Option<W>> {
+        at.iter().map(|&i| v[i].as_deref().map(wrap)).collect()
+    }
+    match values {
+        Buffer::BigInt(v) => Box::new(pick(v, at)),
+        Buffer::Integer(v) => Box::new(pick(v, at)),
+        Buffer::Double(v) => Box::new(pick(v, at)),
+        Buffer::Numeric(v) => Box::new(text(v, at, Numeric)),
+        Buffer::Boolean(v) => Box::new(pick(v, at)),
+        Buffer::Text(v) => Box::new(text(v, at, |t| t)),
+        Buffer::Timestamptz(v) => Box::new(pick(v, at)),
+        Buffer::Date(v) => Box::new(pick(v, at)),
+        Buffer::Uuid(v) => Box::new(pick(v, at)),
+        Buffer::Jsonb(v) => Box::new(text(v, at, Jsonb)),
+    }
+}
+
+/// The PostgreSQL type of a column's values.
+fn sql_type(values: &Buffer) -> &'static str {
+    match values {
+        Buffer::BigInt(_) => "bigint",
+        Buffer::Integer(_) => "integer",
+        Buffer::Double(_) => "double precision",
+        Buffer::Numeric(_) => "numeric",
+        Buffer::Boolean(_) => "boolean",
+        Buffer::Text(_) => "text",
+        Buffer::Timestamptz(_) => "timestamptz",
+        Buffer::Date(_) => "date",
+        Buffer::Uuid(_) => "uuid",
+        Buffer::Jsonb(_) => "jsonb",
+    }
+}
+
+/// JSON text, bound as `jsonb` (or `json`) without being parsed again.
+#[derive(Debug, Clone, Copy)]
+struct Jsonb<'a>(&'a str);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary format: a version byte, 1, then the text.
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+/// A decimal in plain notation (`-12.50`, as the reader leaves it), bound
+/// as `numeric` with every digit and its scale.
+#[derive(Debug, Clone, Copy)]
+struct Numeric<'a>(&'a str);
+
+impl ToSql for Numeric<'_> {
+    /// `numeric`'s binary format (PostgreSQL's `numeric_send`): the number
+    /// of base-10,000 digits, the weight of the first (in powers of
+    /// 10,000), the sign, the scale (decimal digits after the point), then
+    /// the digits, with no leading or trailing zero digit.
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let (negative, digits) = match self.0.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, self.0),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let whole = whole.trim_start_matches('0');
+        if !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+        {
+            return Err(format!("{:?} is not a plain decimal", self.0).into());
+        }
+        // Whole part padded on the left, fraction on the right, to groups
+        // of four digits that the point falls between.
+        let pad = (4 - whole.len() % 4) % 4;
+        let mut groups: Vec<i16> = Vec::with_capacity((whole.len() + fraction.len()) / 4 + 2);
+        let mut group = 0i16;
+        let mut filled = pad;
+        let decimal = whole
+            .bytes()
+            .chain(fraction.bytes())
+            .chain(std::iter::repeat_n(b'0', (4 - fraction.len() % 4) % 4));
+        for b in decimal {
+            group = group * 10 + i16::from(b - b'0');
+            filled += 1;
+            if filled == 4 {
+                groups.push(group);
+                group = 0;
+                filled = 0;
+            }
+        }
+        let mut weight = i16::try_from((pad + whole.len()) / 4).map_err(|_| "too many digits")? - 1;
+        let leading = groups.iter().take_while(|&&g| g == 0).count();
+        groups.drain(..leading);
+        weight -= i16::try_from(leading).map_err(|_| "too many digits")?;
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        let zero = groups.is_empty();
+        out.put_i16(i16::try_from(groups.len()).map_err(|_| "too many digits")?);
+        out.put_i16(if zero { 0 } else { weight });
+        out.put_u16(if negative && !zero { 0x4000 } else { 0 });
+        out.put_u16(u16::try_from(fraction.len()).map_err(|_| "too many digits")?);
+        for g in groups {
+            out.put_i16(g);
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+
+    to_sql_checked!();
+}
+
+/// `COPY "t" ("a", "b", source_object, fetched_at) FROM STDIN (FORMAT
+/// binary)`.
+fn copy_sql(table: &Table<'_>) -> String {
     format!(
         "COPY {name} {target} FROM STDIN (FORMAT binary)",
         name = ident(table.name),
-        target = target(table, columns),
+        target = target(table),
     )
 }
 
-/// `("key", "a", "b", source_object, fetched_at)`.
-fn target(table: Table, columns: &[Column<'_>]) -> String {
-    let mut target = format!("({}", ident(table.key));
-    for column in columns {
-        let _ = write!(target, ", {}", ident(column.name));
+/// `("a", "b", source_object, fetched_at)`.
+fn target(table: &Table<'_>) -> String {
+    let mut target = "(".to_owned();
+    for &(name, _) in &table.columns {
+        let _ = write!(target, "{}, ", ident(name));
     }
-    target.push_str(", source_object, fetched_at)");
+    target.push_str("source_object, fetched_at)");
     target
 }
 
-/// `SELECT u.*, $4, $5 FROM UNNEST($1::bigint[], ...) AS u("key", ...)`.
-fn select(table: Table, columns: &[Column<'_>]) -> String {
-    let mut arrays = "$1::bigint[]".to_owned();
-    let mut names = ident(table.key);
-    for (i, column) in columns.iter().enumerate() {
-        let _ = write!(arrays, ", ${}::{}[]", i + 2, column.values.sql_type());
-        let _ = write!(names, ", {}", ident(column.name));
+/// `SELECT u.*, $3, $4 FROM UNNEST($1::bigint[], $2::text[]) AS u("a", "b")`.
+fn select(table: &Table<'_>) -> String {
+    let mut arrays = Vec::with_capacity(table.columns.len());
+    let mut names = Vec::with_capacity(table.columns.len());
+    for (i, &(name, values)) in table.columns.iter().enumerate() {
+        arrays.push(format!("${}::{}[]", i + 1, sql_type(values)));
+        names.push(ident(name));
     }
-    let lineage = columns.len() + 2;
+    let lineage = table.columns.len() + 1;
     format!(
-        "SELECT u.*, ${lineage}, ${} FROM UNNEST({arrays}) AS u({names})",
-        lineage + 1
+        "SELECT u.*, ${lineage}, ${} FROM UNNEST({}) AS u({})",
+        lineage + 1,
+        arrays.join(", "),
+        names.join(", ")
     )
 }
 
@@ -332,11 +603,11 @@ pub fn ident(name: &str) -> String {
 
 /// The indices of the rows whose key does not occur again later, in input
 /// order.
-fn last_occurrences(rows: &dyn Rows) -> Vec<usize> {
-    let mut seen = HashSet::with_capacity(rows.len());
-    let mut latest: Vec<usize> = (0..rows.len())
+fn last_occurrences(table: &Table<'_>) -> Vec<usize> {
+    let mut seen = HashSet::with_capacity(table.len);
+    let mut latest: Vec<usize> = (0..table.len)
         .rev()
-        .filter(|&i| seen.insert(rows.key(i)))
+        .filter(|&i| seen.insert(table.key(i)))
         .collect();
     latest.reverse();
     latest
@@ -344,19 +615,26 @@ fn last_occurrences(rows: &dyn Rows) -> Vec<usize> {
 
 /// The upsert: an insert that, on a key already present, updates the row
 /// when this object is newer, or as new and different.
-fn upsert_sql(table: Table, columns: &[Column<'_>]) -> String {
-    let content = |alias: &str| {
-        let names: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{alias}.{}", ident(c.name)))
-            .collect();
-        format!("ROW({})", names.join(", "))
+fn upsert_sql(table: &Table<'_>) -> String {
+    let content: Vec<&str> = table.content().collect();
+    // A table that is all key has no content to differ in.
+    let differs = if content.is_empty() {
+        "false".to_owned()
+    } else {
+        let row = |alias: &str| {
+            let names: Vec<String> = content
+                .iter()
+                .map(|c| format!("{alias}.{}", ident(c)))
+                .collect();
+            format!("ROW({})", names.join(", "))
+        };
+        format!("{} IS DISTINCT FROM {}", row("p"), row("EXCLUDED"))
     };
-    let (old, new) = (content("p"), content("EXCLUDED"));
     let mut set = String::new();
-    for column in columns {
-        let _ = write!(set, "{0} = EXCLUDED.{0}, ", ident(column.name));
+    for column in &content {
+        let _ = write!(set, "{0} = EXCLUDED.{0}, ", ident(column));
     }
+    let key: Vec<String> = table.key_names().map(ident).collect();
     format!(
         r#"
 WITH written AS (
@@ -365,9 +643,9 @@ WITH written AS (
     ON CONFLICT ({key}) DO UPDATE SET
         {set}source_object = EXCLUDED.source_object,
         fetched_at = EXCLUDED.fetched_at,
-        loaded_at = CASE WHEN {old} IS DISTINCT FROM {new} THEN now() ELSE p.loaded_at END
+        loaded_at = CASE WHEN {differs} THEN now() ELSE p.loaded_at END
     WHERE p.fetched_at < EXCLUDED.fetched_at
-       OR (p.fetched_at = EXCLUDED.fetched_at AND {old} IS DISTINCT FROM {new})
+       OR (p.fetched_at = EXCLUDED.fetched_at AND {differs})
     -- xmax is 0 for a freshly inserted row version, non-zero for an update;
     -- loaded_at is now() only where the content changed (one object per
     -- transaction: a row last written by another object has that
@@ -380,33 +658,28 @@ SELECT count(*) FILTER (WHERE inserted) AS inserted,
        count(*) FILTER (WHERE NOT inserted AND changed) AS updated
 FROM written"#,
         name = ident(table.name),
-        key = ident(table.key),
-        target = target(table, columns),
-        select = select(table, columns),
+        key = key.join(", "),
+        target = target(table),
+        select = select(table),
     )
 }
 
 /// Upserts the rows at `chunk` in one statement, and counts what it did.
 async fn upsert_chunk(
     tx: &mut Tx<'_>,
-    rows: &dyn Rows,
+    table: &Table<'_>,
     chunk: &[usize],
     lineage: Lineage<'_>,
 ) -> Result<UpsertCounts, WriteError> {
-    let columns = rows.columns(chunk);
-    let keys: Vec<i64> = chunk.iter().map(|&i| rows.key(i)).collect();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&keys];
-    for column in &columns {
-        params.push(match &column.values {
-            Values::BigInt(values) => values,
-            Values::Text(values) => values,
-        });
-    }
+    let arrays: Vec<Bound<'_>> = table
+        .columns
+        .iter()
+        .map(|&(_, values)| gather(values, chunk))
+        .collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| &**a as _).collect();
     params.push(&lineage.source_object);
     params.push(&lineage.fetched_at);
-    let written = tx
-        .query_one(&upsert_sql(rows.table(), &columns), &params)
-        .await?;
+    let written = tx.query_one(&upsert_sql(table), &params).await?;
 
     let inserted = written.get::<_, i64>("inserted") as u64;
     let updated = written.get::<_, i64>("updated") as u64;
@@ -419,76 +692,4 @@ async fn upsert_chunk(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pipeline_core::record::Record as _;
-    use pipeline_core::resources::Post;
-
-    fn post(id: i64, title: &str) -> Post {
-        Post {
-            user_id: 1,
-            id,
-            title: title.into(),
-            body: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_last_occurrence_of_a_key_wins() {
-        let posts = vec![
-            post(1, "a"),
-            post(2, "b"),
-            post(1, "c"),
-            post(3, "d"),
-            post(2, "e"),
-        ];
-        let titles: Vec<_> = last_occurrences(&posts)
-            .iter()
-            .map(|&i| posts[i].title.as_str())
-            .collect();
-        assert_eq!(titles, ["c", "d", "e"]);
-    }
-
-    #[test]
-    fn identifiers_are_quoted_whatever_they_hold() {
-        assert_eq!(ident("posts"), r#""posts""#);
-        assert_eq!(ident("app events"), r#""app events""#);
-        assert_eq!(
-            ident(r#"a"; DROP TABLE posts; --"#),
-            r#""a""; DROP TABLE posts; --""#
-        );
-        let weird = Table {
-            name: r#"we"ird"#,
-            key: r#"i"d"#,
-        };
-        assert_eq!(
-            copy_sql(weird, &[]),
-            r#"COPY "we""ird" ("i""d", source_object, fetched_at) FROM STDIN (FORMAT binary)"#
-        );
-        assert!(
-            upsert_sql(weird, &[]).contains(r#"INSERT INTO "we""ird" AS p ("i""d", source_object"#)
-        );
-    }
-
-    #[test]
-    fn the_statements_name_the_table_its_key_and_columns_in_binding_order() {
-        let post = post(1, "t");
-        let columns = Post::columns(&[&post]);
-        assert_eq!(
-            copy_sql(Post::TABLE, &columns),
-            r#"COPY "posts" ("id", "user_id", "title", "body", source_object, fetched_at) FROM STDIN (FORMAT binary)"#
-        );
-        let upsert = upsert_sql(Post::TABLE, &columns);
-        assert!(
-            upsert.contains(r#"ON CONFLICT ("id") DO UPDATE SET
-        "user_id" = EXCLUDED."user_id", "title" = EXCLUDED."title", "body" = EXCLUDED."body", source_object"#),
-            "{upsert}"
-        );
-        assert!(
-            upsert.contains(
-                r#"ROW(p."user_id", p."title", p."body") IS DISTINCT FROM ROW(EXCLUDED."user_id", "#
-            ),
-            "{upsert}"
-        );
-    }
-}
+mod tests;

@@ -8,7 +8,7 @@
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use pipeline_core::spec::{ColumnType, ResourceSpec};
+use pipeline_core::spec::{ColumnType, EXTRA_COLUMN, ResourceSpec};
 
 /// A column as the database has it.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
@@ -106,7 +106,7 @@ pub fn differences(resource: &ResourceSpec, table: Option<&LiveTable>) -> Vec<St
         ("loaded_at", "timestamp with time zone", false),
     ]);
     if resource.keep_extra {
-        wanted.push(("_extra", "jsonb", true));
+        wanted.push((EXTRA_COLUMN, "jsonb", true));
     }
     let mut found = Vec::new();
     for (name, sql_type, nullable) in &wanted {

@@ -72,6 +72,34 @@ impl TestDb {
             .n
     }
 
+    /// Runs SQL that returns nothing to read (DDL, an update).
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.connect().await;
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The rows of a query as JSON, `SELECT to_jsonb(t) AS j FROM ... t`:
+    /// any table, whatever its columns' types, as PostgreSQL renders them.
+    pub async fn json(&self, query: &str) -> Vec<serde_json::Value> {
+        #[derive(diesel::QueryableByName)]
+        struct Json {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            j: String,
+        }
+        let sql = format!("SELECT j::text AS j FROM ({query}) q");
+        let mut conn = self.connect().await;
+        diesel::sql_query(&sql)
+            .load::<Json>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|row| serde_json::from_str(&row.j).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
     /// Every row of a resource's `table`, by key: its content as the API
     /// serves it (camelCase JSON) and its lineage, so that one test reads
     /// any resource's table.

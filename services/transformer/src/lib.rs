@@ -48,8 +48,7 @@ pub mod settings;
 
 use anyhow::bail;
 use pipeline_core::aws::{AwsClients, check_queue};
-use pipeline_core::spec::Spec;
-use pipeline_core::{health, resources};
+use pipeline_core::health;
 use pipeline_store::{DatabaseUrl, Store, connect_waiting, migrations, tables};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,8 +81,6 @@ pub struct Transformer {
     aws: AwsClients,
     queue: SqsQueue,
     cx: Context,
-    /// What each resource's table must hold.
-    spec: Spec,
 }
 
 impl Transformer {
@@ -99,13 +96,13 @@ impl Transformer {
         let cx = Context {
             s3: aws.s3.clone(),
             store: Store::new(&config.database_url, config.concurrency.get()),
+            resources: config.resources,
         };
         Ok(Self {
             config,
             aws,
             queue,
             cx,
-            spec: Spec::built_in(),
         })
     }
 
@@ -136,14 +133,8 @@ impl Transformer {
     async fn check_tables(&self) -> anyhow::Result<()> {
         let url = &self.config.database_url;
         let mut conn = connect_waiting(url, self.config.startup_wait).await?;
-        for resource in resources::ALL {
-            let Some(spec) = self.spec.resource(resource.name()) else {
-                bail!(
-                    "resource `{}` is not in {}: describe it there (docs/adding-a-resource.md)",
-                    resource.name(),
-                    self.spec.source
-                );
-            };
+        let resources = self.config.resources;
+        for spec in &resources.resources {
             let live = tables::live_table(&mut conn, &spec.table).await?;
             let differences = tables::differences(spec, live.as_ref());
             if !differences.is_empty() {
@@ -151,7 +142,7 @@ impl Transformer {
                     "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. Write a migration that makes it match (docs/adding-a-resource.md) and apply it with `transformer migrate`",
                     spec.table,
                     spec.name,
-                    self.spec.source,
+                    resources.source,
                     differences.join("; ")
                 );
             }

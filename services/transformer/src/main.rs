@@ -34,7 +34,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Run { drain } => {
-            let mut config = settings::or_exit(cli.settings.resolve(&common.startup));
+            let resources = settings::or_exit(common.resources.load());
+            let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources));
             config.health_file = Some(common.health.path("transformer"));
             settings::or_exit(aws.region());
             if *drain {

@@ -9,7 +9,8 @@ use pipeline_core::contract::{metadata, sha256_hex};
 use pipeline_core::message::{DEFAULT_RESOURCE, ObjectMessage};
 use pipeline_core::object::ObjectRef;
 use pipeline_core::record::RecordsError;
-use pipeline_core::resources::{self, Resource};
+use pipeline_core::resources::Resource;
+use pipeline_core::spec::Spec;
 use pipeline_core::telemetry;
 use pipeline_store::ledger::{self, ApplyError, Batch, Effect, StreamEnd};
 use pipeline_store::{Store, StoreError};
@@ -30,6 +31,8 @@ use stream::parse_stream;
 pub struct Context {
     pub s3: aws_sdk_s3::Client,
     pub store: Store,
+    /// The resources there are (`RESOURCES_FILE`).
+    pub resources: &'static Spec,
 }
 
 /// What applying one object did.
@@ -61,7 +64,7 @@ pub async fn apply_object(
 ) -> Result<Applied, ProcessError> {
     let object = message.object();
     let named = match &message.resource {
-        Some(name) => Some(resource_named(&object, name)?),
+        Some(name) => Some(resource_named(cx.resources, &object, name)?),
         None => None,
     };
     // A redelivery of a message whose bytes were applied: answer from the
@@ -94,6 +97,7 @@ pub async fn apply_object(
     let resource = match named {
         Some(resource) => resource,
         None => resource_named(
+            cx.resources,
             &object,
             opened.resource.as_deref().unwrap_or(DEFAULT_RESOURCE),
         )?,
@@ -121,11 +125,20 @@ pub async fn apply_object(
 }
 
 /// The resource called `name`, or the error that dead-letters the message.
-fn resource_named(object: &ObjectRef, name: &str) -> Result<&'static dyn Resource, ProcessError> {
-    resources::named(name).ok_or_else(|| ProcessError::UnknownResource {
-        object: object.clone(),
-        resource: name.to_owned(),
-    })
+fn resource_named(
+    resources: &'static Spec,
+    object: &ObjectRef,
+    name: &str,
+) -> Result<&'static dyn Resource, ProcessError> {
+    match resources.resource(name) {
+        Some(resource) => Ok(resource),
+        None => Err(ProcessError::UnknownResource {
+            object: object.clone(),
+            resource: name.to_owned(),
+            source_name: resources.source.clone(),
+            known: resources.names(),
+        }),
+    }
 }
 
 fn store_failed(object: &ObjectRef, source: StoreError) -> ProcessError {
@@ -190,7 +203,7 @@ impl Write<'_> {
     /// A small object: read, checked and parsed whole, then applied as one
     /// batch.
     async fn whole(self, opened: Opened) -> Result<Applied, ProcessError> {
-        let body = read_whole(&self.object, opened).await?;
+        let body = read_whole(&self.object, self.resource, opened).await?;
         let sha256 = sha256_hex(&body);
         check_digest(self.message, &self.object, &sha256)?;
         // Parsed on a blocking thread, as a streamed object is: a few
@@ -207,6 +220,7 @@ impl Write<'_> {
             })?
             .map_err(|source| ProcessError::Parse {
                 object: self.object.clone(),
+                resource: resource.name().to_owned(),
                 source,
             })?;
         let total = records.total() as u64;
@@ -263,6 +277,7 @@ impl Write<'_> {
             })?;
             let end = parsed.map_err(|source| ProcessError::Parse {
                 object: object.clone(),
+                resource: resource.name().to_owned(),
                 source,
             })?;
             check_digest(self.message, object, &end.sha256)?;
@@ -291,7 +306,7 @@ impl Write<'_> {
         let trace_id = telemetry::current_trace_id();
         let target = ledger::Object {
             source_object: &source_object,
-            resource: self.resource.name(),
+            resource: self.resource.spec(),
             sha256,
             message_id: self.message_id,
             fetched_at: self.fetched_at,
@@ -361,7 +376,11 @@ async fn open(
 
 /// The whole (small) object, gunzipped if it was stored compressed: the
 /// sha256 and the records are those of the bytes the API sent.
-async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, ProcessError> {
+async fn read_whole(
+    object: &ObjectRef,
+    resource: &dyn Resource,
+    opened: Opened,
+) -> Result<Bytes, ProcessError> {
     let body = opened
         .body
         .collect()
@@ -379,6 +398,7 @@ async fn read_whole(object: &ObjectRef, opened: Opened) -> Result<Bytes, Process
         .read_to_end(&mut raw)
         .map_err(|e| ProcessError::Parse {
             object: object.clone(),
+            resource: resource.name().to_owned(),
             source: RecordsError::Encoding(format!("Content-Encoding is gzip but {e}")),
         })?;
     Ok(Bytes::from(raw))

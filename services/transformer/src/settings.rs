@@ -21,6 +21,7 @@
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::Healthcheck;
 use pipeline_core::settings::{Common, SettingError, defaults, parse_queue_url, required};
+use pipeline_core::spec::Spec;
 use pipeline_core::startup::StartupSettings;
 use pipeline_store::DatabaseUrl;
 
@@ -194,6 +195,8 @@ pub struct Config {
     pub scale_in_protection_max: Duration,
     /// How long to wait at start for PostgreSQL and SQS to answer.
     pub startup_wait: Duration,
+    /// The resources there are, each with its table (`RESOURCES_FILE`).
+    pub resources: &'static Spec,
 }
 
 impl Config {
@@ -214,7 +217,7 @@ impl Config {
             ..defaults()
         };
         settings
-            .resolve(&defaults())
+            .resolve(&defaults(), Spec::shared_built_in())
             .unwrap_or_else(|e| unreachable!("the queue and the database are given: {e}"))
     }
 }
@@ -232,7 +235,11 @@ impl Settings {
         required(self.queue_url.clone(), "QUEUE_URL", "--queue-url")
     }
 
-    pub fn resolve(&self, startup: &StartupSettings) -> Result<Config, SettingError> {
+    pub fn resolve(
+        &self,
+        startup: &StartupSettings,
+        resources: &'static Spec,
+    ) -> Result<Config, SettingError> {
         Ok(Config {
             mode: Mode::Serve,
             queue_url: self.queue_url()?,
@@ -247,6 +254,7 @@ impl Settings {
             ecs_agent_uri: self.ecs_agent_uri.clone(),
             scale_in_protection_max: self.scale_in_protection_max,
             startup_wait: startup.wait,
+            resources,
         })
     }
 }

@@ -85,6 +85,14 @@ impl Buffer {
         }
     }
 
+    /// The values of a `jsonb` buffer.
+    fn json_mut(&mut self) -> Option<&mut Vec<Option<String>>> {
+        match self {
+            Self::Jsonb(v) => Some(v),
+            _ => None,
+        }
+    }
+
     fn push_null(&mut self) {
         match self {
             Self::BigInt(v) => v.push(None),
@@ -105,7 +113,8 @@ impl Buffer {
 pub struct Columns {
     pub buffers: Vec<Buffer>,
     /// A JSON object's text per row; `None` when it had no other field.
-    pub extra: Option<Vec<Option<String>>>,
+    /// Always [`Buffer::Jsonb`].
+    pub extra: Option<Buffer>,
     rows: usize,
     /// The spec's pointers, made once.
     tree: Tree,
@@ -123,7 +132,7 @@ impl Columns {
     pub fn new(spec: &ResourceSpec) -> Self {
         Self {
             buffers: spec.columns.iter().map(|c| Buffer::new(c.kind)).collect(),
-            extra: spec.keep_extra.then(Vec::new),
+            extra: spec.keep_extra.then(|| Buffer::new(ColumnType::Jsonb)),
             rows: 0,
             tree: Tree::of(spec),
             set: vec![false; spec.columns.len()],
@@ -160,7 +169,7 @@ impl Columns {
         let mut record = Record {
             spec,
             buffers,
-            kept: extra.as_mut(),
+            kept: extra.as_mut().and_then(Buffer::json_mut),
             set,
             extra: Vec::new(),
         };
@@ -441,7 +450,9 @@ fn value(column: &ColumnSpec, raw: &str, buffer: &mut Buffer) -> Result<(), Stri
                 .parse()
                 .map_err(|_| format!("{} is not a decimal number", shown()))?;
             check_number(column, Number::Fraction(approximate))?;
-            v.push(Some(text));
+            let plain = plain_decimal(&text)
+                .ok_or_else(|| format!("{} is out of the range of numeric", shown()))?;
+            v.push(Some(plain));
         }
         Buffer::Jsonb(v) => {
             if raw.contains("\\u0000") {
@@ -838,6 +849,69 @@ fn is_decimal(text: &str) -> bool {
         !e.is_empty() && digits(e)
     });
     !(whole.is_empty() && fraction.is_empty()) && digits(whole) && digits(fraction) && exponent_ok
+}
+
+/// Most digits `numeric` holds before the decimal point, and after it.
+const NUMERIC_WHOLE_DIGITS: usize = 131_072;
+const NUMERIC_FRACTION_DIGITS: usize = 16_383;
+
+/// A decimal ([`is_decimal`]) without its exponent, as the writer encodes
+/// it: `-1.50e2` is `-150` (the scale PostgreSQL gives it too, 0), `5e-3`
+/// is `0.005`. `None` when `numeric` cannot hold it.
+pub(crate) fn plain_decimal(text: &str) -> Option<String> {
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => (&body[..at], body[at + 1..].parse::<i64>().ok()?),
+        None => (body, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // Where the point falls in `whole` + `fraction`, once shifted.
+    let point = i64::try_from(whole.len()).ok()?.checked_add(exponent)?;
+    let scale = i64::try_from(fraction.len())
+        .ok()?
+        .checked_sub(exponent)?
+        .max(0);
+    let leading_zeros = (whole.len() - whole.trim_start_matches('0').len()) as i64;
+    if point - leading_zeros > NUMERIC_WHOLE_DIGITS as i64 || scale > NUMERIC_FRACTION_DIGITS as i64
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let (int, frac) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        (int.to_owned(), frac.to_owned())
+    };
+    // The fraction to the scale, the whole part without leading zeros.
+    let mut frac = frac;
+    frac.truncate(scale as usize);
+    while frac.len() < scale as usize {
+        frac.push('0');
+    }
+    let int = int.trim_start_matches('0');
+    let mut plain = String::with_capacity(int.len() + frac.len() + 3);
+    if negative {
+        plain.push('-');
+    }
+    plain.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        plain.push('.');
+        plain.push_str(&frac);
+    }
+    Some(plain)
 }
 
 /// A value as a reason shows it: its JSON text, cut short.

@@ -27,10 +27,15 @@ pub enum ProcessError {
         source: MessageError,
     },
     #[error(
-        "the message says {object} holds `{resource}`, which this transformer does not know (it knows {})",
-        pipeline_core::resources::names()
+        "the message says {object} holds `{resource}`, which {source_name} does not describe (it has {known})"
     )]
-    UnknownResource { object: ObjectRef, resource: String },
+    UnknownResource {
+        object: ObjectRef,
+        resource: String,
+        /// The resources file, and the names of its resources.
+        source_name: String,
+        known: String,
+    },
     #[error("cannot fetch {object}")]
     Fetch {
         object: ObjectRef,
@@ -43,9 +48,10 @@ pub enum ProcessError {
         expected: String,
         actual: String,
     },
-    #[error("{object} is not a JSON array of posts")]
+    #[error("{object} is not a JSON array of {resource}")]
     Parse {
         object: ObjectRef,
+        resource: String,
         #[source]
         source: RecordsError,
     },

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use pipeline_core::record::Batch as Records;
+use pipeline_core::resources::Batch as Records;
+use pipeline_core::spec::ResourceSpec;
 use pipeline_store::Store;
 use testkit::{TestAws, TestDb};
 
@@ -14,8 +15,8 @@ use testkit::{TestAws, TestDb};
 struct Panics;
 
 impl Resource for Panics {
-    fn name(&self) -> &'static str {
-        "posts"
+    fn spec(&self) -> &ResourceSpec {
+        Spec::shared_built_in().resource("posts").unwrap()
     }
 
     fn parse(&self, _: &[u8]) -> Result<Records, RecordsError> {
@@ -30,10 +31,6 @@ impl Resource for Panics {
     ) -> Result<u64, RecordsError> {
         panic!("the parser met what it cannot handle")
     }
-
-    fn count_if_all_valid(&self, _: &[u8]) -> Option<u64> {
-        None
-    }
 }
 
 /// Applies the object at `key` with [`Panics`] for its resource.
@@ -45,6 +42,7 @@ async fn apply_with_a_panicking_parser(
     let cx = Context {
         s3: aws.clients.s3.clone(),
         store: Store::new(db.url(), 1),
+        resources: Spec::shared_built_in(),
     };
     let object = ObjectRef::new(&aws.bucket, key);
     let message = ObjectMessage::decode(&aws.minimal_message(key)).unwrap();

@@ -152,7 +152,10 @@ fn every_type_nested_fields_nulls_and_the_fields_no_column_names() {
     );
     assert_eq!(
         columns.extra,
-        Some(vec![Some(r#"{"other":"x","more":{"k": 1}}"#.into()), None]),
+        Some(Buffer::Jsonb(vec![
+            Some(r#"{"other":"x","more":{"k": 1}}"#.into()),
+            None
+        ])),
         "what no column names, and only that"
     );
 }
@@ -294,4 +297,29 @@ fn decimals_as_numeric_reads_them() {
     ] {
         assert!(!is_decimal(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_decimal_loses_its_exponent_and_keeps_its_scale_as_postgresql_would() {
+    for (sent, plain) in [
+        ("0", "0"),
+        ("-1", "-1"),
+        ("+2.5", "2.5"),
+        (".5", "0.5"),
+        ("5.", "5"),
+        ("1.50", "1.50"),
+        ("007.10", "7.10"),
+        ("1e10", "10000000000"),
+        ("1.5E-3", "0.0015"),
+        ("-1.50e2", "-150"),
+        ("5e-3", "0.005"),
+        ("12.345e1", "123.45"),
+        ("0.0", "0.0"),
+    ] {
+        assert_eq!(plain_decimal(sent).as_deref(), Some(plain), "{sent}");
+    }
+    for beyond in ["1e131073", "1e-16384", "1e99999999999999999999"] {
+        assert_eq!(plain_decimal(beyond), None, "{beyond}");
+    }
+    assert!(plain_decimal("1e131071").is_some());
 }
