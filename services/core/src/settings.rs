@@ -60,14 +60,14 @@ pub struct ResourcesSettings {
         value_name = "RESOURCES_FILE",
         global = true
     )]
-    pub file: Option<PathBuf>,
+    pub resources_file: Option<PathBuf>,
 }
 
 impl ResourcesSettings {
     /// The file read and checked, or the built-in one; a mistake in it is
     /// a bad setting, named down to the field.
     pub fn load(&self) -> Result<&'static Spec, SettingError> {
-        Spec::load(self.file.as_deref())
+        Spec::load(self.resources_file.as_deref())
             .map_err(|e| SettingError::new("RESOURCES_FILE", "--resources-file", e.to_string()))
     }
 }

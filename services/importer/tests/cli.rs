@@ -180,6 +180,36 @@ async fn every_resource_listed_is_imported_under_its_own_prefix_and_named_in_its
     );
 }
 
+/// A mistake in the resources file stops every command with exit 2, in one
+/// line naming the file, the resource and the field, before any request:
+/// the queue and the bucket here are nowhere.
+#[tokio::test]
+async fn a_resources_file_with_a_mistake_stops_it_at_once_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, line) in testkit::resources_files::write_mistakes(dir.path()) {
+        for subcommand in ["run", "replay"] {
+            let ran = Ran::of(
+                command(IMPORTER)
+                    .arg(subcommand)
+                    .envs([
+                        ("RAW_BUCKET", "raw"),
+                        ("QUEUE_URL", "http://127.0.0.1:9/000000000000/q"),
+                        ("AWS_REGION", "us-east-1"),
+                        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+                        ("STARTUP_WAIT", "0s"),
+                    ])
+                    .env("RESOURCES_FILE", &file),
+            )
+            .await;
+            assert_eq!(
+                (ran.code, ran.lines.clone()),
+                (Some(2), vec![line.clone()]),
+                "{subcommand}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_resource_is_one_line_naming_it_and_those_known() {
     let ran = Ran::of(

@@ -12,6 +12,7 @@
 //! - [`otlp::Receiver`]: an OTLP/HTTP endpoint that keeps what it receives.
 //! - [`ecs_agent::FakeAgent`]: the ECS agent's task-protection endpoint.
 //! - [`server::Server`]: an axum app on 127.0.0.1, stopped when dropped.
+//! - [`resources_files`]: resources files with a mistake, for both binaries.
 //!
 //! The services themselves are started by `scripts/test`, which passes
 //! `TEST_DATABASE_URL` (a superuser URL) and `TEST_AWS_ENDPOINT_URL`. Tests
@@ -37,6 +38,7 @@ pub mod ecs_agent;
 pub mod localstack;
 pub mod otlp;
 pub mod proxy;
+pub mod resources_files;
 pub mod server;
 
 /// Shows the logs of the services a test runs in process when `TEST_LOG`

@@ -69,6 +69,30 @@ async fn a_missing_queue_url_is_one_line_but_migrate_does_not_need_it() {
     .assert_success();
 }
 
+/// A mistake in the resources file stops `run` with exit 2, in one line
+/// naming the file, the resource and the field, before any network call:
+/// the database and the queue here are nowhere, which it would report
+/// (exit 1) had it tried them.
+#[tokio::test]
+async fn a_resources_file_with_a_mistake_stops_run_at_once_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, line) in testkit::resources_files::write_mistakes(dir.path()) {
+        let ran = Ran::of(
+            command(TRANSFORMER)
+                .arg("run")
+                .envs([
+                    ("DATABASE_URL", "postgres://u:p@127.0.0.1:9/db"),
+                    ("QUEUE_URL", "http://127.0.0.1:9/000000000000/q"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("STARTUP_WAIT", "0s"),
+                ])
+                .env("RESOURCES_FILE", &file),
+        )
+        .await;
+        assert_eq!((ran.code, ran.lines.clone()), (Some(2), vec![line]));
+    }
+}
+
 #[tokio::test]
 async fn a_malformed_database_url_is_one_line_without_the_password() {
     let ran = Ran::of(command(TRANSFORMER).arg("migrate").env(
