@@ -61,7 +61,7 @@ async fn lose_and_migrate(pipeline: &Pipeline) {
             .await,
         0
     );
-    transformer::migrate(pipeline.db.url(), Duration::from_secs(10))
+    transformer::migrate(pipeline.db.url(), Duration::from_secs(10), None)
         .await
         .unwrap();
 }

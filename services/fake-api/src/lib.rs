@@ -28,6 +28,8 @@
 //!   so far, as JSON.
 //! - `PUT /revision/{n}`: from now on `/posts` and `/comments` without
 //!   `?rev` serve revision `n`: the same URLs, changed content.
+//! - `GET /v2/tickets`: [`tickets`], records in an envelope, keyed by a
+//!   string, with times, a nullable field, a decimal and a nested object.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -41,6 +43,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tokio::net::TcpListener;
 use url::Url;
+
+pub mod tickets;
 
 /// What the fake serves.
 #[derive(Debug, Clone)]
@@ -351,7 +355,7 @@ struct Served {
     requests: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
-    /// What `/posts` and `/comments` serve without `?rev`.
+    /// What `/posts`, `/comments` and `/v2/tickets` serve without `?rev`.
     revision: AtomicU32,
 }
 
@@ -393,6 +397,7 @@ pub fn router(api: FakeApi) -> Router {
         .route("/fault/no-answer", get(no_answer))
         .route("/stats", get(stats))
         .route("/revision/{rev}", put(set_revision))
+        .route("/v2/tickets", get(tickets::tickets))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
             requests: AtomicU64::new(0),

@@ -23,6 +23,7 @@
 //! - [`tls`]: `sslmode` and `sslrootcert`, over rustls.
 
 pub mod database_url;
+pub mod generate;
 pub mod inspect;
 pub mod ledger;
 pub mod migrations;

@@ -1,41 +1,89 @@
-//! The migrations in the workspace's `migrations/`, embedded at build time.
+//! The migrations in the workspace's `migrations/`, embedded at build time,
+//! then those of a directory the user names (`MIGRATIONS_DIR`): the tables
+//! of their own resources, in diesel's layout, as `transformer schema`
+//! writes them.
 //!
 //! Applying them is a separate step (`transformer migrate`, a one-off ECS
 //! task) so that many transformers starting at once never race to migrate;
 //! `transformer run` only checks that none is pending.
 
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{
+    EmbeddedMigrations, FileBasedMigrations, MigrationHarness, embed_migrations,
+};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::{DatabaseUrl, StoreError, connect_waiting};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
-/// Applies every pending migration and returns the versions applied.
-/// Waits up to `wait` for a server that does not answer yet.
-pub async fn run_pending(url: &DatabaseUrl, wait: Duration) -> Result<Vec<String>, StoreError> {
-    with_harness(url, wait, |harness| {
-        harness
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
+/// Applies every pending migration, the embedded ones first, then those
+/// of `dir`, and returns the versions applied. Waits up to `wait` for a
+/// server that does not answer yet.
+pub async fn run_pending(
+    url: &DatabaseUrl,
+    wait: Duration,
+    dir: Option<&Path>,
+) -> Result<Vec<String>, StoreError> {
+    let dir = dir.map(Path::to_owned);
+    with_harness(url, wait, move |harness| {
+        let mut applied: Vec<String> = harness
+            .run_pending_migrations(MIGRATIONS)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if let Some(dir) = dir {
+            let theirs = harness.run_pending_migrations(from_dir(&dir)?)?;
+            applied.extend(theirs.iter().map(ToString::to_string));
+        }
+        Ok(applied)
     })
     .await
 }
 
-/// Returns the versions of the migrations not yet applied. Waits up to
-/// `wait` for a server that does not answer yet.
-pub async fn pending(url: &DatabaseUrl, wait: Duration) -> Result<Vec<String>, StoreError> {
-    with_harness(url, wait, |harness| {
-        harness.pending_migrations(MIGRATIONS).map(|pending| {
+/// Returns the versions of the migrations not yet applied, the embedded
+/// ones and those of `dir`. Waits up to `wait` for a server that does not
+/// answer yet.
+pub async fn pending(
+    url: &DatabaseUrl,
+    wait: Duration,
+    dir: Option<&Path>,
+) -> Result<Vec<String>, StoreError> {
+    let dir = dir.map(Path::to_owned);
+    with_harness(url, wait, move |harness| {
+        let versions = |pending: Vec<Box<dyn diesel::migration::Migration<Pg>>>| {
             pending
                 .iter()
                 .map(|m| m.name().version().to_string())
-                .collect()
-        })
+                .collect::<Vec<_>>()
+        };
+        let mut pending = versions(harness.pending_migrations(MIGRATIONS)?);
+        if let Some(dir) = dir {
+            pending.extend(versions(harness.pending_migrations(from_dir(&dir)?)?));
+        }
+        Ok(pending)
     })
     .await
+}
+
+/// The migrations of `dir`, which must hold at least one: a directory
+/// named by mistake must not pass as one with nothing to apply.
+fn from_dir(dir: &Path) -> MigrationResult<FileBasedMigrations> {
+    let migrations = FileBasedMigrations::from_path(dir)
+        .map_err(|e| format!("MIGRATIONS_DIR {}: {e}", dir.display()))?;
+    let found = MigrationSource::<Pg>::migrations(&migrations)?;
+    if found.is_empty() {
+        return Err(format!(
+            "MIGRATIONS_DIR {} holds no migration (a directory per migration, with up.sql and down.sql)",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(migrations)
 }
 
 type Harness = AsyncConnectionWrapper<AsyncPgConnection>;

@@ -1,7 +1,7 @@
 //! Each resource's table as the database has it, compared with what the
 //! resources file says it holds: so that `transformer run` refuses to start
 //! on a table that cannot take the file's rows (a column missing, of
-//! another type, nullable where the file needs a value, no unique index on
+//! another type, NOT NULL where the file allows null, no unique index on
 //! the key), naming the difference, instead of dead-lettering every object
 //! of that resource one by one.
 
@@ -78,6 +78,20 @@ pub async fn live_table(
     }))
 }
 
+impl LiveTable {
+    /// Whether a unique index covers exactly the resource's key, in any
+    /// order: what `ON CONFLICT (key)` needs.
+    pub fn has_unique_index_on(&self, resource: &ResourceSpec) -> bool {
+        let mut key: Vec<&str> = resource.key_columns().map(|c| c.name.as_str()).collect();
+        key.sort_unstable();
+        self.unique.iter().any(|columns| {
+            let mut columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            columns.sort_unstable();
+            columns == key
+        })
+    }
+}
+
 /// The type `format_type` gives a column of `kind`.
 pub fn live_type(kind: ColumnType) -> &'static str {
     match kind {
@@ -120,11 +134,9 @@ pub fn differences(resource: &ResourceSpec, table: Option<&LiveTable>) -> Vec<St
                 live.sql_type
             ));
         }
-        if !nullable && !live.not_null && *name != "loaded_at" {
-            found.push(format!(
-                "column `{name}` allows null, but the file makes it required"
-            ));
-        }
+        // A column that allows null where the file requires a value takes
+        // the file's rows: it is how a new required column starts, until
+        // a replay from the archive has filled it for the older rows.
         if *nullable && live.not_null {
             found.push(format!(
                 "column `{name}` is NOT NULL, but the file makes it nullable"
@@ -140,14 +152,8 @@ pub fn differences(resource: &ResourceSpec, table: Option<&LiveTable>) -> Vec<St
             ));
         }
     }
-    let mut key: Vec<&str> = resource.key_columns().map(|c| c.name.as_str()).collect();
-    key.sort_unstable();
-    let keyed = table.unique.iter().any(|columns| {
-        let mut columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        columns.sort_unstable();
-        columns == key
-    });
-    if !keyed {
+    if !table.has_unique_index_on(resource) {
+        let key: Vec<&str> = resource.key_columns().map(|c| c.name.as_str()).collect();
         found.push(format!(
             "no primary key or unique index on ({}), the file's key",
             key.iter()

@@ -202,7 +202,7 @@ async fn template() -> &'static str {
                     .await
                     .expect("create the template");
                 let url: DatabaseUrl = db_url(&building).as_str().parse().expect("valid URL");
-                pipeline_store::migrations::run_pending(&url, std::time::Duration::ZERO)
+                pipeline_store::migrations::run_pending(&url, std::time::Duration::ZERO, None)
                     .await
                     .expect("migrate the template");
                 // Renamed only once complete, so a crash never leaves a half-migrated template.

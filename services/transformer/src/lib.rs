@@ -114,7 +114,7 @@ impl Transformer {
         let url = &self.config.database_url;
         let wait = self.config.startup_wait;
         url.load_password(wait).await?;
-        let pending = migrations::pending(url, wait).await?;
+        let pending = migrations::pending(url, wait, self.config.migrations_dir.as_deref()).await?;
         if !pending.is_empty() {
             bail!(
                 "database {url} has {} pending migration(s) ({}): run `transformer migrate` first",
@@ -139,7 +139,7 @@ impl Transformer {
             let differences = tables::differences(spec, live.as_ref());
             if !differences.is_empty() {
                 bail!(
-                    "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. Write a migration that makes it match (docs/adding-a-resource.md) and apply it with `transformer migrate`",
+                    "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. `transformer schema --write DIR` writes the migration that makes it match; apply it with `transformer migrate` (MIGRATIONS_DIR=DIR)",
                     spec.table,
                     spec.name,
                     resources.source,
@@ -223,9 +223,13 @@ impl Transformer {
 /// Applies the pending migrations of the database at `url`, waiting up to
 /// `wait` for it to answer, and reading its password from its source
 /// first, if it has one.
-pub async fn migrate(url: &DatabaseUrl, wait: Duration) -> anyhow::Result<()> {
+pub async fn migrate(
+    url: &DatabaseUrl,
+    wait: Duration,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     url.load_password(wait).await?;
-    let applied = migrations::run_pending(url, wait).await?;
+    let applied = migrations::run_pending(url, wait, dir).await?;
     if applied.is_empty() {
         info!("Database {url} is up to date");
     } else {

@@ -30,7 +30,15 @@ fn main() -> ExitCode {
             let url = database_url();
             exit::run(format, "transformer", async move {
                 let url = with_database_secret(url, &cli.settings, aws).await?;
-                migrate(&url, wait).await
+                migrate(&url, wait, cli.settings.migrations_dir.as_deref()).await
+            })
+        }
+        Command::Schema(args) => {
+            let resources = settings::or_exit(common.resources.load());
+            let url = database_url();
+            exit::run(format, "transformer", async move {
+                let url = with_database_secret(url, &cli.settings, aws).await?;
+                ops::schema(args, resources, &url, wait).await
             })
         }
         Command::Run { drain } => {

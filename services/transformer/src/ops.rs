@@ -6,6 +6,8 @@
 //!   exported for `importer load`.
 //! - [`status`](mod@status): the queues, what was applied, the quarantine and the
 //!   migrations on one screen; `--check` for a probe.
+//! - [`schema`]: the migration that makes each resource's table match the
+//!   resources file, for a person to review.
 
 pub mod quarantine;
 pub mod redrive;
@@ -15,7 +17,9 @@ use anyhow::Context as _;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::exit::BadInput;
 use pipeline_core::settings::AwsSettings;
-use pipeline_store::{DatabaseUrl, connect_waiting, migrations};
+use pipeline_core::spec::Spec;
+use pipeline_store::generate::{Migration, migration};
+use pipeline_store::{DatabaseUrl, connect_waiting, migrations, tables};
 use std::io::Write as _;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +27,7 @@ use url::Url;
 
 use crate::queue::SqsQueue;
 use crate::secret::with_secret;
-use crate::settings::Settings;
+use crate::settings::{Schema, Settings};
 
 /// The queue of QUEUE_URL and its dead-letter queue (DEAD_LETTER_QUEUE_URL,
 /// else its redrive policy's), once the queue answered.
@@ -107,7 +111,8 @@ pub async fn status(
     wait: Duration,
 ) -> anyhow::Result<()> {
     url.load_password(wait).await?;
-    let pending_migrations = migrations::pending(url, wait).await?;
+    let pending_migrations =
+        migrations::pending(url, wait, settings.migrations_dir.as_deref()).await?;
     let mut conn = connect_waiting(url, wait).await?;
     let queue = queues(settings, queue_url, aws, wait).await?;
     let sources = status::Sources {
@@ -127,5 +132,64 @@ pub async fn status(
     if args.check && !report.problems.is_empty() {
         anyhow::bail!("status check failed: {}", report.problems.join("; "));
     }
+    Ok(())
+}
+
+/// `transformer schema`: compares each resource of `resources` with its
+/// table as the database has it now, and prints (or writes, with `--write`)
+/// the migration that makes them match; nothing when they do.
+pub async fn schema(
+    args: &Schema,
+    resources: &Spec,
+    url: &DatabaseUrl,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    url.load_password(wait).await?;
+    let mut conn = connect_waiting(url, wait).await?;
+    let mut all = Migration::default();
+    for resource in &resources.resources {
+        let live = tables::live_table(&mut conn, &resource.table)
+            .await
+            .with_context(|| format!("cannot read table `{}` in {url}", resource.table))?;
+        let one = migration(resource, live.as_ref());
+        all.up.push_str(&one.up);
+        all.down = format!("{}{}", one.down, all.down);
+    }
+    if all.is_empty() {
+        tracing::info!("Every table of {} matches it in {url}", resources.source);
+        return Ok(());
+    }
+    let header = format!(
+        "-- Made by `transformer schema` from {} and {url}: review it before you commit it.\n\n",
+        resources.source
+    );
+    let Some(dir) = &args.write else {
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "-- up.sql\n{header}{}\n-- down.sql\n{}",
+            all.up, all.down
+        )?;
+        out.flush().context("cannot write to stdout")?;
+        return Ok(());
+    };
+    // diesel's layout: the version is the directory name's leading digits.
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]-[hour][minute][second]"
+        ))
+        .context("cannot format the time")?;
+    let path = dir.join(format!("{stamp}_{}", args.name));
+    let written = std::fs::create_dir_all(&path)
+        .and_then(|()| std::fs::write(path.join("up.sql"), format!("{header}{}", all.up)))
+        .and_then(|()| std::fs::write(path.join("down.sql"), format!("{header}{}", all.down)));
+    written.map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))?;
+    println!("{}", path.display());
+    tracing::info!(
+        "Wrote {}: review it, then apply it with `transformer migrate` (MIGRATIONS_DIR={})",
+        path.display(),
+        dir.display()
+    );
     Ok(())
 }

@@ -49,8 +49,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the pending database migrations and exit.
+    /// Apply the pending database migrations, the built-in ones then MIGRATIONS_DIR's, and exit.
     Migrate,
+    /// Print the migration that makes each resource's table match RESOURCES_FILE, from what
+    /// the database holds now; --write puts it in a directory (up.sql, down.sql) for review.
+    Schema(Schema),
     /// Process messages until SIGTERM/SIGINT (refuses to start while migrations are pending).
     Run {
         /// Exit 0 once the queue has no visible, delayed or in-flight messages.
@@ -70,6 +73,18 @@ pub enum Command {
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
     Healthcheck(Healthcheck),
+}
+
+/// `transformer schema`'s own options.
+#[derive(Debug, Clone, Args)]
+pub struct Schema {
+    /// Write the migration to DIR/<UTC time>_<NAME>/ (MIGRATIONS_DIR's layout) instead of
+    /// printing it.
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
+    /// The migration's name.
+    #[arg(long, value_name = "NAME", default_value = "resources")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -128,6 +143,17 @@ pub struct Settings {
         global = true
     )]
     pub transformer_concurrency: NonZeroUsize,
+
+    /// Migrations of your own resources' tables (a directory per migration, with up.sql and
+    /// down.sql, as `schema --write` makes them): `migrate` applies them after the built-in
+    /// ones, and `run` refuses to start while one is pending.
+    #[arg(
+        long,
+        env = "MIGRATIONS_DIR",
+        value_name = "MIGRATIONS_DIR",
+        global = true
+    )]
+    pub migrations_dir: Option<PathBuf>,
 
     /// Queue for messages that can never succeed (not JSON, object missing, checksum
     /// mismatch...). Default: the dead-letter queue of QUEUE_URL's redrive policy.
@@ -197,6 +223,8 @@ pub struct Config {
     pub startup_wait: Duration,
     /// The resources there are, each with its table (`RESOURCES_FILE`).
     pub resources: &'static Spec,
+    /// Migrations of the user's own (`MIGRATIONS_DIR`).
+    pub migrations_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -255,6 +283,7 @@ impl Settings {
             scale_in_protection_max: self.scale_in_protection_max,
             startup_wait: startup.wait,
             resources,
+            migrations_dir: self.migrations_dir.clone(),
         })
     }
 }

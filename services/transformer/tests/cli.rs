@@ -216,9 +216,9 @@ async fn run_refuses_a_table_that_cannot_take_its_resources_rows() {
             "ALTER TABLE posts ALTER COLUMN title TYPE text",
         ),
         (
-            "ALTER TABLE comments ALTER COLUMN email DROP NOT NULL",
-            "column `email` allows null, but the file makes it required",
-            "ALTER TABLE comments ALTER COLUMN email SET NOT NULL",
+            "ALTER TABLE comments ALTER COLUMN email TYPE varchar(200)",
+            "column `email` is character varying(200), not text",
+            "ALTER TABLE comments ALTER COLUMN email TYPE text",
         ),
         (
             "ALTER TABLE posts DROP COLUMN body",
@@ -254,7 +254,7 @@ async fn run_refuses_a_table_that_cannot_take_its_resources_rows() {
             "{break_it}: {error}"
         );
         assert!(
-            error.contains("apply it with `transformer migrate`"),
+            error.contains("`transformer schema --write DIR` writes the migration that makes it match; apply it with `transformer migrate`"),
             "{error}"
         );
         assert_eq!(
