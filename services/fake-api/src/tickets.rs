@@ -30,7 +30,7 @@ const TIERS: [&str; 3] = ["free", "pro", "enterprise"];
 /// Ticket `n` of revision `rev`: in each revision, every 5th ticket moves
 /// on to the next status.
 pub fn ticket(n: u32, rev: u32) -> Value {
-    let moved = if n % 5 == 0 { rev } else { 0 };
+    let moved = if n.is_multiple_of(5) { rev } else { 0 };
     let status = STATUSES[((n + moved) % 3) as usize];
     let opened = 1_764_576_000 + i64::from(n) * 3_600; // 2025-12-01T08:00:00Z on
     let at = |secs: i64| {
@@ -51,7 +51,7 @@ pub fn ticket(n: u32, rev: u32) -> Value {
         "closed_at": (status == "closed").then(|| at(opened + 7_200)),
         "amount": format!("{}.{:02}", n * 3, n % 100),
         "customer": {"id": n % 17 + 1, "tier": TIERS[(n % 3) as usize], "tags": ["vip", "emea"]},
-        "channel": if n % 2 == 0 { "email" } else { "chat" },
+        "channel": if n.is_multiple_of(2) { "email" } else { "chat" },
     })
 }
 
