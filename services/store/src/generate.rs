@@ -24,7 +24,7 @@ impl Migration {
         self.up.is_empty()
     }
 
-    fn step(&mut self, why: &str, up: String, down: String) {
+    fn step(&mut self, why: &str, up: &str, down: &str) {
         let _ = writeln!(self.up, "-- {why}\n{up};\n");
         // Undone in the reverse order.
         self.down = format!("{down};\n{}", self.down);
@@ -42,8 +42,8 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
                 "Resource `{}`: one row per key, as last applied from the raw objects.",
                 resource.name
             ),
-            create_table(resource),
-            format!("DROP TABLE {table}"),
+            &create_table(resource),
+            &format!("DROP TABLE {table}"),
         );
         return migration;
     };
@@ -69,8 +69,8 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
                         resource.name
                     )
                 },
-                format!("ALTER TABLE {table} ADD COLUMN {column} {sql_type}"),
-                format!("ALTER TABLE {table} DROP COLUMN {column}"),
+                &format!("ALTER TABLE {table} ADD COLUMN {column} {sql_type}"),
+                &format!("ALTER TABLE {table} DROP COLUMN {column}"),
             ),
             Some(found) => {
                 if found.sql_type != sql_type {
@@ -80,10 +80,10 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
                              on values that do not convert; review it.",
                             found.sql_type
                         ),
-                        format!(
+                        &format!(
                             "ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql_type} USING {column}::{sql_type}"
                         ),
-                        format!(
+                        &format!(
                             "ALTER TABLE {table} ALTER COLUMN {column} TYPE {0} USING {column}::{0}",
                             found.sql_type
                         ),
@@ -92,8 +92,8 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
                 if nullable && found.not_null {
                     migration.step(
                         &format!("`{name}` is nullable in the file."),
-                        format!("ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
-                        format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
+                        &format!("ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
+                        &format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
                     );
                 }
             }
@@ -108,8 +108,8 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
             let column = ident(&found.name);
             migration.step(
                 &format!("`{}` is not in the file: nothing will fill it.", found.name),
-                format!("ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
-                format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
+                &format!("ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
+                &format!("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
             );
         }
     }
@@ -118,11 +118,11 @@ pub fn migration(resource: &ResourceSpec, live: Option<&LiveTable>) -> Migration
         let columns: Vec<String> = resource.key_columns().map(|c| ident(&c.name)).collect();
         migration.step(
             "The file's key: rows are upserted on it.",
-            format!(
+            &format!(
                 "CREATE UNIQUE INDEX {index} ON {table} ({})",
                 columns.join(", ")
             ),
-            format!("DROP INDEX {index}"),
+            &format!("DROP INDEX {index}"),
         );
     }
     migration
