@@ -185,7 +185,9 @@ pub async fn schema(
         .and_then(|()| std::fs::write(path.join("up.sql"), format!("{header}{}", all.up)))
         .and_then(|()| std::fs::write(path.join("down.sql"), format!("{header}{}", all.down)));
     written.map_err(|e| BadInput(format!("cannot write {}: {e}", path.display())))?;
-    println!("{}", path.display());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", path.display())?;
+    out.flush().context("cannot write to stdout")?;
     tracing::info!(
         "Wrote {}: review it, then apply it with `transformer migrate` (MIGRATIONS_DIR={})",
         path.display(),
