@@ -80,6 +80,21 @@ fn importer(aws: &TestAws, file: &Path, url: url::Url) -> importer::Importer {
     importer::Importer::new(config, aws.clients.clone()).unwrap()
 }
 
+/// The guide shows the file the test uses, as it is.
+#[test]
+fn the_guide_shows_the_file_it_describes() {
+    let file = std::fs::read_to_string(guide_file()).unwrap();
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/adding-a-resource.md"),
+    )
+    .unwrap();
+    let entry = &file[file.find("[resources.tickets]").unwrap()..];
+    assert!(
+        guide.contains(&format!("```toml\n{entry}```")),
+        "docs/adding-a-resource.md shows another file than docs/examples/tickets.toml"
+    );
+}
+
 #[tokio::test]
 async fn a_resource_added_as_the_guide_says_loads_typed_rows_and_a_new_column_is_backfilled() {
     let (aws, db) = (TestAws::new().await, TestDb::new().await);
