@@ -183,11 +183,12 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
     let (rule, rule_reason) = match resource {
         Resource::Posts => (
             with(9, "userId", (-3).into()),
-            "field `userId`: -3 is out of range".to_owned(),
+            "column `user_id` (/userId): -3 is less than the minimum 1".to_owned(),
         ),
         Resource::Comments => (
             with(9, "email", "nobody at example.com".into()),
-            r#"field `email`: "nobody at example.com" is not an e-mail address"#.to_owned(),
+            r#"column `email` (/email): "nobody at example.com" is not an e-mail address"#
+                .to_owned(),
         ),
     };
     let records = [
@@ -223,13 +224,22 @@ async fn bad_records_are_quarantined_with_index_reason_and_raw_text_and_good_one
         .await
         .unwrap();
     let expected = [
-        (1, "field `id`: invalid type: string \"two\"".to_owned()),
-        (2, format!("missing field `{text}`")),
-        (3, "field `id`: 0 is out of range".to_owned()),
-        (4, format!("field `{text}` contains a NUL character")),
+        (
+            1,
+            r#"column `id` (/id): "two" is not a whole number that fits bigint"#.to_owned(),
+        ),
+        (2, format!("column `{text}` (/{text}): missing")),
+        (
+            3,
+            "column `id` (/id): 0 is less than the minimum 1".to_owned(),
+        ),
+        (
+            4,
+            format!("column `{text}` (/{text}): holds a NUL character"),
+        ),
         (
             5,
-            "field `body` is 307200 bytes, more than the limit".to_owned(),
+            "column `body` (/body): is 307200 bytes, more than the limit".to_owned(),
         ),
         (6, "invalid type: integer `7`".to_owned()),
         (7, rule_reason),
