@@ -453,7 +453,7 @@ impl RawResource {
             for inner in &columns {
                 if inner.from.starts_with(&format!("{}/", outer.from)) {
                     return Err(here(format!(
-                        "column `{}` reads {}, inside column `{}`'s {}: make `{}` jsonb and read it from there, or drop one",
+                        "column `{}` reads {}, inside column `{}`'s {}: a field is read by one column only; keep `{}` (the whole value, as jsonb) or the columns inside it",
                         inner.name, inner.from, outer.name, outer.from, outer.name
                     )));
                 }

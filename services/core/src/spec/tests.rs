@@ -235,7 +235,7 @@ fn each_mistake_is_one_line_naming_the_file_the_resource_and_the_field() {
         ),
         (
             one("", "[[resources.r.columns]]\nname = \"meta\"\ntype = \"jsonb\"\n[[resources.r.columns]]\nname = \"at\"\nfrom = \"/meta/at\"\ntype = \"text\""),
-            "resources.toml: resource `r`: column `at` reads /meta/at, inside column `meta`'s /meta: make `meta` jsonb and read it from there, or drop one",
+            "resources.toml: resource `r`: column `at` reads /meta/at, inside column `meta`'s /meta: a field is read by one column only; keep `meta` (the whole value, as jsonb) or the columns inside it",
         ),
     ];
     for (text, expected) in cases {
