@@ -95,7 +95,7 @@ impl Importer {
         let (body, sha256) = load.read(&name).await?;
         let checked = body::check(&body, resource).await.map_err(|e| {
             BadInput(format!(
-                "{name} holds no records of {}: {e}",
+                "{name} is not a JSON array of {}: {e}",
                 resource.name()
             ))
         })?;
