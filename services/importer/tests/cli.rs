@@ -238,7 +238,7 @@ async fn an_answer_that_is_not_a_json_array_archives_and_sends_nothing() {
     for (path, reason) in [
         (
             "fault/not-an-array",
-            "did not return a JSON array (gave up after 3 attempts): invalid type: map, expected a JSON array of posts at line 1 column 0",
+            "did not return a JSON array (gave up after 3 attempts): invalid type: map, expected a JSON array of records at line 1 column 0",
         ),
         (
             "fault/not-json",
@@ -319,7 +319,7 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     ran.assert_success();
     let log = ran.log();
     assert!(
-        log.contains(&format!("1 of 5 records from {url} are not valid posts (record 3: field `id`: invalid type: string \"four\", expected i64)")),
+        log.contains(&format!("1 of 5 records from {url} are not valid posts (record 3: column `id` (/id): \"four\" is not a whole number that fits bigint)")),
         "{log}"
     );
     assert_eq!(aws.keys().await.len(), 1);

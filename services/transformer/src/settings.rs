@@ -7,6 +7,7 @@
 //! | `DATABASE_PASSWORD`       | `--database-password`       | the URL's      |
 //! | `DATABASE_SECRET`         | `--database-secret`         | none: the password above |
 //! | `TRANSFORMER_CONCURRENCY` | `--transformer-concurrency` | `4`            |
+//! | `MIGRATIONS_DIR`          | `--migrations-dir`          | none: the built-in migrations only |
 //! | `DEAD_LETTER_QUEUE_URL`   | `--dead-letter-queue-url`   | the queue's redrive policy target |
 //! | `VISIBILITY_TIMEOUT`      | `--visibility-timeout`      | `60s`          |
 //! | `RETRY_DELAY`             | `--retry-delay`             | `10s`          |
