@@ -170,7 +170,12 @@ async fn status_says_how_the_pipeline_is_doing_and_check_fails_when_a_person_is_
     let records: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(records.as_array().unwrap().len(), 1, "{records}");
     assert!(records[0]["object"].as_str().unwrap().starts_with("s3://"));
-    assert!(records[0]["reason"].as_str().unwrap().contains("field"));
+    assert!(
+        records[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("column `id` (/id)")
+    );
     assert!(records[0]["raw"].is_object(), "{records}");
 
     // A dead letter, and a pipeline idle for longer than allowed.
