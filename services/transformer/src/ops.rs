@@ -173,13 +173,7 @@ pub async fn schema(
         out.flush().context("cannot write to stdout")?;
         return Ok(());
     };
-    // diesel's layout: the version is the directory name's leading digits.
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]-[hour][minute][second]"
-        ))
-        .context("cannot format the time")?;
+    let stamp = next_version(dir, time::OffsetDateTime::now_utc())?;
     let path = dir.join(format!("{stamp}_{}", args.name));
     let written = std::fs::create_dir_all(&path)
         .and_then(|()| std::fs::write(path.join("up.sql"), format!("{header}{}", all.up)))
@@ -194,4 +188,51 @@ pub async fn schema(
         dir.display()
     );
     Ok(())
+}
+
+/// The `YYYY-MM-DD-HHMMSS` a new migration of `dir` is named with: now, or
+/// a second after the newest one there if that is not earlier. diesel
+/// knows a migration by these digits alone, so two written within the
+/// same second would be one migration to it, and the second never applied.
+fn next_version(dir: &std::path::Path, now: time::OffsetDateTime) -> anyhow::Result<String> {
+    const LAYOUT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]-[hour][minute][second]");
+    let newest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stamp = name.get(..17)?;
+            time::PrimitiveDateTime::parse(stamp, LAYOUT).ok()
+        })
+        .max();
+    let now = time::PrimitiveDateTime::new(now.date(), now.time().truncate_to_second());
+    let at = match newest {
+        Some(newest) if newest >= now => newest + time::Duration::SECOND,
+        _ => now,
+    };
+    at.format(LAYOUT).context("cannot format the time")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_migration_written_within_the_second_of_another_comes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = datetime!(2026-12-07 13:59:22.5 UTC);
+        assert_eq!(next_version(dir.path(), now).unwrap(), "2026-12-07-135922");
+        std::fs::create_dir(dir.path().join("2026-12-07-135922_add_tickets")).unwrap();
+        assert_eq!(next_version(dir.path(), now).unwrap(), "2026-12-07-135923");
+        std::fs::create_dir(dir.path().join("2026-12-07-140000_later")).unwrap();
+        assert_eq!(next_version(dir.path(), now).unwrap(), "2026-12-07-140001");
+        std::fs::create_dir(dir.path().join("notes")).unwrap();
+        let later = datetime!(2026-12-08 00:00:00 UTC);
+        assert_eq!(
+            next_version(dir.path(), later).unwrap(),
+            "2026-12-08-000000"
+        );
+    }
 }
