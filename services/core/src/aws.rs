@@ -2,12 +2,14 @@
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::ResponseChecksumValidation;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::SdkError;
 use std::error::Error;
 use std::time::Duration;
 use url::Url;
 
+use crate::object::ObjectRef;
 use crate::settings::{AwsSettings, SettingError};
 use crate::startup::{Attempt, WaitError, wait_for};
 
@@ -115,13 +117,13 @@ async fn check<T, E, Fut>(
     wait: Duration,
     call: impl Fn() -> Fut,
     explain: fn(u16) -> Option<&'static str>,
-) -> Result<(), WaitError<CheckError>>
+) -> Result<T, WaitError<CheckError>>
 where
     E: Error + Send + Sync + 'static,
     Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
 {
     wait_for(&resource, wait, || async {
-        call().await.map(drop).map_err(|e| {
+        call().await.map_err(|e| {
             let explained = match &e {
                 SdkError::ServiceError(service) => explain(service.raw().status().as_u16()),
                 _ => None,
@@ -163,6 +165,7 @@ pub async fn check_queue(
         |_| None,
     )
     .await
+    .map(drop)
 }
 
 /// Checks that the bucket exists and may be used (`HeadBucket`), waiting
@@ -180,6 +183,75 @@ pub async fn check_bucket(
         |status| match status {
             404 => Some("HTTP 404: the bucket does not exist"),
             403 => Some("HTTP 403: access denied (HeadBucket needs s3:ListBucket on the bucket)"),
+            _ => None,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// Gets an object whose body is read next, waiting up to `wait` for an S3
+/// endpoint that does not answer yet.
+pub async fn check_object(
+    aws: &AwsClients,
+    object: &ObjectRef,
+    wait: Duration,
+) -> Result<GetObjectOutput, WaitError<CheckError>> {
+    check(
+        format!("S3 object {object}"),
+        &aws.via(aws.s3_endpoint.as_ref()),
+        wait,
+        || {
+            aws.s3
+                .get_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .send()
+        },
+        |status| match status {
+            404 => Some("HTTP 404: no such object"),
+            403 => Some("HTTP 403: access denied (GetObject needs s3:GetObject on the key)"),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Every key under `prefix` (its `key`), in S3's order, waiting up to
+/// `wait` for an S3 endpoint that does not answer yet.
+pub async fn list_keys(
+    aws: &AwsClients,
+    prefix: &ObjectRef,
+    wait: Duration,
+) -> Result<Vec<String>, WaitError<CheckError>> {
+    let list = || async {
+        let mut keys = Vec::new();
+        let mut pages = aws
+            .s3
+            .list_objects_v2()
+            .bucket(&prefix.bucket)
+            .prefix(&prefix.key)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            keys.extend(
+                page?
+                    .contents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|o| o.key),
+            );
+        }
+        Ok(keys)
+    };
+    check(
+        format!("S3 prefix {prefix}"),
+        &aws.via(aws.s3_endpoint.as_ref()),
+        wait,
+        list,
+        |status| match status {
+            404 => Some("HTTP 404: the bucket does not exist"),
+            403 => Some("HTTP 403: access denied (ListObjectsV2 needs s3:ListBucket on the bucket, for this prefix)"),
             _ => None,
         },
     )

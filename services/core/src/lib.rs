@@ -18,6 +18,7 @@
 //!   what a record says about its row.
 //! - [`resources`]: the resources the pipeline knows, one file each.
 //! - [`object`]: naming of an S3 object, `s3://bucket/key`.
+//! - [`location`]: a file or directory a setting names, on disk or in S3.
 //! - [`telemetry`]: logs, traces and metrics (OpenTelemetry over OTLP).
 //! - [`metrics`]: how the services make their instruments.
 //! - [`trace_context`]: the W3C trace context the importer hands the
@@ -47,6 +48,7 @@ pub mod batch;
 pub mod contract;
 pub mod exit;
 pub mod health;
+pub mod location;
 pub mod message;
 pub mod metrics;
 pub mod object;

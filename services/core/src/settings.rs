@@ -22,10 +22,12 @@
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser};
 use std::error::Error as _;
-use std::path::PathBuf;
+use std::time::Duration;
 use url::Url;
 
+use crate::aws::AwsClients;
 use crate::health::HealthSettings;
+use crate::location::{Location, parse_location, read_text};
 use crate::spec::Spec;
 use crate::startup::StartupSettings;
 use crate::telemetry::LogFormat;
@@ -52,25 +54,58 @@ pub struct Common {
 #[derive(Debug, Clone, Args)]
 pub struct ResourcesSettings {
     /// The resources file (TOML, docs/adding-a-resource.md): per resource, where its records
-    /// sit in a body, its key, its typed columns and their checks. Unset: JSONPlaceholder's
-    /// posts and comments, built in.
+    /// sit in a body, its key, its typed columns and their checks. A path, or s3://BUCKET/KEY.
+    /// Unset: JSONPlaceholder's posts and comments, built in.
     #[arg(
         long = "resources-file",
         env = "RESOURCES_FILE",
         value_name = "RESOURCES_FILE",
+        value_parser = parse_location,
         global = true
     )]
-    pub resources_file: Option<PathBuf>,
+    pub resources_file: Option<Location>,
 }
 
 impl ResourcesSettings {
-    /// The file read and checked, or the built-in one; a mistake in it is
-    /// a bad setting, named down to the field.
-    pub fn load(&self) -> Result<&'static Spec, SettingError> {
-        Spec::load(self.resources_file.as_deref())
-            .map_err(|e| SettingError::new("RESOURCES_FILE", "--resources-file", e.to_string()))
+    /// The file read and checked, or the built-in one. A mistake in it is a
+    /// bad setting, named down to the field (exit 2); a file in S3 that
+    /// cannot be read ends the service too (exit 1), after waiting up to
+    /// `wait` for an S3 that does not answer yet. Either in one line.
+    pub fn load_or_exit(&self, aws: &AwsSettings, wait: Duration) -> &'static Spec {
+        let invalid =
+            |reason: String| SettingError::new(RESOURCES_FILE.0, RESOURCES_FILE.1, reason);
+        let object = match &self.resources_file {
+            None => return Spec::shared_built_in(),
+            Some(Location::Path(path)) => {
+                return or_exit(Spec::load(Some(path)).map_err(|e| invalid(e.to_string())));
+            }
+            Some(Location::S3(object)) => object,
+        };
+        let read = async {
+            let aws = or_exit(AwsClients::new(aws).await);
+            read_text(&aws, object, wait).await
+        };
+        // Before the service's own runtime: what it is given depends on the file.
+        let text = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(read).map_err(|e| crate::error_chain(&e)))
+            .unwrap_or_else(|reason| {
+                eprintln!(
+                    "error: {} ({}): {reason}",
+                    RESOURCES_FILE.0, RESOURCES_FILE.1
+                );
+                std::process::exit(1)
+            });
+        let spec =
+            or_exit(Spec::parse(&object.to_string(), &text).map_err(|e| invalid(e.to_string())));
+        Box::leak(Box::new(spec))
     }
 }
+
+/// The variable and flag of the resources file.
+const RESOURCES_FILE: (&str, &str) = ("RESOURCES_FILE", "--resources-file");
 
 /// Where the AWS services are. The SDK would read the same variables by
 /// itself; declaring them here puts them in `--help` and gives them flags.

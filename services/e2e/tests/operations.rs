@@ -61,9 +61,14 @@ async fn lose_and_migrate(pipeline: &Pipeline) {
             .await,
         0
     );
-    transformer::migrate(pipeline.db.url(), Duration::from_secs(10), None)
-        .await
-        .unwrap();
+    transformer::migrate(
+        pipeline.db.url(),
+        Duration::from_secs(10),
+        None,
+        pipeline_core::spec::Spec::shared_built_in(),
+    )
+    .await
+    .unwrap();
 }
 
 fn replay() -> Replay {

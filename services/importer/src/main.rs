@@ -13,7 +13,9 @@ fn main() -> ExitCode {
         return check.run(&common.health.path("importer"));
     }
     // Every setting is checked here, before any network call.
-    let resources = settings::or_exit(common.resources.load());
+    let resources = common
+        .resources
+        .load_or_exit(&common.aws, common.startup.wait);
     let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources));
     settings::or_exit(common.aws.region());
     let (format, aws) = (common.log.format, &common.aws);

@@ -14,7 +14,8 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{
     EmbeddedMigrations, FileBasedMigrations, MigrationHarness, embed_migrations,
 };
-use std::path::Path;
+use pipeline_core::location::LocalDir;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{DatabaseUrl, StoreError, connect_waiting};
@@ -27,9 +28,9 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations")
 pub async fn run_pending(
     url: &DatabaseUrl,
     wait: Duration,
-    dir: Option<&Path>,
+    dir: Option<&LocalDir>,
 ) -> Result<Vec<String>, StoreError> {
-    let dir = dir.map(Path::to_owned);
+    let dir = dir.map(|d| (d.path().to_owned(), d.to_string()));
     with_harness(url, wait, move |harness| {
         let mut applied: Vec<String> = harness
             .run_pending_migrations(MIGRATIONS)?
@@ -51,9 +52,9 @@ pub async fn run_pending(
 pub async fn pending(
     url: &DatabaseUrl,
     wait: Duration,
-    dir: Option<&Path>,
+    dir: Option<&LocalDir>,
 ) -> Result<Vec<String>, StoreError> {
-    let dir = dir.map(Path::to_owned);
+    let dir = dir.map(|d| (d.path().to_owned(), d.to_string()));
     with_harness(url, wait, move |harness| {
         let versions = |pending: Vec<Box<dyn diesel::migration::Migration<Pg>>>| {
             pending
@@ -72,14 +73,14 @@ pub async fn pending(
 
 /// The migrations of `dir`, which must hold at least one: a directory
 /// named by mistake must not pass as one with nothing to apply.
-fn from_dir(dir: &Path) -> MigrationResult<FileBasedMigrations> {
-    let migrations = FileBasedMigrations::from_path(dir)
-        .map_err(|e| format!("MIGRATIONS_DIR {}: {e}", dir.display()))?;
+/// `dir` is its path on this machine and the name it goes by.
+fn from_dir((path, name): &(PathBuf, String)) -> MigrationResult<FileBasedMigrations> {
+    let migrations =
+        FileBasedMigrations::from_path(path).map_err(|e| format!("MIGRATIONS_DIR {name}: {e}"))?;
     let found = MigrationSource::<Pg>::migrations(&migrations)?;
     if found.is_empty() {
         return Err(format!(
-            "MIGRATIONS_DIR {} holds no migration (a directory per migration, with up.sql and down.sql)",
-            dir.display()
+            "MIGRATIONS_DIR {name} holds no migration (a directory per migration, with up.sql and down.sql)"
         )
         .into());
     }

@@ -49,6 +49,8 @@ pub mod settings;
 use anyhow::bail;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::health;
+use pipeline_core::location::LocalDir;
+use pipeline_core::spec::Spec;
 use pipeline_store::{DatabaseUrl, Store, connect_waiting, migrations, tables};
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,31 +124,8 @@ impl Transformer {
                 pending.join(", ")
             );
         }
-        self.check_tables().await?;
+        check_tables(url, self.config.resources, wait).await?;
         check_queue(&self.aws, self.queue.url(), wait).await?;
-        Ok(())
-    }
-
-    /// Refuses, in one line, a table that cannot take its resource's rows:
-    /// otherwise each of that resource's objects would be dead-lettered, one
-    /// by one, for the same reason.
-    async fn check_tables(&self) -> anyhow::Result<()> {
-        let url = &self.config.database_url;
-        let mut conn = connect_waiting(url, self.config.startup_wait).await?;
-        let resources = self.config.resources;
-        for spec in &resources.resources {
-            let live = tables::live_table(&mut conn, &spec.table).await?;
-            let differences = tables::differences(spec, live.as_ref());
-            if !differences.is_empty() {
-                bail!(
-                    "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. `transformer schema --write DIR` writes the migration that makes it match; apply it with `transformer migrate` (MIGRATIONS_DIR=DIR)",
-                    spec.table,
-                    spec.name,
-                    resources.source,
-                    differences.join("; ")
-                );
-            }
-        }
         Ok(())
     }
 
@@ -220,13 +199,17 @@ impl Transformer {
     }
 }
 
-/// Applies the pending migrations of the database at `url`, waiting up to
-/// `wait` for it to answer, and reading its password from its source
-/// first, if it has one.
+/// Applies the pending migrations of the database at `url`, the built-in
+/// ones then those of `dir`, waiting up to `wait` for it to answer, and
+/// reading its password from its source first, if it has one. Then checks
+/// that every table can take its resource's rows: a deployment whose
+/// migrations do not match its resources file stops here, before any
+/// transformer runs it.
 pub async fn migrate(
     url: &DatabaseUrl,
     wait: Duration,
-    dir: Option<&std::path::Path>,
+    dir: Option<&LocalDir>,
+    resources: &Spec,
 ) -> anyhow::Result<()> {
     url.load_password(wait).await?;
     let applied = migrations::run_pending(url, wait, dir).await?;
@@ -238,6 +221,27 @@ pub async fn migrate(
             applied.len(),
             applied.join(", ")
         );
+    }
+    check_tables(url, resources, wait).await
+}
+
+/// Refuses, in one line, a table that cannot take its resource's rows:
+/// otherwise each of that resource's objects would be dead-lettered, one by
+/// one, for the same reason.
+async fn check_tables(url: &DatabaseUrl, resources: &Spec, wait: Duration) -> anyhow::Result<()> {
+    let mut conn = connect_waiting(url, wait).await?;
+    for spec in &resources.resources {
+        let live = tables::live_table(&mut conn, &spec.table).await?;
+        let differences = tables::differences(spec, live.as_ref());
+        if !differences.is_empty() {
+            bail!(
+                "database {url}: table `{}` cannot take the rows of resource `{}` ({}): {}. `transformer schema --write DIR` writes the migration that makes it match; apply it with `transformer migrate` (MIGRATIONS_DIR=DIR)",
+                spec.table,
+                spec.name,
+                resources.source,
+                differences.join("; ")
+            );
+        }
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 use anyhow::Context as _;
 use pipeline_core::aws::AwsClients;
+use pipeline_core::location::{LocalDir, Location, local_dir};
+use pipeline_core::settings::Common;
 use pipeline_core::{exit, settings, shutdown};
 use std::process::ExitCode;
 use transformer::ops::{self, with_database_secret};
@@ -27,14 +29,16 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Healthcheck(check) => check.run(&common.health.path("transformer")),
         Command::Migrate => {
+            let resources = common.resources.load_or_exit(aws, wait);
             let url = database_url();
             exit::run(format, "transformer", async move {
                 let url = with_database_secret(url, &cli.settings, aws).await?;
-                migrate(&url, wait, cli.settings.migrations_dir.as_deref()).await
+                let dir = migrations_dir(cli.settings.migrations_dir.as_ref(), common).await?;
+                migrate(&url, wait, dir.as_ref(), resources).await
             })
         }
         Command::Schema(args) => {
-            let resources = settings::or_exit(common.resources.load());
+            let resources = common.resources.load_or_exit(aws, wait);
             let url = database_url();
             exit::run(format, "transformer", async move {
                 let url = with_database_secret(url, &cli.settings, aws).await?;
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Run { drain } => {
-            let resources = settings::or_exit(common.resources.load());
+            let resources = common.resources.load_or_exit(aws, wait);
             let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources));
             config.health_file = Some(common.health.path("transformer"));
             settings::or_exit(aws.region());
@@ -71,14 +75,33 @@ fn main() -> ExitCode {
             exit::run(format, "transformer", async move {
                 let url = with_database_secret(url, &cli.settings, aws).await?;
                 let clients = AwsClients::new(aws).await?;
-                ops::status(args, &cli.settings, queue_url, &url, &clients, wait).await
+                let dir = migrations_dir(cli.settings.migrations_dir.as_ref(), common).await?;
+                let dir = dir.as_ref();
+                ops::status(args, &cli.settings, queue_url, &url, &clients, dir, wait).await
             })
         }
     }
 }
 
-async fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
+async fn run(cli: &Cli, mut config: Config) -> anyhow::Result<()> {
     let aws = AwsClients::new(&cli.common.aws).await?;
+    let dir = migrations_dir(cli.settings.migrations_dir.as_ref(), &cli.common).await?;
+    config.migrations_dir = dir.map(std::sync::Arc::new);
     let shutdown = shutdown::on_signal().context("Failed to install signal handlers")?;
     Transformer::new(config, aws)?.run(shutdown).await.map(drop)
+}
+
+/// `MIGRATIONS_DIR` on this machine: the directory, or a copy of the S3
+/// prefix it names.
+async fn migrations_dir(
+    location: Option<&Location>,
+    common: &Common,
+) -> anyhow::Result<Option<LocalDir>> {
+    let Some(location) = location else {
+        return Ok(None);
+    };
+    let dir = local_dir(location, &common.aws, common.startup.wait)
+        .await
+        .with_context(|| format!("MIGRATIONS_DIR {location}"))?;
+    Ok(Some(dir))
 }

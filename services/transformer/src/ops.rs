@@ -16,11 +16,13 @@ pub mod status;
 use anyhow::Context as _;
 use pipeline_core::aws::{AwsClients, check_queue};
 use pipeline_core::exit::BadInput;
+use pipeline_core::location::LocalDir;
 use pipeline_core::settings::AwsSettings;
 use pipeline_core::spec::Spec;
 use pipeline_store::generate::{Migration, migration};
 use pipeline_store::{DatabaseUrl, connect_waiting, migrations, tables};
 use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -108,11 +110,11 @@ pub async fn status(
     queue_url: Url,
     url: &DatabaseUrl,
     aws: &AwsClients,
+    migrations_dir: Option<&LocalDir>,
     wait: Duration,
 ) -> anyhow::Result<()> {
     url.load_password(wait).await?;
-    let pending_migrations =
-        migrations::pending(url, wait, settings.migrations_dir.as_deref()).await?;
+    let pending_migrations = migrations::pending(url, wait, migrations_dir).await?;
     let mut conn = connect_waiting(url, wait).await?;
     let queue = queues(settings, queue_url, aws, wait).await?;
     let sources = status::Sources {
@@ -194,7 +196,7 @@ pub async fn schema(
 /// a second after the newest one there if that is not earlier. diesel
 /// knows a migration by these digits alone, so two written within the
 /// same second would be one migration to it, and the second never applied.
-fn next_version(dir: &std::path::Path, now: time::OffsetDateTime) -> anyhow::Result<String> {
+fn next_version(dir: &Path, now: time::OffsetDateTime) -> anyhow::Result<String> {
     const LAYOUT: &[time::format_description::BorrowedFormatItem<'_>] =
         time::macros::format_description!("[year]-[month]-[day]-[hour][minute][second]");
     let newest = std::fs::read_dir(dir)

@@ -21,6 +21,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use pipeline_core::health::Healthcheck;
+use pipeline_core::location::{LocalDir, Location, parse_location};
 use pipeline_core::settings::{Common, SettingError, defaults, parse_queue_url, required};
 use pipeline_core::spec::Spec;
 use pipeline_core::startup::StartupSettings;
@@ -146,15 +147,16 @@ pub struct Settings {
     pub transformer_concurrency: NonZeroUsize,
 
     /// Migrations of your own resources' tables (a directory per migration, with up.sql and
-    /// down.sql, as `schema --write` makes them): `migrate` applies them after the built-in
-    /// ones, and `run` refuses to start while one is pending.
+    /// down.sql, as `schema --write` makes them), a path or s3://BUCKET/PREFIX/: `migrate`
+    /// applies them after the built-in ones, and `run` refuses to start while one is pending.
     #[arg(
         long,
         env = "MIGRATIONS_DIR",
         value_name = "MIGRATIONS_DIR",
+        value_parser = parse_location,
         global = true
     )]
-    pub migrations_dir: Option<PathBuf>,
+    pub migrations_dir: Option<Location>,
 
     /// Queue for messages that can never succeed (not JSON, object missing, checksum
     /// mismatch...). Default: the dead-letter queue of QUEUE_URL's redrive policy.
@@ -224,8 +226,9 @@ pub struct Config {
     pub startup_wait: Duration,
     /// The resources there are, each with its table (`RESOURCES_FILE`).
     pub resources: &'static Spec,
-    /// Migrations of the user's own (`MIGRATIONS_DIR`).
-    pub migrations_dir: Option<PathBuf>,
+    /// Migrations of the user's own (`MIGRATIONS_DIR`), on this machine:
+    /// a copy of them when the setting names S3, kept while this is.
+    pub migrations_dir: Option<std::sync::Arc<LocalDir>>,
 }
 
 impl Config {
@@ -284,7 +287,7 @@ impl Settings {
             scale_in_protection_max: self.scale_in_protection_max,
             startup_wait: startup.wait,
             resources,
-            migrations_dir: self.migrations_dir.clone(),
+            migrations_dir: None,
         })
     }
 }

@@ -218,3 +218,122 @@ async fn a_resource_added_as_the_guide_says_loads_typed_rows_and_a_new_column_is
         1
     );
 }
+
+/// Puts every file under `dir` in the test's bucket under `prefix`, at its
+/// path below `dir`, as `ecs/deploy.sh --migrations` does.
+async fn upload_dir(aws: &TestAws, dir: &Path, prefix: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            Box::pin(upload_dir(aws, &path, &format!("{prefix}{name}/"))).await;
+        } else {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            aws.put(&format!("{prefix}{name}"), std::fs::read(&path).unwrap())
+                .await;
+        }
+    }
+}
+
+/// On ECS the file and the migrations sit in the stack's bucket: every
+/// command reads them from there, and one that cannot says so in a line
+/// naming the object.
+#[tokio::test]
+async fn a_resources_file_and_migrations_in_s3_are_read_from_there() {
+    let (aws, db) = (TestAws::new().await, TestDb::new().await);
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let file = format!("s3://{}/config/resources/1.toml", aws.bucket);
+    let dir = format!("s3://{}/config/migrations/1/", aws.bucket);
+    aws.put(
+        "config/resources/1.toml",
+        std::fs::read(guide_file()).unwrap(),
+    )
+    .await;
+    let s3 = |command: &mut tokio::process::Command| {
+        command
+            .env("RESOURCES_FILE", &file)
+            .env("MIGRATIONS_DIR", &dir);
+    };
+
+    // A migrations prefix with nothing under it is refused, not taken for
+    // one with nothing to apply; so are tables that do not match the file.
+    let mut migrate = transformer(&aws, &db);
+    migrate.arg("migrate");
+    s3(&mut migrate);
+    let refused = Ran::of(&mut migrate).await;
+    assert!(
+        refused
+            .one_error(1)
+            .contains(&format!("MIGRATIONS_DIR {dir} holds no migration")),
+        "{}",
+        refused.log()
+    );
+    let refused = Ran::of(
+        transformer(&aws, &db)
+            .arg("migrate")
+            .env("RESOURCES_FILE", &file),
+    )
+    .await;
+    assert!(
+        refused
+            .one_error(1)
+            .contains("table `tickets` cannot take the rows of resource `tickets` (s3://"),
+        "{}",
+        refused.log()
+    );
+
+    // The migration written from the file in S3, put beside it, applied.
+    let local = tempfile::tempdir().unwrap();
+    let mut schema = transformer(&aws, &db);
+    schema.args(["schema", "--write"]).arg(local.path());
+    s3(&mut schema);
+    Ran::of(&mut schema).await.assert_success();
+    upload_dir(&aws, local.path(), "config/migrations/1/").await;
+    let mut migrate = transformer(&aws, &db);
+    migrate.arg("migrate");
+    s3(&mut migrate);
+    Ran::of(&mut migrate).await.assert_success();
+
+    // Imported, then applied by a transformer that reads both from S3.
+    importer(&aws, &guide_file(), api.join("v2/tickets").unwrap())
+        .import_once()
+        .await
+        .unwrap();
+    let mut run = transformer(&aws, &db);
+    run.args(["run", "--drain"]);
+    s3(&mut run);
+    Ran::of(&mut run).await.assert_success();
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM tickets").await,
+        i64::from(tickets::TICKETS) - 1
+    );
+
+    // An object that is not there ends the command (exit 1); one with a
+    // mistake is a bad setting (exit 2). Each in one line naming it.
+    let missing = format!("s3://{}/config/resources/2.toml", aws.bucket);
+    let ran = Ran::of(
+        transformer(&aws, &db)
+            .args(["run", "--drain"])
+            .env("RESOURCES_FILE", &missing),
+    )
+    .await;
+    assert_eq!(
+        ran.one_error(1),
+        format!(
+            "error: RESOURCES_FILE (--resources-file): cannot reach S3 object {missing} via endpoint {}: HTTP 404: no such object",
+            TestAws::endpoint().as_str().trim_end_matches('/')
+        )
+    );
+    let (mistake, ending) = testkit::resources_files::MISTAKES[1];
+    aws.put("config/resources/2.toml", mistake).await;
+    let ran = Ran::of(
+        transformer(&aws, &db)
+            .args(["run", "--drain"])
+            .env("RESOURCES_FILE", &missing),
+    )
+    .await;
+    assert_eq!(
+        ran.one_error(2),
+        format!("error: invalid setting RESOURCES_FILE (--resources-file): {missing}: {ending}")
+    );
+}
