@@ -180,6 +180,54 @@ async fn every_resource_listed_is_imported_under_its_own_prefix_and_named_in_its
     );
 }
 
+/// On ECS the resources file sits in the stack's bucket: the importer reads
+/// it from there, or stops in one line naming the object it cannot read.
+#[tokio::test]
+async fn a_resources_file_in_s3_is_read_from_there() {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let guide =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/tickets.toml");
+    aws.put("config/resources/1.toml", std::fs::read(guide).unwrap())
+        .await;
+    let import = |file: &str| {
+        let mut command = command(IMPORTER);
+        command
+            .arg("run")
+            .envs(aws.env())
+            .env("RESOURCES_FILE", format!("s3://{}/{file}", aws.bucket))
+            .env(
+                "RESOURCES",
+                format!("tickets={}", api.join("v2/tickets").unwrap()),
+            );
+        command
+    };
+
+    Ran::of(&mut import("config/resources/1.toml"))
+        .await
+        .assert_success();
+    let pages = aws.keys().await;
+    let pages: Vec<_> = pages
+        .iter()
+        .filter(|k| k.starts_with("raw/tickets/"))
+        .collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+
+    let ran = Ran::of(&mut import("config/resources/2.toml")).await;
+    assert!(
+        ran.one_error(1).starts_with(&format!(
+            "error: RESOURCES_FILE (--resources-file): cannot reach S3 object s3://{}/config/resources/2.toml via endpoint "
+        , aws.bucket)),
+        "{}",
+        ran.log()
+    );
+    assert!(
+        ran.log().ends_with("HTTP 404: no such object"),
+        "{}",
+        ran.log()
+    );
+}
+
 /// A mistake in the resources file stops every command with exit 2, in one
 /// line naming the file, the resource and the field, before any request:
 /// the queue and the bucket here are nowhere.
