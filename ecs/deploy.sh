@@ -5,8 +5,13 @@
 # for them, then creates or updates the CloudFormation stack
 # (ecs/pipeline.yaml). docs/aws.md says what each step needs.
 #
-#   ecs/deploy.sh STACK VPC_ID SUBNET_ID,SUBNET_ID [Parameter=Value ...]
+#   ecs/deploy.sh [--resources FILE] [--migrations DIR] STACK VPC_ID SUBNET_ID,SUBNET_ID [Parameter=Value ...]
 #
+# --resources and --migrations put your resources file and the migrations
+# `transformer schema --write` made for it in the stack's bucket, under
+# their digest, and point every task at them (RESOURCES_FILE,
+# MIGRATIONS_DIR): a change of resource needs no image build. Left out,
+# the stack keeps those it has (none at first: the built-in resources).
 # Needs docker (with buildx), the aws CLI (v2, or v1 from 1.29) with
 # credentials for the target account and region (AWS_REGION or the CLI's
 # configuration), jq and git. Images are tagged with the commit and the
@@ -19,7 +24,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+resources_file="" migrations_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --resources) [ $# -ge 2 ] || usage; resources_file="$2"; shift 2 ;;
+    --migrations) [ $# -ge 2 ] || usage; migrations_dir="$2"; shift 2 ;;
+    -*) usage ;;
+    *) break ;;
+  esac
+done
 [ $# -ge 3 ] || usage
 stack="$1" vpc="$2" subnets="$3"
 shift 3
@@ -42,6 +56,16 @@ case "$(tr '[:upper:]' '[:lower:]' <<<"$stack")" in
   aws* | ecs* | fargate*)
     fail "the stack name $stack starts with aws, ecs or fargate, which ECS refuses at the start of its capacity provider's name ($stack-capacity): choose another" ;;
 esac
+# What --resources and --migrations name, checked before any call.
+if [ -n "$resources_file" ] && { [ -d "$resources_file" ] || [ ! -r "$resources_file" ]; }; then
+  fail "--resources $resources_file: not a file that can be read"
+fi
+if [ -n "$migrations_dir" ]; then
+  [ -d "$migrations_dir" ] || fail "--migrations $migrations_dir: not a directory"
+  # diesel's layout: a directory per migration, each with up.sql.
+  compgen -G "$migrations_dir/*/up.sql" >/dev/null ||
+    fail "--migrations $migrations_dir holds no migration (a directory per migration, with up.sql and down.sql, as transformer schema --write makes them)"
+fi
 if [ -n "$(git status --porcelain)" ]; then
   fail "the work tree has uncommitted changes; commit them first"
 fi
@@ -268,6 +292,36 @@ if [ "$status" = NONE ]; then
   deploy_stack false
 fi
 
+# 6b. The resources file and the migrations, in the stack's bucket under
+#     their digest: a new file is a new key, so the task definitions change
+#     and ECS rolls the services onto it, while tasks already running keep
+#     reading the one they started with. The tasks' roles may read
+#     config/resources/* and config/migrations/* only (ecs/pipeline.yaml).
+put_config() { # FILE KEY
+  aws s3api put-object --bucket "$(output RawBucket)" --key "$2" --body "$1" \
+    --expected-bucket-owner "$account" >/dev/null
+}
+if [ -n "$resources_file" ]; then
+  key="config/resources/$(sha256sum "$resources_file" | cut -c1-16).toml"
+  log "putting $resources_file at $key"
+  put_config "$resources_file" "$key"
+  overrides+=("ResourcesFile=$key")
+fi
+if [ -n "$migrations_dir" ]; then
+  # The digest of every file diesel reads, with its path in the directory.
+  files=()
+  while IFS= read -r -d '' file; do files+=("${file#./}"); done < <(
+    cd "$migrations_dir" && find . -mindepth 2 -maxdepth 2 -type f \
+      \( -name up.sql -o -name down.sql -o -name metadata.toml \) -print0 | sort -z)
+  digest="$(cd "$migrations_dir" && sha256sum "${files[@]}" | sha256sum | cut -c1-16)"
+  prefix="config/migrations/$digest/"
+  log "putting ${#files[@]} migration file(s) of $migrations_dir under $prefix"
+  for file in "${files[@]}"; do
+    put_config "$migrations_dir/$file" "$prefix$file"
+  done
+  overrides+=("MigrationsPrefix=$prefix")
+fi
+
 # 7. Images for the instances' architecture, tagged with the commit.
 registry="$(output ImporterRepositoryUri | cut -d/ -f1)"
 aws ecr get-login-password | docker login --username AWS --password-stdin "$registry" >/dev/null
@@ -305,10 +359,22 @@ done
 
 # 8. Migrations, with the new image, before any service runs it: a new
 #    revision of the migrate task definition that differs only by image.
+#    And with the resources file and migrations the services will run
+#    with, which the stack's own revision has only after step 9. (`objects`:
+#    moto's CloudFormation leaves a null where AWS::NoValue removes an
+#    entry; AWS removes it.)
 family="$(output MigrateTaskDefinition | sed 's#.*/##; s#:[0-9]*$##')"
 transformer_image="$(output TransformerRepositoryUri):$tag"
+raw_bucket="$(output RawBucket)"
+resources_key="$(param ResourcesFile)" migrations_prefix="$(param MigrationsPrefix)"
 revision="$(aws ecs describe-task-definition --task-definition "$family" --query taskDefinition --output json |
-  jq --arg image "$transformer_image" '.containerDefinitions[0].image = $image
+  jq --arg image "$transformer_image" --arg bucket "$raw_bucket" \
+    --arg resources "$resources_key" --arg migrations "$migrations_prefix" '
+    .containerDefinitions[0].image = $image
+    | .containerDefinitions[0].environment = ([.containerDefinitions[0].environment[]? | objects
+        | select(.name != "RESOURCES_FILE" and .name != "MIGRATIONS_DIR")]
+      + (if $resources == "" then [] else [{name: "RESOURCES_FILE", value: "s3://\($bucket)/\($resources)"}] end)
+      + (if $migrations == "" then [] else [{name: "MIGRATIONS_DIR", value: "s3://\($bucket)/\($migrations)"}] end))
     | {family, taskRoleArn, executionRoleArn, networkMode, containerDefinitions, volumes,
        requiresCompatibilities, cpu, memory} | with_entries(select(.value != null))')"
 migrate_arn="$(aws ecs register-task-definition --cli-input-json "$revision" \

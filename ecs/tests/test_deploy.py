@@ -15,6 +15,7 @@ each holds and what it does not.
 """
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,8 @@ HAPPY = [
     (r"describe-stacks .*ParameterKey=='SourceUrl'", 0, "https://jsonplaceholder.typicode.com/posts"),
     (r"describe-stacks .*ParameterKey=='ImportResources'", 0, "posts,comments"),
     (r"describe-stacks .*ParameterKey=='CollectorImage'", 0, "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"),
+    (r"describe-stacks .*ParameterKey=='(ResourcesFile|MigrationsPrefix)'", 0, ""),
+    (r"get-template-summary .*ParameterKey=='(ResourcesFile|MigrationsPrefix)'", 0, ""),
     (r"get-template-summary .*ParameterKey=='SourceUrl'", 0, "https://jsonplaceholder.typicode.com/posts"),
     (r"get-template-summary .*ParameterKey=='ImportResources'", 0, "posts,comments"),
     (r"get-template-summary .*ParameterKey=='CollectorImage'", 0, "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"),
@@ -55,6 +58,7 @@ HAPPY = [
     (r"OutputKey=='TransformerRepositoryUri'", 0, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/p-transformer"),
     (r"OutputKey=='MigrateTaskDefinition'", 0, "arn:aws:ecs:eu-west-1:123456789012:task-definition/p-migrate:3"),
     (r"OutputKey=='ClusterName'", 0, "pipeline-cluster"),
+    (r"OutputKey=='RawBucket'", 0, "p-rawbucket-abc"),
     (r"OutputKey=='TaskSecurityGroup'", 0, "sg-0task"),
     (r"OutputKey=='TransformerLogGroup'", 0, "p-TransformerLogs-XYZ"),
     (r"OutputKey=='QueueUrl'", 0, "https://sqs.eu-west-1.amazonaws.com/123456789012/p-posts"),
@@ -100,8 +104,26 @@ FAKE_TOOL = textwrap.dedent('''\
 ''')
 
 
+MIGRATION = "2026-12-07-100000_add_tickets"
+
+
+def write_resources(work):
+    """A resources file and a migrations directory, as a user deploys them."""
+    resources = work / "resources.toml"
+    resources.write_bytes((ROOT / "docs" / "examples" / "tickets.toml").read_bytes())
+    migrations = work / "migrations"
+    (migrations / MIGRATION).mkdir(parents=True)
+    (migrations / MIGRATION / "up.sql").write_text('CREATE TABLE "tickets" ("ticket_id" text PRIMARY KEY);\n')
+    (migrations / MIGRATION / "down.sql").write_text('DROP TABLE "tickets";\n')
+    return resources, migrations
+
+
+def digest(data):
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 class Deploy(unittest.TestCase):
-    def deploy(self, *overrides, answers=(), env=None, stack="p"):
+    def deploy(self, *overrides, answers=(), env=None, stack="p", flags=()):
         """Runs deploy.sh with the stand-ins; returns (exit code, stderr, calls)."""
         work = Path(self.enterContext(tempfile.TemporaryDirectory()))
         bin_dir = work / "bin"
@@ -112,7 +134,7 @@ class Deploy(unittest.TestCase):
             (bin_dir / name).chmod(0o755)
         (work / "answers.json").write_text(json.dumps(list(answers) + HAPPY))
         run = subprocess.run(
-            ["bash", str(ROOT / "ecs" / "deploy.sh"), stack, "vpc-0a", "subnet-a,subnet-b", *overrides],
+            ["bash", str(ROOT / "ecs" / "deploy.sh"), *flags, stack, "vpc-0a", "subnet-a,subnet-b", *overrides],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -142,6 +164,30 @@ class Deploy(unittest.TestCase):
         self.assertIn("Architecture=x86_64", deploys[0])
         self.assertIn("ServicesEnabled=true", deploys[0])
         self.assertLess(calls.index(next(c for c in calls if "ecs run-task" in c)), calls.index(deploys[0]))
+
+    def test_the_resources_file_and_migrations_reach_the_migrate_task_then_the_stack(self):
+        work = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        resources, migrations = write_resources(work)
+        code, stderr, calls = self.deploy(flags=["--resources", str(resources), "--migrations", str(migrations)])
+        self.assertEqual(code, 0, stderr)
+        file_key = f"config/resources/{digest(resources.read_bytes())}.toml"
+        self.assertCalled(calls, rf"s3api put-object --bucket p-rawbucket-abc --key {file_key} --body {resources} ")
+        self.assertCalled(calls, rf"s3api put-object --bucket p-rawbucket-abc --key config/migrations/[0-9a-f]{{16}}/{MIGRATION}/up.sql ")
+        register = next(c for c in calls if "ecs register-task-definition" in c)
+        self.assertRegex(register, rf'"name": "RESOURCES_FILE",\s+"value": "s3://p-rawbucket-abc/{file_key}"')
+        deploy = next(c for c in calls if "cloudformation deploy" in c)
+        self.assertIn(f"ResourcesFile={file_key}", deploy)
+        self.assertRegex(deploy, r"MigrationsPrefix=config/migrations/[0-9a-f]{16}/")
+        # Uploaded before the migrate task runs, which runs before the update.
+        put = calls.index(next(c for c in calls if file_key in c and "put-object" in c))
+        self.assertLess(put, calls.index(register))
+
+    def test_a_migrations_directory_without_migrations_is_refused_before_any_call(self):
+        work = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        code, stderr, calls = self.deploy(flags=["--migrations", str(work)])
+        self.assertEqual(code, 1, stderr)
+        self.assertIn(f"--migrations {work} holds no migration", stderr)
+        self.assertNotCalled(calls, r"^aws ")
 
     def test_arm64_instances_get_arm64_images_and_ami(self):
         code, stderr, calls = self.deploy(
@@ -374,8 +420,8 @@ class OnMoto(unittest.TestCase):
                 self.aws("ec2", "associate-route-table", "--route-table-id", table, "--subnet-id", subnet)
         return vpc, ",".join(subnets[:2])
 
-    def deploy(self, vpc, subnets, *overrides, env=None):
-        run = subprocess.run(["bash", "ecs/deploy.sh", "p", vpc, subnets, *overrides], cwd=self.repo,
+    def deploy(self, vpc, subnets, *overrides, env=None, flags=()):
+        run = subprocess.run(["bash", "ecs/deploy.sh", *flags, "p", vpc, subnets, *overrides], cwd=self.repo,
                              env={**self.env, **(env or {})}, capture_output=True, text=True,
                              stdin=subprocess.DEVNULL, timeout=600)
         return run.returncode, run.stderr
@@ -456,6 +502,39 @@ class OnMoto(unittest.TestCase):
         self.assertIn("An error occurred (500) when calling the RunTask operation", stderr,
                       "moto 5.2.6 cannot run the task; if it now can, extend this test")
         self.assertNotEqual(code, 0)
+
+    def test_the_resources_file_and_migrations_go_to_the_stacks_bucket_and_the_migrate_task_reads_them(self):
+        resources, migrations = write_resources(self.work)
+        vpc, subnets = self.network()
+        code, stderr = self.deploy(vpc, subnets, flags=["--resources", str(resources), "--migrations", str(migrations)])
+        # As far as moto goes: the migrate task is sent, and moto fails it.
+        self.assertIn("An error occurred (500) when calling the RunTask operation", stderr)
+        self.assertNotEqual(code, 0)
+
+        stack = self.aws("cloudformation", "describe-stacks", "--stack-name", "p")["Stacks"][0]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        bucket = outputs["RawBucket"]
+        listed = self.aws("s3api", "list-objects-v2", "--bucket", bucket, "--prefix", "config/")["Contents"]
+        keys = sorted(o["Key"] for o in listed)
+        file_key = f"config/resources/{digest(resources.read_bytes())}.toml"
+        prefix = keys[0].rsplit("/", 2)[0] + "/"
+        self.assertRegex(prefix, r"^config/migrations/[0-9a-f]{16}/$")
+        self.assertEqual(keys, [f"{prefix}{MIGRATION}/down.sql", f"{prefix}{MIGRATION}/up.sql", file_key])
+        for key, local in [(file_key, resources), (f"{prefix}{MIGRATION}/up.sql", migrations / MIGRATION / "up.sql")]:
+            self.aws("s3api", "get-object", "--bucket", bucket, "--key", key, str(self.work / "got"))
+            self.assertEqual((self.work / "got").read_bytes(), local.read_bytes(), key)
+
+        # The migrate task that runs before the services reads them, and
+        # has a /tmp to copy the migrations to.
+        family = outputs["MigrateTaskDefinition"].split("/")[-1].split(":")[0]
+        migrate = self.aws("ecs", "describe-task-definition", "--task-definition", family)["taskDefinition"]
+        self.assertEqual(migrate["revision"], 2)
+        container = migrate["containerDefinitions"][0]
+        env = {e["name"]: e["value"] for e in container["environment"]}
+        self.assertEqual(env["RESOURCES_FILE"], f"s3://{bucket}/{file_key}")
+        self.assertEqual(env["MIGRATIONS_DIR"], f"s3://{bucket}/{prefix}")
+        self.assertEqual([m["containerPath"] for m in container["mountPoints"]], ["/tmp"])
+        self.assertTrue(container["readonlyRootFilesystem"])
 
     def test_without_nat_every_endpoint_is_named_whole(self):
         vpc, subnets = self.network(nat=False)
