@@ -60,6 +60,11 @@ def statements():
                 yield name, statement
 
 
+def environment(container):
+    """A container's variables that are always set (not those under Fn::If)."""
+    return {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
+
+
 def as_list(value):
     return value if isinstance(value, list) else [value]
 
@@ -167,19 +172,56 @@ class Permissions(unittest.TestCase):
 
     def test_listing_the_bucket_is_limited_to_the_pipelines_prefixes(self):
         listing = [(r, s) for r, s in statements() if "s3:ListBucket" in as_list(s["Action"])]
-        self.assertEqual({r for r, _ in listing}, {"ImporterTaskRole", "TransformerTaskRole"})
+        self.assertEqual({r for r, _ in listing},
+                         {"ImporterTaskRole", "TransformerTaskRole", "MigrateTaskRole", "OperatorTaskRole"})
         for role, statement in listing:
             # IfExists: HeadBucket and the 404 check of a GET carry no prefix.
             prefixes = statement["Condition"]["StringLikeIfExists"]["s3:prefix"]
-            self.assertTrue(prefixes and all(p in ("raw/*", "posts/*", "_state/*") for p in prefixes), role)
-            self.assertIn("raw/*", prefixes, role)
+            allowed = ("raw/*", "posts/*", "_state/*", "config/migrations/*")
+            self.assertTrue(prefixes and all(p in allowed for p in prefixes), role)
+            if role in ("ImporterTaskRole", "TransformerTaskRole"):
+                self.assertIn("raw/*", prefixes, role)
+            else:
+                self.assertEqual(prefixes, ["config/migrations/*"], role)
+
+    def test_every_task_reads_the_resources_file_and_migrations_the_stack_names_and_may(self):
+        """RESOURCES_FILE for every task, MIGRATIONS_DIR for those of the
+        transformer's image, set only when the parameter is; each role may
+        read exactly the prefix the parameter's pattern keeps keys under."""
+        self.assertTrue(re.fullmatch(PARAMETERS["ResourcesFile"]["AllowedPattern"], "config/resources/5b04923b67a05701.toml"))
+        self.assertFalse(re.fullmatch(PARAMETERS["ResourcesFile"]["AllowedPattern"], "raw/posts/x.json"))
+        self.assertTrue(re.fullmatch(PARAMETERS["MigrationsPrefix"]["AllowedPattern"], "config/migrations/8c0858ec41eff8fd/"))
+        self.assertEqual(default("ResourcesFile"), "")
+        tasks = {"ImporterTaskDefinition": ("ImporterTaskRole", ["RESOURCES_FILE"]),
+                 "TransformerTaskDefinition": ("TransformerTaskRole", ["RESOURCES_FILE", "MIGRATIONS_DIR"]),
+                 "MigrateTaskDefinition": ("MigrateTaskRole", ["RESOURCES_FILE", "MIGRATIONS_DIR"]),
+                 "OperatorTaskDefinition": ("OperatorTaskRole", ["RESOURCES_FILE", "MIGRATIONS_DIR"])}
+        parameter = {"RESOURCES_FILE": ("ResourcesFileGiven", "ResourcesFile", "config/resources/*"),
+                     "MIGRATIONS_DIR": ("MigrationsGiven", "MigrationsPrefix", "config/migrations/*")}
+        for task, (role, variables) in tasks.items():
+            properties = RESOURCES[task]["Properties"]
+            container = properties["ContainerDefinitions"][0]
+            conditional = {e["Fn::If"][1]["Name"]: e["Fn::If"] for e in container["Environment"] if "Fn::If" in e}
+            self.assertEqual(sorted(conditional), sorted(variables), task)
+            readable = {json.dumps(r) for _, s in statements() if _ == role and "s3:GetObject" in as_list(s["Action"])
+                        for r in as_list(s["Resource"])}
+            for variable in variables:
+                condition, name, prefix = parameter[variable]
+                given, entry, otherwise = conditional[variable]
+                self.assertEqual((given, otherwise), (condition, {"Ref": "AWS::NoValue"}), task)
+                self.assertEqual(entry["Value"], {"Fn::Sub": "s3://${RawBucket}/${" + name + "}"}, task)
+                self.assertIn(json.dumps({"Fn::Sub": "${RawBucket.Arn}/" + prefix}), readable, role)
+            if "MIGRATIONS_DIR" in variables:
+                # The copy goes to /tmp, on a root file system that is read-only.
+                self.assertEqual(container["MountPoints"], [{"SourceVolume": "tmp", "ContainerPath": "/tmp"}], task)
+                self.assertIn({"Name": "tmp"}, properties["Volumes"], task)
 
     def test_only_the_roles_that_connect_read_the_database_secret(self):
         readers = {r for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
         self.assertEqual(readers, {"TransformerTaskRole", "MigrateTaskRole", "OperatorTaskRole"})
         for name in ("TransformerTaskDefinition", "MigrateTaskDefinition", "OperatorTaskDefinition"):
             container = RESOURCES[name]["Properties"]["ContainerDefinitions"][0]
-            env = {e["Name"]: e["Value"] for e in container["Environment"]}
+            env = environment(container)
             self.assertEqual(env["DATABASE_SECRET"], {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]})
             self.assertNotIn("Secrets", container, "the password is read, not injected at start")
 
@@ -218,7 +260,7 @@ class Database(unittest.TestCase):
 
     def test_the_schedule_imports_every_resource(self):
         importer = RESOURCES["ImporterTaskDefinition"]["Properties"]["ContainerDefinitions"]
-        env = {e["Name"]: e["Value"] for c in importer if c["Name"] == "importer" for e in c["Environment"]}
+        env = environment(next(c for c in importer if c["Name"] == "importer"))
         self.assertEqual(env["RESOURCES"], {"Ref": "ImportResources"})
         self.assertIn("posts", PARAMETERS["ImportResources"]["Default"].split(","))
         self.assertEqual(
@@ -256,7 +298,7 @@ class Telemetry(unittest.TestCase):
             collector = containers["collector"]
             self.assertFalse(collector["Essential"], "telemetry never stops the work")
             self.assertEqual(collector["Secrets"], [{"Name": "AOT_CONFIG_CONTENT", "ValueFrom": {"Ref": "CollectorConfig"}}])
-            env = {e["Name"]: e["Value"] for e in service["Environment"]}
+            env = environment(service)
             self.assertEqual(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4318")
             self.assertIn({"ContainerName": "collector", "Condition": "START"}, service["DependsOn"])
 
