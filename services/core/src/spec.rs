@@ -449,12 +449,17 @@ impl RawResource {
             }
             columns.push(column);
         }
+        // A jsonb column may keep a nested object whole while columns of
+        // its own take fields inside it (`customer`, `customer_tier`); no
+        // other type holds fields.
         for outer in &columns {
             for inner in &columns {
-                if inner.from.starts_with(&format!("{}/", outer.from)) {
+                if inner.from.starts_with(&format!("{}/", outer.from))
+                    && outer.kind != ColumnType::Jsonb
+                {
                     return Err(here(format!(
-                        "column `{}` reads {}, inside column `{}`'s {}: a field is read by one column only; keep `{}` (the whole value, as jsonb) or the columns inside it",
-                        inner.name, inner.from, outer.name, outer.from, outer.name
+                        "column `{}` reads {}, inside column `{}`'s {}, which is {}: only a jsonb column holds fields of its own",
+                        inner.name, inner.from, outer.name, outer.from, outer.kind
                     )));
                 }
             }

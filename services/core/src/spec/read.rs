@@ -376,6 +376,17 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, '_> {
                 // read once, as what it is.
                 let taken = if self.record.spec.columns[index].kind.keeps_text() {
                     let raw: &RawValue = map.next_value()?;
+                    // Columns inside a jsonb column's value read it again.
+                    if let Some(&(_, child)) = node.branches.iter().find(|(k, _)| *k == key) {
+                        NodeSeed {
+                            tree: self.tree,
+                            node: child,
+                            record: self.record,
+                            top: false,
+                        }
+                        .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                        .map_err(|e| serde::de::Error::custom(strip_position(&e.to_string())))?;
+                    }
                     self.record.take(index, Some(raw.get()))
                 } else {
                     let scalar = map.next_value_seed(ScalarSeed)?;

@@ -234,8 +234,8 @@ fn each_mistake_is_one_line_naming_the_file_the_resource_and_the_field() {
             "resources.toml: resource `r`: column `c`: `from` is empty: a column takes one field of the record",
         ),
         (
-            one("", "[[resources.r.columns]]\nname = \"meta\"\ntype = \"jsonb\"\n[[resources.r.columns]]\nname = \"at\"\nfrom = \"/meta/at\"\ntype = \"text\""),
-            "resources.toml: resource `r`: column `at` reads /meta/at, inside column `meta`'s /meta: a field is read by one column only; keep `meta` (the whole value, as jsonb) or the columns inside it",
+            one("", "[[resources.r.columns]]\nname = \"meta\"\ntype = \"text\"\n[[resources.r.columns]]\nname = \"at\"\nfrom = \"/meta/at\"\ntype = \"text\""),
+            "resources.toml: resource `r`: column `at` reads /meta/at, inside column `meta`'s /meta, which is text: only a jsonb column holds fields of its own",
         ),
     ];
     for (text, expected) in cases {

@@ -323,3 +323,66 @@ fn a_decimal_loses_its_exponent_and_keeps_its_scale_as_postgresql_would() {
     }
     assert!(plain_decimal("1e131071").is_some());
 }
+
+/// A nested object kept whole as jsonb, and a column of one of its fields
+/// beside it: both read, each checked and named on its own.
+#[test]
+fn a_column_inside_a_jsonb_column_reads_its_field_too() {
+    let spec = spec(
+        r#"
+[resources.r]
+key = "id"
+[[resources.r.columns]]
+name = "id"
+type = "bigint"
+[[resources.r.columns]]
+name = "customer"
+type = "jsonb"
+nullable = true
+[[resources.r.columns]]
+name = "tier"
+from = "/customer/tier"
+type = "text"
+one_of = ["free", "pro"]
+nullable = true
+[[resources.r.columns]]
+name = "customer_id"
+from = "/customer/id"
+type = "bigint"
+nullable = true
+"#,
+    );
+    let (columns, errors) = read(
+        &spec,
+        &[
+            r#"{"id": 1, "customer": {"id": 7, "tier": "pro", "tags": ["a"]}}"#,
+            r#"{"id": 2, "customer": null}"#,
+            r#"{"id": 3, "customer": {"id": 8, "tier": "gold"}}"#,
+            r#"{"id": 4, "customer": {"id": "8"}}"#,
+        ],
+    );
+    assert_eq!(
+        errors,
+        [
+            None,
+            None,
+            Some(r#"column `tier` (/customer/tier): "gold" is not one of "free", "pro""#.into()),
+            Some(
+                r#"column `customer_id` (/customer/id): "8" is not a whole number that fits bigint"#
+                    .into()
+            ),
+        ]
+    );
+    assert_eq!(
+        columns.buffers,
+        [
+            Buffer::BigInt(vec![Some(1), Some(2)]),
+            Buffer::Jsonb(vec![
+                Some(r#"{"id": 7, "tier": "pro", "tags": ["a"]}"#.into()),
+                None
+            ]),
+            Buffer::Text(vec![Some("pro".into()), None]),
+            Buffer::BigInt(vec![Some(7), None]),
+        ]
+    );
+}
