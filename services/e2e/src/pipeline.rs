@@ -8,7 +8,7 @@ use importer::settings::Config as ImporterConfig;
 use importer::{ArchivedPage, ImportError, ImportReport, Importer};
 use pipeline_core::aws::AwsClients;
 use pipeline_store::ledger::LedgerEntry;
-use pipeline_store::schema::{applied_objects, posts};
+use pipeline_store::schema::posts;
 use std::time::Duration;
 use testkit::fake_api::{self, FakeApi, Resource};
 use testkit::{Row, TestAws, TestDb};
@@ -124,11 +124,10 @@ impl Pipeline {
 
     /// The ledger, oldest first.
     pub async fn ledger(&self) -> Vec<LedgerEntry> {
-        let mut conn = self.db.connect().await;
-        applied_objects::table
-            .select(LedgerEntry::as_select())
-            .order(applied_objects::applied_at)
-            .load(&mut conn)
+        let mut conn = pipeline_store::connect(self.db.url())
+            .await
+            .expect("a connection");
+        pipeline_store::ledger::entries(&mut conn)
             .await
             .expect("the ledger")
     }

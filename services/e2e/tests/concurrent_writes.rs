@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use diesel::QueryableByName;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use e2e::{post_rows, posts_resource};
 use pipeline_store::rows::{Lineage, UpsertCounts, upsert};
@@ -23,12 +21,6 @@ fn post(id: i64, title: &str) -> Post {
         title: title.to_owned(),
         body: "b".to_owned(),
     }
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 #[tokio::test]
@@ -65,14 +57,15 @@ async fn an_id_inserted_by_another_transaction_meanwhile_is_upserted_not_an_erro
             let mut watcher = pipeline_store::connect(&db_url).await.unwrap();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             loop {
-                let waiting: Count = diesel::sql_query(
-                    "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND pid = $1",
-                )
-                .bind::<diesel::sql_types::Integer, _>(b_pid)
-                .get_result(&mut watcher)
-                .await
-                .unwrap();
-                if waiting.n > 0 {
+                let waiting: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                        &[&b_pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
                     break;
                 }
                 assert!(

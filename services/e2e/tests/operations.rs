@@ -252,7 +252,7 @@ async fn quarantined_records_are_exported_fixed_and_loaded_back() {
 
     // Exported exactly as received, fixed, and loaded back at the version
     // of the object it came from.
-    let mut conn = pipeline.db.connect().await;
+    let mut conn = pipeline_store::connect(pipeline.db.url()).await.unwrap();
     let mut out = Vec::new();
     assert_eq!(export(None).run(&mut conn, &mut out).await.unwrap(), 1);
     let exported = String::from_utf8(out).unwrap();

@@ -1,63 +1,65 @@
 //! What the operator commands read: the ledger's recent activity and the
 //! quarantined records. Read-only; nothing here is on the apply path.
 
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamptz};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
+use tokio_postgres::Row;
 
-use crate::schema::{applied_objects, quarantined_records};
+use crate::{Client, QueryError};
 
 /// What was applied since some moment, from the ledger.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Activity {
     /// Ledger rows written: objects applied (or applied again).
-    #[diesel(sql_type = BigInt)]
     pub objects: i64,
     /// Elements in their arrays.
-    #[diesel(sql_type = BigInt)]
     pub records: i64,
     /// Rows inserted or updated, in every resource's table.
-    #[diesel(sql_type = BigInt)]
     pub rows_written: i64,
     /// Records quarantined.
-    #[diesel(sql_type = BigInt)]
     pub quarantined: i64,
 }
 
 /// What the ledger says was applied at or after `since`.
 pub async fn activity_since(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Client,
     since: OffsetDateTime,
-) -> QueryResult<Activity> {
-    // diesel's `sum` of a BIGINT is a NUMERIC; the casts keep it an i64.
-    diesel::sql_query(
-        "SELECT count(*)::int8 AS objects, \
-                coalesce(sum(records), 0)::int8 AS records, \
-                coalesce(sum(inserted + updated), 0)::int8 AS rows_written, \
-                coalesce(sum(quarantined), 0)::int8 AS quarantined \
-         FROM applied_objects WHERE applied_at >= $1",
-    )
-    .bind::<Timestamptz, _>(since)
-    .get_result(conn)
-    .await
+) -> Result<Activity, QueryError> {
+    // `sum` of a bigint is a numeric; the casts keep it an i64.
+    let row = conn
+        .query_one(
+            "SELECT count(*)::int8, coalesce(sum(records), 0)::int8, \
+                    coalesce(sum(inserted + updated), 0)::int8, \
+                    coalesce(sum(quarantined), 0)::int8 \
+             FROM applied_objects WHERE applied_at >= $1",
+            &[&since],
+        )
+        .await?;
+    Ok(Activity {
+        objects: row.get(0),
+        records: row.get(1),
+        rows_written: row.get(2),
+        quarantined: row.get(3),
+    })
 }
 
 /// When the last object was applied; `None` before the first.
-pub async fn last_applied(conn: &mut AsyncPgConnection) -> QueryResult<Option<OffsetDateTime>> {
-    applied_objects::table
-        .select(diesel::dsl::max(applied_objects::applied_at))
-        .first::<Option<OffsetDateTime>>(conn)
-        .await
+pub async fn last_applied(conn: &mut Client) -> Result<Option<OffsetDateTime>, QueryError> {
+    let row = conn
+        .query_one("SELECT max(applied_at) FROM applied_objects", &[])
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Quarantined records in all.
-pub async fn quarantined_count(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
-    quarantined_records::table.count().get_result(conn).await
+pub async fn quarantined_count(conn: &mut Client) -> Result<i64, QueryError> {
+    let row = conn
+        .query_one("SELECT count(*) FROM quarantined_records", &[])
+        .await?;
+    Ok(row.get(0))
 }
 
 /// A row of `quarantined_records`, with the resource its object held.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
     pub source_object: String,
     pub sha256: String,
@@ -68,6 +70,20 @@ pub struct Quarantined {
     pub quarantined_at: OffsetDateTime,
     /// From the object's ledger row.
     pub resource: String,
+}
+
+impl Quarantined {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            source_object: row.get(0),
+            sha256: row.get(1),
+            record_index: row.get(2),
+            reason: row.get(3),
+            raw: row.get(4),
+            quarantined_at: row.get(5),
+            resource: row.get(6),
+        }
+    }
 }
 
 /// Which quarantined records to read.
@@ -83,41 +99,32 @@ pub struct QuarantineFilter<'a> {
     pub limit: Option<i64>,
 }
 
-/// Quarantined records, oldest first, then by object and index.
+/// Quarantined records, oldest first, then by object and index. One
+/// statement whatever the filter: a condition left out is a null, and
+/// `LIMIT NULL` is no limit.
 pub async fn quarantined(
-    conn: &mut AsyncPgConnection,
+    conn: &mut Client,
     filter: &QuarantineFilter<'_>,
-) -> QueryResult<Vec<Quarantined>> {
-    use applied_objects::dsl as a;
-    use quarantined_records::dsl as q;
+) -> Result<Vec<Quarantined>, QueryError> {
     // Every quarantined record has its object's ledger row (a foreign key).
-    let ledger_row = a::source_object
-        .eq(q::source_object)
-        .and(a::sha256.eq(q::sha256));
-    let mut query = q::quarantined_records
-        .inner_join(a::applied_objects.on(ledger_row))
-        .select((
-            q::source_object,
-            q::sha256,
-            q::record_index,
-            q::reason,
-            q::raw,
-            q::quarantined_at,
-            a::resource,
-        ))
-        .order((q::quarantined_at, q::source_object, q::record_index))
-        .into_boxed();
-    if let Some(object) = filter.object {
-        query = query.filter(q::source_object.eq(object.to_owned()));
-    }
-    if let Some(since) = filter.since {
-        query = query.filter(q::quarantined_at.ge(since));
-    }
-    if let Some(resource) = filter.resource {
-        query = query.filter(a::resource.eq(resource.to_owned()));
-    }
-    if let Some(limit) = filter.limit {
-        query = query.limit(limit);
-    }
-    query.load(conn).await
+    let rows = conn
+        .query(
+            "SELECT q.source_object, q.sha256, q.record_index, q.reason, q.raw, \
+                    q.quarantined_at, a.resource \
+             FROM quarantined_records q \
+             JOIN applied_objects a ON a.source_object = q.source_object AND a.sha256 = q.sha256 \
+             WHERE ($1::text IS NULL OR q.source_object = $1) \
+               AND ($2::text IS NULL OR a.resource = $2) \
+               AND ($3::timestamptz IS NULL OR q.quarantined_at >= $3) \
+             ORDER BY q.quarantined_at, q.source_object, q.record_index \
+             LIMIT $4",
+            &[
+                &filter.object,
+                &filter.resource,
+                &filter.since,
+                &filter.limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(Quarantined::from_row).collect())
 }

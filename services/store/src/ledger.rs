@@ -1,16 +1,15 @@
 //! Applying one object exactly once: its rows, its quarantined records and
 //! its ledger row, in one transaction.
 
-use diesel::prelude::*;
 use pipeline_core::record::BadRecord;
 pub use pipeline_core::resources::Batch;
 use pipeline_core::spec::ResourceSpec;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use crate::pool::{Client, Tx, query_error};
+use crate::QueryError;
+use crate::pool::{Client, Tx};
 use crate::rows::{self, Lineage, UpsertCounts};
-use crate::schema::applied_objects;
 
 /// Quarantined records per INSERT, bound as arrays: one statement's worth
 /// however many records an object has, without one huge message.
@@ -51,8 +50,7 @@ pub enum Effect {
 }
 
 /// A row of `applied_objects`.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = applied_objects)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub source_object: String,
     pub sha256: String,
@@ -98,12 +96,22 @@ pub async fn find(
     client: &mut Client,
     source_object: &str,
     sha256: &str,
-) -> QueryResult<Option<LedgerEntry>> {
+) -> Result<Option<LedgerEntry>, QueryError> {
     let row = client
         .query_opt(&find_sql(), &[&source_object, &sha256])
-        .await
-        .map_err(query_error)?;
+        .await?;
     Ok(row.as_ref().map(LedgerEntry::from_row))
+}
+
+/// Every ledger row, oldest first.
+pub async fn entries(client: &mut Client) -> Result<Vec<LedgerEntry>, QueryError> {
+    let rows = client
+        .query(
+            &format!("SELECT {LEDGER_COLUMNS} FROM applied_objects ORDER BY applied_at"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(LedgerEntry::from_row).collect())
 }
 
 fn find_sql() -> String {
@@ -170,7 +178,7 @@ pub struct StreamEnd {
 pub enum ApplyError<E> {
     /// The database failed or refused a statement.
     #[error(transparent)]
-    Query(#[from] diesel::result::Error),
+    Query(#[from] QueryError),
     /// Reading or checking the bytes failed (`finish` said so).
     #[error(transparent)]
     Input(E),
@@ -183,28 +191,15 @@ enum Rollback<E> {
     AlreadyApplied(LedgerEntry),
 }
 
-impl<E> From<diesel::result::Error> for Rollback<E> {
-    fn from(e: diesel::result::Error) -> Self {
+impl<E> From<QueryError> for Rollback<E> {
+    fn from(e: QueryError) -> Self {
         Self::Failed(ApplyError::Query(e))
     }
 }
 
 impl<E> From<tokio_postgres::Error> for Rollback<E> {
     fn from(e: tokio_postgres::Error) -> Self {
-        query_error(e).into()
-    }
-}
-
-/// A value that cannot be encoded is a permanent error, as diesel's
-/// serialization errors are.
-impl<E> From<rows::WriteError> for Rollback<E> {
-    fn from(e: rows::WriteError) -> Self {
-        match e {
-            rows::WriteError::Query(e) => e.into(),
-            e @ rows::WriteError::Encode { .. } => {
-                diesel::result::Error::SerializationError(Box::new(e)).into()
-            }
-        }
+        QueryError::from(e).into()
     }
 }
 
@@ -235,11 +230,11 @@ pub async fn apply<E: Send>(
     batches: &mut tokio::sync::mpsc::Receiver<Batch>,
     finish: impl Future<Output = Result<StreamEnd, E>> + Send,
 ) -> Result<(Effect, StreamEnd), ApplyError<E>> {
-    let mut tx = client.begin().await.map_err(query_error)?;
+    let mut tx = client.begin().await?;
     let applied = write(&mut tx, object, batches, finish).await;
     match applied {
         Ok(applied) => {
-            tx.commit().await.map_err(query_error)?;
+            tx.commit().await?;
             Ok(applied)
         }
         Err(Rollback::Failed(e)) => {
@@ -249,7 +244,7 @@ pub async fn apply<E: Send>(
             Err(e)
         }
         Err(Rollback::AlreadyApplied(entry)) => {
-            tx.rollback().await.map_err(query_error)?;
+            tx.rollback().await?;
             let end = StreamEnd {
                 sha256: entry.sha256.clone(),
                 records: entry.records as u64,
@@ -334,12 +329,9 @@ async fn claim<E>(
         return Ok(());
     }
     // The row that conflicted; gone again only if its transaction rolled
-    // back in between, which a retry of this one settles.
+    // back in between: a serialization failure, which a retry settles.
     let entry = tx
-        .query_opt(&find_sql(), &[&object.source_object, &sha256])
-        .await?
-        .as_ref()
-        .map(LedgerEntry::from_row)
-        .ok_or(diesel::result::Error::NotFound)?;
-    Err(Rollback::AlreadyApplied(entry))
+        .query_one(&find_sql(), &[&object.source_object, &sha256])
+        .await?;
+    Err(Rollback::AlreadyApplied(LedgerEntry::from_row(&entry)))
 }

@@ -90,21 +90,26 @@ fn from_dir((path, name): &(PathBuf, String)) -> MigrationResult<FileBasedMigrat
 type Harness = AsyncConnectionWrapper<AsyncPgConnection>;
 type MigrationResult<T> = diesel::migration::Result<T>;
 
-/// diesel_migrations is synchronous; run it on a blocking thread over the
-/// async connection, so that no libpq is needed.
+/// diesel_migrations is synchronous; run it on a blocking thread over a
+/// connection opened as every other is ([`connect_waiting`]) and handed to
+/// diesel-async, so that no libpq is needed.
 async fn with_harness<T: Send + 'static>(
     url: &DatabaseUrl,
     wait: Duration,
     work: impl FnOnce(&mut Harness) -> MigrationResult<T> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let conn = connect_waiting(url, wait).await?;
-    let mut harness = Harness::from(conn);
-    let result = tokio::task::spawn_blocking(move || work(&mut harness))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    result.map_err(|reason| StoreError::Migrations {
+    let failed = |reason: String| StoreError::Migrations {
         target: url.to_string(),
         reason,
-    })
+    };
+    let client = connect_waiting(url, wait).await?.into_inner();
+    let conn = AsyncPgConnection::try_from(client)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut harness = Harness::from(conn);
+    tokio::task::spawn_blocking(move || work(&mut harness))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(failed)
 }

@@ -1,25 +1,23 @@
-//! The connections that apply objects: tokio-postgres clients in a
-//! deadpool, not diesel-async connections.
+//! The one connection type of the services, [`Client`], and the pool of
+//! them that applies objects: tokio-postgres clients in a deadpool.
 //!
 //! New rows go in with binary `COPY`, PostgreSQL's fastest way in, on the
 //! same connection and in the same transaction as the ledger row. diesel
 //! has `COPY` only for its synchronous, libpq-based connection, and
 //! diesel-async neither sends it nor hands out the tokio-postgres client it
-//! wraps (weiznich/diesel_async#158; draft PR #278). So this path writes
-//! its SQL by hand ([`crate::rows`], [`crate::ledger`]), checked by the
-//! tests against the schema diesel keeps in `migrations/`; everything else
-//! (migrations, the operator commands) stays on diesel.
+//! wraps (weiznich/diesel_async#158; draft PR #278). So the run-time SQL is
+//! written by hand ([`crate::rows`], [`crate::ledger`], [`crate::inspect`],
+//! [`crate::tables`]), checked by the tests against the schema diesel keeps
+//! in `migrations/`.
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use diesel::result::DatabaseErrorKind;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_postgres::error::{DbError, ErrorPosition, SqlState};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, NoTls, Row, Statement, Transaction};
+use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 
 use crate::rows::KeysMet;
-use crate::{DatabaseUrl, StoreError, connect_failed, retrying_a_new_password};
+use crate::{DatabaseUrl, QueryError, StoreError, open, retrying_a_new_password};
 
 /// A connection taken from the [`Store`]; back to the pool when dropped.
 pub type Connection = managed::Object<Clients>;
@@ -88,11 +86,7 @@ impl managed::Manager for Clients {
 
     async fn create(&self) -> Result<Client, StoreError> {
         let client = retrying_a_new_password(&self.url, || open(&self.url)).await?;
-        Ok(Client {
-            client,
-            statements: Statements::default(),
-            keys_met: KeysMet::default(),
-        })
+        Ok(Client::new(client))
     }
 
     /// A closed connection is dropped. One idle for a while gets a round
@@ -111,7 +105,7 @@ impl managed::Manager for Clients {
             .client
             .batch_execute("SELECT 1")
             .await
-            .map_err(|e| RecycleError::Backend(StoreError::Query(query_error(e))))
+            .map_err(|e| RecycleError::Backend(QueryError::from(e).into()))
     }
 }
 
@@ -125,8 +119,41 @@ pub struct Client {
 }
 
 impl Client {
+    pub(crate) fn new(client: tokio_postgres::Client) -> Self {
+        Self {
+            client,
+            statements: Statements::default(),
+            keys_met: KeysMet::default(),
+        }
+    }
+
+    /// The tokio-postgres client, for diesel's migration harness.
+    pub(crate) fn into_inner(self) -> tokio_postgres::Client {
+        self.client
+    }
+
+    /// Runs a read, prepared once per connection.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, QueryError> {
+        let statement = self.statements.prepared(&self.client, sql).await?;
+        Ok(self.client.query(&statement, params).await?)
+    }
+
+    /// Runs a read of exactly one row.
+    pub async fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, QueryError> {
+        let statement = self.statements.prepared(&self.client, sql).await?;
+        Ok(self.client.query_one(&statement, params).await?)
+    }
+
     /// Begins a transaction.
-    pub async fn begin(&mut self) -> Result<Tx<'_>, tokio_postgres::Error> {
+    pub async fn begin(&mut self) -> Result<Tx<'_>, QueryError> {
         Ok(Tx {
             inner: self.client.transaction().await?,
             statements: &mut self.statements,
@@ -138,13 +165,13 @@ impl Client {
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
+    ) -> Result<Option<Row>, QueryError> {
         let statement = self.statements.prepared(&self.client, sql).await?;
-        self.client.query_opt(&statement, params).await
+        Ok(self.client.query_opt(&statement, params).await?)
     }
 
     /// The session's backend process id, as `pg_backend_pid()` says.
-    pub async fn backend_pid(&mut self) -> Result<i32, tokio_postgres::Error> {
+    pub async fn backend_pid(&mut self) -> Result<i32, QueryError> {
         Ok(self
             .client
             .query_one("SELECT pg_backend_pid()", &[])
@@ -170,12 +197,12 @@ impl std::fmt::Debug for Tx<'_> {
 }
 
 impl Tx<'_> {
-    pub async fn commit(self) -> Result<(), tokio_postgres::Error> {
-        self.inner.commit().await
+    pub async fn commit(self) -> Result<(), QueryError> {
+        Ok(self.inner.commit().await?)
     }
 
-    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
-        self.inner.rollback().await
+    pub async fn rollback(self) -> Result<(), QueryError> {
+        Ok(self.inner.rollback().await?)
     }
 
     pub(crate) async fn execute(
@@ -204,15 +231,6 @@ impl Tx<'_> {
         let statement = self.statements.prepared(&self.inner, sql).await?;
         self.inner.query_one(&statement, params).await
     }
-
-    pub(crate) async fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let statement = self.statements.prepared(&self.inner, sql).await?;
-        self.inner.query_opt(&statement, params).await
-    }
 }
 
 /// The statements prepared on one connection, by their SQL. The apply path
@@ -234,95 +252,5 @@ impl Statements {
         let statement = client.prepare(sql).await?;
         self.0.insert(sql.to_owned(), statement.clone());
         Ok(statement)
-    }
-}
-
-/// One connection attempt with the password as it is now. The connection
-/// task ends when the client is dropped or the server goes; the client's
-/// calls then fail as closed, and the pool drops it.
-async fn open(url: &DatabaseUrl) -> Result<tokio_postgres::Client, StoreError> {
-    let config = url.config_now();
-    match url.tls() {
-        None => {
-            let (client, connection) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| connect_failed(url, &e))?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-        Some(tls) => {
-            let (client, connection) = config
-                .connect(tls.clone())
-                .await
-                .map_err(|e| connect_failed(url, &e))?;
-            tokio::spawn(connection);
-            Ok(client)
-        }
-    }
-}
-
-/// A tokio-postgres error as diesel's, the way diesel-async converts them,
-/// so that [`StoreError::is_permanent`] and everything above it judge both
-/// kinds of connection alike.
-#[expect(clippy::needless_pass_by_value, reason = "for `map_err(query_error)`")]
-pub(crate) fn query_error(error: tokio_postgres::Error) -> diesel::result::Error {
-    use DatabaseErrorKind as Kind;
-    let Some(db) = error.as_db_error() else {
-        let kind = if error.is_closed() {
-            Kind::ClosedConnection
-        } else {
-            Kind::UnableToSendCommand
-        };
-        return diesel::result::Error::DatabaseError(kind, Box::new(error.to_string()));
-    };
-    let kind = match *db.code() {
-        SqlState::UNIQUE_VIOLATION => Kind::UniqueViolation,
-        SqlState::FOREIGN_KEY_VIOLATION => Kind::ForeignKeyViolation,
-        SqlState::RESTRICT_VIOLATION => Kind::RestrictViolation,
-        SqlState::EXCLUSION_VIOLATION => Kind::ExclusionViolation,
-        SqlState::T_R_SERIALIZATION_FAILURE => Kind::SerializationFailure,
-        SqlState::READ_ONLY_SQL_TRANSACTION => Kind::ReadOnlyTransaction,
-        SqlState::NOT_NULL_VIOLATION => Kind::NotNullViolation,
-        SqlState::CHECK_VIOLATION => Kind::CheckViolation,
-        _ => Kind::Unknown,
-    };
-    diesel::result::Error::DatabaseError(kind, Box::new(ServerError(db.clone())))
-}
-
-/// What the server said, as diesel shows it.
-struct ServerError(DbError);
-
-impl diesel::result::DatabaseErrorInformation for ServerError {
-    fn message(&self) -> &str {
-        self.0.message()
-    }
-
-    fn details(&self) -> Option<&str> {
-        self.0.detail()
-    }
-
-    fn hint(&self) -> Option<&str> {
-        self.0.hint()
-    }
-
-    fn table_name(&self) -> Option<&str> {
-        self.0.table()
-    }
-
-    fn column_name(&self) -> Option<&str> {
-        self.0.column()
-    }
-
-    fn constraint_name(&self) -> Option<&str> {
-        self.0.constraint()
-    }
-
-    fn statement_position(&self) -> Option<i32> {
-        match self.0.position()? {
-            ErrorPosition::Original(position) | ErrorPosition::Internal { position, .. } => {
-                i32::try_from(*position).ok()
-            }
-        }
     }
 }

@@ -16,6 +16,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Error, Row, Statement, Transaction};
 use uuid::Uuid;
 
+use crate::QueryError;
 use crate::pool::Tx;
 
 /// Rows per look-up, `COPY` and upsert. The look-up and the upsert bind one
@@ -32,19 +33,6 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// message to the connection's task, and about every other one a write to
 /// the socket, 270 and 140 of them for an object of 1.1 MB.
 const COPY_PIECE: usize = 64 * 1024;
-
-/// Why rows could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error(transparent)]
-    Query(#[from] Error),
-    /// A value that PostgreSQL's binary format cannot carry.
-    #[error("column `{column}`: {source}")]
-    Encode {
-        column: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
 
 /// Where a set of rows came from.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +84,7 @@ pub async fn upsert(
     resource: &ResourceSpec,
     rows: &Columns,
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, WriteError> {
+) -> Result<UpsertCounts, QueryError> {
     let table = Table::of(resource, rows);
     let latest = last_occurrences(&table);
     let mut counts = UpsertCounts {
@@ -212,7 +200,7 @@ async fn write_chunk(
     table: &Table<'_>,
     chunk: &[usize],
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, WriteError> {
+) -> Result<UpsertCounts, QueryError> {
     if tx.keys_met.expects_new(table.name)
         && let Some(inserted) = copy_new(tx, table, chunk, lineage).await?
     {
@@ -245,7 +233,7 @@ async fn present_keys<'a>(
     tx: &mut Tx<'_>,
     table: &Table<'a>,
     chunk: &[usize],
-) -> Result<HashSet<Key<'a>>, WriteError> {
+) -> Result<HashSet<Key<'a>>, QueryError> {
     let keys: Vec<Bound<'_>> = table
         .key
         .iter()
@@ -264,7 +252,7 @@ async fn present_keys<'a>(
                 .collect::<Result<Key<'a>, Error>>()
         })
         .collect::<Result<_, Error>>()
-        .map_err(WriteError::Query)
+        .map_err(QueryError::Postgres)
 }
 
 /// The look-up of the keys of a chunk: by `= ANY` for one key column (an
@@ -296,7 +284,7 @@ async fn copy_new(
     table: &Table<'_>,
     indices: &[usize],
     lineage: Lineage<'_>,
-) -> Result<Option<u64>, WriteError> {
+) -> Result<Option<u64>, QueryError> {
     let copy = tx.statements.prepared(&tx.inner, &copy_sql(table)).await?;
     let savepoint = tx.inner.savepoint("fresh").await?;
     match copy_in(&savepoint, &copy, table, indices, lineage).await {
@@ -304,7 +292,7 @@ async fn copy_new(
             savepoint.commit().await?;
             Ok(Some(inserted))
         }
-        Err(WriteError::Query(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+        Err(QueryError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             savepoint.rollback().await?;
             Ok(None)
         }
@@ -340,7 +328,7 @@ async fn copy_in(
     table: &Table<'_>,
     indices: &[usize],
     lineage: Lineage<'_>,
-) -> Result<u64, WriteError> {
+) -> Result<u64, QueryError> {
     // The columns and the two lineage fields.
     let fields = i16::try_from(table.columns.len() + 2)
         .unwrap_or_else(|e| unreachable!("a PostgreSQL table has at most 1,600 columns: {e}"));
@@ -380,7 +368,7 @@ async fn copy_in(
 }
 
 /// Appends row `i`'s value of a column to a binary `COPY` row.
-fn put_value(buf: &mut BytesMut, values: &Buffer, i: usize, name: &str) -> Result<(), WriteError> {
+fn put_value(buf: &mut BytesMut, values: &Buffer, i: usize, name: &str) -> Result<(), QueryError> {
     match values {
         Buffer::BigInt(v) => put_field(buf, &v[i], &Type::INT8, name),
         Buffer::Integer(v) => put_field(buf, &v[i], &Type::INT4, name),
@@ -401,8 +389,8 @@ fn put_field(
     value: &(dyn ToSql + Sync),
     ty: &Type,
     column: &str,
-) -> Result<(), WriteError> {
-    let encode = |source| WriteError::Encode {
+) -> Result<(), QueryError> {
+    let encode = |source| QueryError::Encode {
         column: column.to_owned(),
         source,
     };
@@ -670,7 +658,7 @@ async fn upsert_chunk(
     table: &Table<'_>,
     chunk: &[usize],
     lineage: Lineage<'_>,
-) -> Result<UpsertCounts, WriteError> {
+) -> Result<UpsertCounts, QueryError> {
     let arrays: Vec<Bound<'_>> = table
         .columns
         .iter()

@@ -5,23 +5,18 @@
 //! the key), naming the difference, instead of dead-lettering every object
 //! of that resource one by one.
 
-use diesel::QueryableByName;
-use diesel::sql_types::{Array, Bool, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use pipeline_core::spec::{ColumnType, EXTRA_COLUMN, ResourceSpec};
 
+use crate::{Client, QueryError};
+
 /// A column as the database has it.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveColumn {
-    #[diesel(sql_type = Text)]
     pub name: String,
     /// As `format_type` writes it: `bigint`, `timestamp with time zone`,
     /// `character varying(20)` ...
-    #[diesel(sql_type = Text)]
     pub sql_type: String,
-    #[diesel(sql_type = Bool)]
     pub not_null: bool,
-    #[diesel(sql_type = Bool)]
     pub has_default: bool,
 }
 
@@ -34,48 +29,47 @@ pub struct LiveTable {
     pub unique: Vec<Vec<String>>,
 }
 
-#[derive(QueryableByName)]
-struct UniqueIndex {
-    #[diesel(sql_type = Array<Text>)]
-    columns: Vec<String>,
-}
-
 /// The table called `name` in the connection's search path, if any.
-pub async fn live_table(
-    conn: &mut AsyncPgConnection,
-    name: &str,
-) -> diesel::QueryResult<Option<LiveTable>> {
+pub async fn live_table(conn: &mut Client, name: &str) -> Result<Option<LiveTable>, QueryError> {
     // `to_regclass` of the quoted name: the name as written, whatever it
     // holds, looked up in the search path as the writes will look it up.
-    let columns: Vec<LiveColumn> = diesel::sql_query(
-        "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS sql_type, \
-                a.attnotnull AS not_null, a.atthasdef AS has_default \
-         FROM pg_attribute a \
-         WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0 AND NOT a.attisdropped \
-         ORDER BY a.attnum",
-    )
-    .bind::<Text, _>(name)
-    .load(conn)
-    .await?;
+    let columns: Vec<LiveColumn> = conn
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                    a.attnotnull, a.atthasdef \
+             FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|row| LiveColumn {
+            name: row.get(0),
+            sql_type: row.get(1),
+            not_null: row.get(2),
+            has_default: row.get(3),
+        })
+        .collect();
     if columns.is_empty() {
         return Ok(None);
     }
-    let unique: Vec<UniqueIndex> = diesel::sql_query(
-        "SELECT array_agg(a.attname::text ORDER BY k.n) AS columns \
-         FROM pg_index i \
-         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-         WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique \
-           AND i.indpred IS NULL AND i.indexprs IS NULL \
-         GROUP BY i.indexrelid",
-    )
-    .bind::<Text, _>(name)
-    .load(conn)
-    .await?;
-    Ok(Some(LiveTable {
-        columns,
-        unique: unique.into_iter().map(|u| u.columns).collect(),
-    }))
+    let unique = conn
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY k.n) \
+             FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique \
+               AND i.indpred IS NULL AND i.indexprs IS NULL \
+             GROUP BY i.indexrelid",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(Some(LiveTable { columns, unique }))
 }
 
 impl LiveTable {

@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use diesel::QueryableByName;
-use diesel::sql_types::Bool;
-use diesel_async::RunQueryDsl;
 use pipeline_store::{DatabaseUrl, StoreError, connect};
 
 fn env(name: &str) -> String {
@@ -22,19 +19,16 @@ fn url(host: &str, query: &str) -> DatabaseUrl {
     url.as_str().parse().unwrap()
 }
 
-#[derive(QueryableByName)]
-struct Ssl {
-    #[diesel(sql_type = Bool)]
-    ssl: bool,
-}
-
 /// Whether this session is encrypted, as the server sees it.
 async fn encrypted(url: &DatabaseUrl) -> Result<bool, StoreError> {
     let mut conn = connect(url).await?;
-    let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .get_result(&mut conn)
+    let row = conn
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await?;
-    Ok(row.ssl)
+    Ok(row.get(0))
 }
 
 #[tokio::test]

@@ -68,7 +68,7 @@ impl Quarantine {
     /// Reads the records and prints them on stdout; returns how many.
     pub async fn run(
         &self,
-        conn: &mut diesel_async::AsyncPgConnection,
+        conn: &mut pipeline_store::Client,
         out: &mut impl std::io::Write,
     ) -> anyhow::Result<usize> {
         let filter = QuarantineFilter {

@@ -84,7 +84,7 @@ pub struct Ledger {
 #[allow(missing_debug_implementations)] // a connection is not `Debug`
 pub struct Sources<'a> {
     pub queue: &'a SqsQueue,
-    pub conn: &'a mut diesel_async::AsyncPgConnection,
+    pub conn: &'a mut pipeline_store::Client,
     pub pending_migrations: Vec<String>,
 }
 
