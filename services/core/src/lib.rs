@@ -34,7 +34,7 @@
 //! One rule across the workspace. A function that can fail returns a typed
 //! error that names the thing at fault (URL, `s3://bucket/key`, queue,
 //! message id, record index) and keeps what went wrong as its typed
-//! `#[source]`: the SDK's error, `diesel::result::Error`, `io::Error`,
+//! `#[source]`: the SDK's error, `tokio_postgres::Error`, `io::Error`,
 //! `JoinError`. Nothing is flattened to a `String` on the way up, so whether
 //! trying again can help is decided from the cause's real kind (an HTTP
 //! status, `NoSuchKey`, a constraint violation, a panic), next to the type:
