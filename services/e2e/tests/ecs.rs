@@ -12,7 +12,7 @@ use testkit::compose::workspace;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Each task definition's containers, by name, with the names of the
-/// variables they set. CloudFormation's short-form tags (`!Ref`, `!Sub`)
+/// variables they set or may set. CloudFormation's short-form tags (`!Ref`, `!Sub`)
 /// are read as their plain values, which is all the names need.
 fn task_environments() -> Vec<(String, String, BTreeSet<String>)> {
     let text = std::fs::read_to_string(workspace().join("ecs/pipeline.yaml")).unwrap();
@@ -33,6 +33,12 @@ fn task_environments() -> Vec<(String, String, BTreeSet<String>)> {
                 .as_vec()
                 .map(|vars| {
                     vars.iter()
+                        // `!If [Condition, {Name, Value}, !Ref AWS::NoValue]`:
+                        // the variable it may set.
+                        .map(|var| match var.as_vec() {
+                            Some(condition) => &condition[1],
+                            None => var,
+                        })
                         .map(|var| var["Name"].as_str().unwrap().to_owned())
                         .collect()
                 })
