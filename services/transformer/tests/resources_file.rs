@@ -311,12 +311,9 @@ async fn a_resources_file_and_migrations_in_s3_are_read_from_there() {
     // An object that is not there ends the command (exit 1); one with a
     // mistake is a bad setting (exit 2). Each in one line naming it.
     let missing = format!("s3://{}/config/resources/2.toml", aws.bucket);
-    let ran = Ran::of(
-        transformer(&aws, &db)
-            .args(["run", "--drain"])
-            .env("RESOURCES_FILE", &missing),
-    )
-    .await;
+    let mut run = transformer(&aws, &db);
+    run.args(["run", "--drain"]).env("RESOURCES_FILE", &missing);
+    let ran = Ran::of(&mut run).await;
     assert_eq!(
         ran.one_error(1),
         format!(
@@ -326,12 +323,7 @@ async fn a_resources_file_and_migrations_in_s3_are_read_from_there() {
     );
     let (mistake, ending) = testkit::resources_files::MISTAKES[1];
     aws.put("config/resources/2.toml", mistake).await;
-    let ran = Ran::of(
-        transformer(&aws, &db)
-            .args(["run", "--drain"])
-            .env("RESOURCES_FILE", &missing),
-    )
-    .await;
+    let ran = Ran::of(&mut run).await;
     assert_eq!(
         ran.one_error(2),
         format!("error: invalid setting RESOURCES_FILE (--resources-file): {missing}: {ending}")
