@@ -258,6 +258,14 @@ class Database(unittest.TestCase):
         for prefix in ("raw/*", "posts/*"):
             self.assertIn(prefix, listing["Condition"]["StringLikeIfExists"]["s3:prefix"])
 
+    def test_import_resources_takes_the_names_a_resources_file_gives(self):
+        pattern = PARAMETERS["ImportResources"]["AllowedPattern"]
+        for value in ("posts,comments", "tickets_v2=https://help.example.com/v2/tickets?per_page=100",
+                      "Orders2,tickets=http://10.0.0.5:8080/t"):
+            self.assertTrue(re.fullmatch(pattern, value), value)
+        for value in ("", "posts,", "=https://x"):
+            self.assertFalse(re.fullmatch(pattern, value), value)
+
     def test_the_schedule_imports_every_resource(self):
         importer = RESOURCES["ImporterTaskDefinition"]["Properties"]["ContainerDefinitions"]
         env = environment(next(c for c in importer if c["Name"] == "importer"))
