@@ -89,6 +89,9 @@ pub struct Faults {
     pub fail_page: Option<u32>,
     /// Leave out `X-Total-Count`, so clients must follow `Link`.
     pub hide_total: bool,
+    /// The last page's `Link: rel="next"` points back to page 1, as a
+    /// server whose paging wraps around does.
+    pub link_back: bool,
     pub seed: u64,
 }
 
@@ -514,6 +517,8 @@ async fn list(
     let mut links = vec![format!("{}; rel=\"last\"", link(pages.max(1)))];
     if page < pages {
         links.insert(0, format!("{}; rel=\"next\"", link(page + 1)));
+    } else if faults.link_back {
+        links.insert(0, format!("{}; rel=\"next\"", link(1)));
     }
     let mut response = json(cut(to_json(&records), truncate));
     let headers = response.headers_mut();

@@ -290,8 +290,13 @@ impl Importer {
                 }
                 _ => return,
             };
-            // A link back to a page already seen would loop forever.
+            // A link back to a page already seen would loop forever: the
+            // pages so far stand, and the run says why it stopped.
             if !visited.insert(url.clone()) {
+                outcomes.push(PageOutcome::Failed(format!(
+                    "page {number} of {} would be {url}, fetched already this run: its server's `Link: rel=\"next\"` goes round in a loop, so following stopped there",
+                    source.resource.name()
+                )));
                 return;
             }
             let fetched = match prefetched.remove(&url) {

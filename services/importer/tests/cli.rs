@@ -374,6 +374,48 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     assert_eq!(aws.message_count().await, 1);
 }
 
+/// A server whose last page links back to its first: the pages before
+/// the loop are archived and announced, and the run fails naming the URL,
+/// instead of fetching them round and round.
+#[tokio::test]
+async fn links_that_go_round_in_a_loop_stop_the_run_with_an_error() {
+    let aws = TestAws::new().await;
+    let faults = testkit::fake_api::Faults {
+        hide_total: true,
+        link_back: true,
+        ..Default::default()
+    };
+    let api = fake_api::spawn(FakeApi {
+        posts: 100,
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("PAGE_SIZE", "25")
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    )
+    .await;
+
+    let error = ran.one_error(1);
+    let looped = format!(
+        "page 5 of posts would be {api}posts?_page=1&_limit=25, fetched already this run: its server's `Link: rel=\"next\"` goes round in a loop"
+    );
+    assert!(error.contains(&looped), "{error}");
+    assert!(
+        ran.log()
+            .contains("4 page(s) archived and announced, 100 records"),
+        "{}",
+        ran.log()
+    );
+    assert_eq!(aws.message_count().await, 4);
+}
+
 #[tokio::test]
 async fn a_page_that_keeps_failing_exits_1_naming_it_and_logs_every_page() {
     let aws = TestAws::new().await;
