@@ -109,13 +109,19 @@ impl Importer {
         if let (Some(limit), Some(total)) = (page_size, first.total) {
             // The number of pages is known: fetch the rest at once.
             let pages = total.div_ceil(u64::from(limit)).min(u64::from(u32::MAX)) as u32;
+            let max = self.config.max_pages.get();
             let known = Known {
                 first,
                 rest_of_wave,
-                pages,
+                pages: pages.min(max),
                 limit,
             };
-            return self.archive_known(source, known, retries, ready).await;
+            let mut outcomes = self.archive_known(source, known, retries, ready).await;
+            if pages > max {
+                let next = page_url(&source.url, max + 1, limit);
+                outcomes.push(too_many_pages(source, max, &next));
+            }
+            return outcomes;
         }
         let walk = Walk {
             first_url,
@@ -138,7 +144,7 @@ impl Importer {
         retries: &AtomicU64,
     ) -> Vec<(Url, Result<Page, String>)> {
         let urls: Vec<Url> = match self.config.page_size {
-            Some(limit) => (1..=self.width_in_pages())
+            Some(limit) => (1..=self.width_in_pages().min(self.config.max_pages.get()))
                 .map(|n| page_url(&source.url, n, limit.get()))
                 .collect(),
             None => vec![source.url.clone()],
@@ -290,6 +296,10 @@ impl Importer {
                 }
                 _ => return,
             };
+            if number > self.config.max_pages.get() {
+                outcomes.push(too_many_pages(source, self.config.max_pages.get(), &url));
+                return;
+            }
             // A link back to a page already seen would loop forever: the
             // pages so far stand, and the run says why it stopped.
             if !visited.insert(url.clone()) {
@@ -450,4 +460,12 @@ impl Importer {
             sha256,
         })
     }
+}
+
+/// Why a run stopped at `MAX_PAGES` (`max`) with `next` still to fetch.
+fn too_many_pages(source: &Source, max: u32, next: &Url) -> PageOutcome {
+    PageOutcome::Failed(format!(
+        "{}: stopped at MAX_PAGES={max} pages with more to fetch (next: {next}): raise MAX_PAGES if the source really holds that many",
+        source.resource.name()
+    ))
 }

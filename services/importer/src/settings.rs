@@ -11,6 +11,7 @@
 //! | `IMPORT_EVERY`    | `--every`          | unset: import once and exit                   |
 //! | `PAGE_SIZE`       | `--page-size`      | unset: one request, then `Link: rel="next"`   |
 //! | `FETCH_CONCURRENCY` | `--fetch-concurrency` | `4`                                      |
+//! | `MAX_PAGES`       | `--max-pages`      | `10000`                                       |
 //! | `HTTP_MAX_ATTEMPTS` | `--http-max-attempts` | `5`                                      |
 //! | `HTTP_RETRY_BASE` | `--http-retry-base` | `500ms`                                      |
 //! | `HTTP_RETRY_MAX`  | `--http-retry-max` | `30s`                                         |
@@ -129,6 +130,18 @@ pub struct Settings {
     )]
     pub fetch_concurrency: NonZeroUsize,
 
+    /// Pages fetched per resource in one run, at most: a server that never stops paging
+    /// cannot keep a run going for ever. A run that reaches it archives and announces those
+    /// pages, then fails naming the next one.
+    #[arg(
+        long,
+        env = "MAX_PAGES",
+        value_name = "MAX_PAGES",
+        default_value = "10000",
+        global = true
+    )]
+    pub max_pages: NonZeroU32,
+
     /// Attempts per page, the first included. Timeouts, connection errors, 429, 5xx and
     /// bodies that are not a JSON array are retried; other 4xx fail at once.
     #[arg(
@@ -204,6 +217,8 @@ pub struct Config {
     pub every: Option<Duration>,
     pub page_size: Option<NonZeroU32>,
     pub fetch_concurrency: NonZeroUsize,
+    /// Pages per resource per run, at most.
+    pub max_pages: NonZeroU32,
     /// How a failed request to the API is tried again.
     pub retry: Backoff,
     pub skip_unchanged: bool,
@@ -269,6 +284,7 @@ impl Settings {
             every: self.every,
             page_size: self.page_size,
             fetch_concurrency: self.fetch_concurrency,
+            max_pages: self.max_pages,
             retry: Backoff {
                 first: self.http_retry_base,
                 max: self.http_retry_max,

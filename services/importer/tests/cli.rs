@@ -374,6 +374,49 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     assert_eq!(aws.message_count().await, 1);
 }
 
+/// MAX_PAGES bounds a run, whether the pages are counted from the total or
+/// followed one by one: those fetched are archived and announced, and the
+/// run fails naming the next page.
+#[tokio::test]
+async fn a_run_stops_at_max_pages_naming_the_next_one() {
+    for hide_total in [false, true] {
+        let aws = TestAws::new().await;
+        let faults = testkit::fake_api::Faults {
+            hide_total,
+            ..Default::default()
+        };
+        let api = fake_api::spawn(FakeApi {
+            posts: 100,
+            faults,
+            ..FakeApi::default()
+        })
+        .await
+        .unwrap();
+
+        let ran = Ran::of(
+            command(IMPORTER)
+                .arg("run")
+                .envs(aws.env())
+                .envs([("PAGE_SIZE", "10"), ("MAX_PAGES", "3")])
+                .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+        )
+        .await;
+
+        let error = ran.one_error(1);
+        let stopped = format!(
+            "posts: stopped at MAX_PAGES=3 pages with more to fetch (next: {api}posts?_page=4&_limit=10)"
+        );
+        assert!(error.contains(&stopped), "hide_total {hide_total}: {error}");
+        assert!(
+            ran.log()
+                .contains("3 page(s) archived and announced, 30 records"),
+            "{}",
+            ran.log()
+        );
+        assert_eq!(aws.message_count().await, 3);
+    }
+}
+
 /// A server whose last page links back to its first: the pages before
 /// the loop are archived and announced, and the run fails naming the URL,
 /// instead of fetching them round and round.
