@@ -58,6 +58,9 @@ struct Cli {
     /// Leave out X-Total-Count: clients must follow the Link header.
     #[arg(long)]
     hide_total: bool,
+    /// The last page's Link rel="next" points back to page 1.
+    #[arg(long)]
+    link_back: bool,
     /// Seed of the fault generator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -85,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
             delay: cli.delay,
             fail_page: cli.fail_page,
             hide_total: cli.hide_total,
+            link_back: cli.link_back,
             seed: cli.seed,
         },
     };
