@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -253,7 +253,7 @@ impl Fetcher {
         if !status.is_success() {
             return Err(failed(Failure::Status {
                 status,
-                retry_after: retry_after(response.headers()),
+                retry_after: retry_after(status, response.headers(), SystemTime::now()),
             }));
         }
         let next = next_link(response.headers(), url);
@@ -281,10 +281,38 @@ impl Fetcher {
     }
 }
 
-/// `Retry-After` in seconds. (The HTTP-date form falls back to the backoff.)
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// How long the server asked to be left alone, from now: `Retry-After`
+/// (seconds, or an HTTP date: RFC 9110, section 10.2.3), else on a 429 or
+/// 503 the reset of its rate limit, `RateLimit-Reset` then
+/// `X-RateLimit-Reset`. Those carry seconds to wait (the IETF draft's
+/// `RateLimit` fields) or a Unix time (GitHub's and others'
+/// `X-RateLimit-Reset`); a number past a billion can only be the latter.
+/// Other statuses ignore the reset: GitHub sends it with every answer, and a
+/// 500 must not wait for the hour's quota to come back.
+fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
+    if let Some(value) = header(RETRY_AFTER.as_str()) {
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(Duration::from_secs(seconds));
+        }
+        if let Ok(at) = httpdate::parse_http_date(value) {
+            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
+    }
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let reset = ["ratelimit-reset", "x-ratelimit-reset"]
+        .into_iter()
+        .find_map(|name| header(name)?.parse::<u64>().ok())?;
+    const UNIX_TIME_FROM: u64 = 1_000_000_000;
+    Some(if reset >= UNIX_TIME_FROM {
+        (UNIX_EPOCH + Duration::from_secs(reset))
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    } else {
+        Duration::from_secs(reset)
+    })
 }
 
 /// The `rel="next"` target of a `Link` header (RFC 8288), resolved against
@@ -395,5 +423,62 @@ mod tests {
             .unwrap_err();
         assert!(unbuildable.is_builder());
         assert!(!failed(Failure::Request(unbuildable)).is_retryable());
+    }
+
+    /// What a 429 or 503 asks for, in each form servers use, at a fixed now.
+    #[test]
+    fn how_long_a_server_asks_to_wait() {
+        // Mon, 07 Dec 2026 15:00:00 GMT.
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_655_600);
+        let asked = |status: StatusCode, headers: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            retry_after(status, &map, now)
+        };
+        let (busy, throttled, failed) = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(asked(busy, &[("retry-after", "120")]), secs(120));
+        // An HTTP date in each form RFC 9110 has recipients accept.
+        for date in [
+            "Mon, 07 Dec 2026 15:00:30 GMT",
+            "Monday, 07-Dec-26 15:00:30 GMT",
+            "Mon Dec  7 15:00:30 2026",
+        ] {
+            assert_eq!(asked(busy, &[("retry-after", date)]), secs(30), "{date}");
+        }
+        assert_eq!(
+            asked(busy, &[("retry-after", "Mon, 07 Dec 2026 14:00:00 GMT")]),
+            secs(0),
+            "a date gone by: at once"
+        );
+        // The reset of a rate limit: seconds to wait, or a Unix time.
+        assert_eq!(asked(throttled, &[("ratelimit-reset", "42")]), secs(42));
+        assert_eq!(
+            asked(throttled, &[("x-ratelimit-reset", "1796655660")]),
+            secs(60)
+        );
+        assert_eq!(
+            asked(
+                throttled,
+                &[("retry-after", "5"), ("x-ratelimit-reset", "1796655660")]
+            ),
+            secs(5),
+            "Retry-After first"
+        );
+        assert_eq!(
+            asked(failed, &[("x-ratelimit-reset", "1796655660")]),
+            None,
+            "a 500 does not wait for the quota"
+        );
+        assert_eq!(asked(busy, &[("retry-after", "soon")]), None);
     }
 }
