@@ -374,44 +374,52 @@ async fn invalid_records_are_archived_with_a_warning_for_the_transformer_to_quar
     assert_eq!(aws.message_count().await, 1);
 }
 
+/// `importer run` against a fake API of 100 posts with `faults`, and
+/// `settings`; what it did, where, and the API's URL.
+async fn run_paging(
+    faults: testkit::fake_api::Faults,
+    settings: &[(&str, &str)],
+) -> (Ran, TestAws, url::Url) {
+    let aws = TestAws::new().await;
+    let api = fake_api::spawn(FakeApi {
+        posts: 100,
+        faults,
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .envs(settings.iter().copied())
+            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
+    )
+    .await;
+    (ran, aws, api)
+}
+
 /// MAX_PAGES bounds a run, whether the pages are counted from the total or
 /// followed one by one: those fetched are archived and announced, and the
 /// run fails naming the next page.
 #[tokio::test]
 async fn a_run_stops_at_max_pages_naming_the_next_one() {
     for hide_total in [false, true] {
-        let aws = TestAws::new().await;
         let faults = testkit::fake_api::Faults {
             hide_total,
             ..Default::default()
         };
-        let api = fake_api::spawn(FakeApi {
-            posts: 100,
-            faults,
-            ..FakeApi::default()
-        })
-        .await
-        .unwrap();
-
-        let ran = Ran::of(
-            command(IMPORTER)
-                .arg("run")
-                .envs(aws.env())
-                .envs([("PAGE_SIZE", "10"), ("MAX_PAGES", "3")])
-                .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
-        )
-        .await;
+        let (ran, aws, api) = run_paging(faults, &[("PAGE_SIZE", "10"), ("MAX_PAGES", "3")]).await;
 
         let error = ran.one_error(1);
         let stopped = format!(
             "posts: stopped at MAX_PAGES=3 pages with more to fetch (next: {api}posts?_page=4&_limit=10)"
         );
         assert!(error.contains(&stopped), "hide_total {hide_total}: {error}");
+        let log = ran.log();
         assert!(
-            ran.log()
-                .contains("3 page(s) archived and announced, 30 records"),
-            "{}",
-            ran.log()
+            log.contains("3 page(s) archived and announced, 30 records"),
+            "{log}"
         );
         assert_eq!(aws.message_count().await, 3);
     }
@@ -422,39 +430,22 @@ async fn a_run_stops_at_max_pages_naming_the_next_one() {
 /// instead of fetching them round and round.
 #[tokio::test]
 async fn links_that_go_round_in_a_loop_stop_the_run_with_an_error() {
-    let aws = TestAws::new().await;
     let faults = testkit::fake_api::Faults {
         hide_total: true,
         link_back: true,
         ..Default::default()
     };
-    let api = fake_api::spawn(FakeApi {
-        posts: 100,
-        faults,
-        ..FakeApi::default()
-    })
-    .await
-    .unwrap();
-
-    let ran = Ran::of(
-        command(IMPORTER)
-            .arg("run")
-            .envs(aws.env())
-            .env("PAGE_SIZE", "25")
-            .env("SOURCE_URL", api.join("posts").unwrap().as_str()),
-    )
-    .await;
+    let (ran, aws, api) = run_paging(faults, &[("PAGE_SIZE", "25")]).await;
 
     let error = ran.one_error(1);
     let looped = format!(
         "page 5 of posts would be {api}posts?_page=1&_limit=25, fetched already this run: its server's `Link: rel=\"next\"` goes round in a loop"
     );
     assert!(error.contains(&looped), "{error}");
+    let log = ran.log();
     assert!(
-        ran.log()
-            .contains("4 page(s) archived and announced, 100 records"),
-        "{}",
-        ran.log()
+        log.contains("4 page(s) archived and announced, 100 records"),
+        "{log}"
     );
     assert_eq!(aws.message_count().await, 4);
 }
