@@ -29,8 +29,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use request::{Incremental, RawIncremental, RawRequest, RequestSpec};
+
 pub mod body;
 pub mod read;
+pub mod request;
 #[cfg(test)]
 mod tests;
 
@@ -81,6 +84,10 @@ pub struct ResourceSpec {
     pub keep_extra: bool,
     /// In the table's order.
     pub columns: Vec<ColumnSpec>,
+    /// How the importer asks for its records.
+    pub request: RequestSpec,
+    /// Whether runs ask only for what changed since the last one.
+    pub incremental: Option<Incremental>,
 }
 
 /// Where the records are in a body.
@@ -366,6 +373,8 @@ struct RawResource {
     extra: Option<String>,
     #[serde(default)]
     columns: Vec<RawColumn>,
+    request: Option<RawRequest>,
+    incremental: Option<RawIncremental>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -500,6 +509,17 @@ impl RawResource {
             }
             key.push(i);
         }
+        let request = match self.request {
+            Some(raw) => raw
+                .check()
+                .map_err(|(place, m)| (format!("{at}{place}"), m))?,
+            None => RequestSpec::default(),
+        };
+        let incremental = self
+            .incremental
+            .map(|raw| raw.check(&columns))
+            .transpose()
+            .map_err(|(place, m)| (format!("{at}{place}"), m))?;
         Ok(ResourceSpec {
             name: name.to_owned(),
             table,
@@ -507,6 +527,8 @@ impl RawResource {
             key,
             keep_extra,
             columns,
+            request,
+            incremental,
         })
     }
 }

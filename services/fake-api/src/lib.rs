@@ -30,6 +30,8 @@
 //!   `?rev` serve revision `n`: the same URLs, changed content.
 //! - `GET /v2/tickets`: [`tickets`], records in an envelope, keyed by a
 //!   string, with times, a nullable field, a decimal and a nested object.
+//! - `GET /v3/tickets`: the same tickets paged by number, offset or cursor,
+//!   behind credentials, and filtered by `updated_since` ([`v3`]).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -45,6 +47,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 pub mod tickets;
+pub mod v3;
 
 /// What the fake serves.
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ pub struct FakeApi {
     /// Sentences added to every body ([`post_with`]).
     pub extra_sentences: u32,
     pub faults: Faults,
+    /// How `/v3/tickets` pages and whom it serves.
+    pub v3: v3::Options,
 }
 
 impl Default for FakeApi {
@@ -66,6 +71,7 @@ impl Default for FakeApi {
             comments: 500,
             extra_sentences: 0,
             faults: Faults::default(),
+            v3: v3::Options::default(),
         }
     }
 }
@@ -360,6 +366,8 @@ struct Served {
     most_in_flight: AtomicU64,
     /// What `/posts`, `/comments` and `/v2/tickets` serve without `?rev`.
     revision: AtomicU32,
+    /// Requests to `/v3/tickets`, answered or refused.
+    v3_requests: AtomicU64,
 }
 
 /// What `GET /stats` reports, so that a test can check how a client
@@ -369,6 +377,8 @@ pub struct Stats {
     /// The most requests to `/posts` and `/comments` that were being
     /// answered at once.
     pub most_in_flight: u64,
+    /// Requests to `/v3/tickets`, answered or refused.
+    pub v3_requests: u64,
 }
 
 /// Counts a request to `/posts` as in flight until it is dropped.
@@ -401,12 +411,14 @@ pub fn router(api: FakeApi) -> Router {
         .route("/stats", get(stats))
         .route("/revision/{rev}", put(set_revision))
         .route("/v2/tickets", get(tickets::tickets))
+        .route("/v3/tickets", get(v3::tickets))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
             revision: AtomicU32::new(0),
+            v3_requests: AtomicU64::new(0),
             api,
         }))
 }
@@ -546,6 +558,7 @@ fn cut(mut body: Vec<u8>, truncate: bool) -> Vec<u8> {
 async fn stats(State(served): State<Arc<Served>>) -> Response {
     json(to_json(&Stats {
         most_in_flight: served.most_in_flight.load(Ordering::SeqCst),
+        v3_requests: served.v3_requests.load(Ordering::SeqCst),
     }))
 }
 

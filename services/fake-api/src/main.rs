@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             link_back: cli.link_back,
             seed: cli.seed,
         },
+        v3: fake_api::v3::Options::default(),
     };
     axum::serve(listener, router(api))
         .with_graceful_shutdown(async {

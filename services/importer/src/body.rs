@@ -91,6 +91,34 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
     }
 }
 
+/// The values at `pointers` in a body, read on a blocking thread: what a
+/// page says about the next one (a cursor, a URL, a total).
+pub async fn values_at(
+    body: &Body,
+    pointers: Vec<String>,
+) -> Result<Vec<Option<serde_json::Value>>, String> {
+    if pointers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let readers = pointers
+        .iter()
+        .map(|_| body.reader())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| format!("cannot read the body back: {e}"))?;
+    tokio::task::spawn_blocking(move || {
+        pointers
+            .iter()
+            .zip(readers)
+            .map(|(pointer, reader)| {
+                pipeline_core::spec::body::value_at(reader, pointer)
+                    .map_err(|e| format!("reading {pointer} of the body: {e}"))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 fn summary(records: &Batch) -> Checked {
     Checked {
         record_count: records.total() as u64,

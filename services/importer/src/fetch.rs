@@ -18,6 +18,8 @@ use pipeline_core::record::RecordsError;
 use pipeline_core::resources::Resource;
 
 use crate::body::{self, Body, BodyWriter, Checked};
+use crate::paging::with_param;
+use crate::request::Request;
 
 /// A Retry-After longer than this is not waited for in full.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -44,6 +46,8 @@ pub struct Page {
     pub next: Option<Url>,
     /// `X-Total-Count`: records in all pages.
     pub total: Option<u64>,
+    /// The answer's headers, for pagination a resources file describes.
+    pub headers: HeaderMap,
     /// Attempts it took, the successful one included.
     pub attempts: u32,
     pub duration: Duration,
@@ -71,6 +75,7 @@ impl Page {
             first_bad: checked.first_bad,
             next: None,
             total: None,
+            headers: HeaderMap::new(),
             attempts: 1,
             duration: Duration::ZERO,
         }
@@ -198,12 +203,13 @@ impl Fetcher {
         &self,
         url: &Url,
         resource: &'static dyn Resource,
+        request: &Request,
     ) -> Result<Page, FetchError> {
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(url, resource).await
+            self.attempt(url, resource, request).await
         })
         .retry(self.retry.builder())
         .when(FetchError::is_retryable)
@@ -234,18 +240,20 @@ impl Fetcher {
         &self,
         url: &Url,
         resource: &'static dyn Resource,
+        request: &Request,
     ) -> Result<Page, FetchError> {
         let failed = FetchError::new(url);
-        let request_failed = |e| failed(Failure::Request(e));
+        // reqwest's error names the URL it sent, which may hold an API key;
+        // the error names the page's URL instead.
+        let request_failed = |e: reqwest::Error| failed(Failure::Request(e.without_url()));
         let permit = self
             .in_flight
             .acquire()
             .await
             .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         let fetched_at = OffsetDateTime::now_utc();
-        let response = self
-            .http
-            .get(url.clone())
+        let response = request
+            .get(&self.http, url)
             .send()
             .await
             .map_err(request_failed)?;
@@ -261,6 +269,7 @@ impl Fetcher {
             .headers()
             .get("x-total-count")
             .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        let headers = response.headers().clone();
         // Streamed: hashed on the way in, spilled to a file when large.
         let mut response = response;
         let mut writer = BodyWriter::default();
@@ -276,6 +285,7 @@ impl Fetcher {
         Ok(Page {
             next,
             total,
+            headers,
             ..Page::checked(resource, url.clone(), body, sha256, fetched_at, checked)
         })
     }
@@ -349,18 +359,8 @@ pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
 /// JSONPlaceholder-style APIs take it (`_page`, `_limit`; other query
 /// parameters are kept).
 pub fn page_url(source: &Url, page: u32, limit: u32) -> Url {
-    let mut url = source.clone();
-    let kept: Vec<(String, String)> = source
-        .query_pairs()
-        .filter(|(k, _)| k != "_page" && k != "_limit")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(kept)
-        .append_pair("_page", &page.to_string())
-        .append_pair("_limit", &limit.to_string());
-    url
+    let page = with_param(source, "_page", &page.to_string());
+    with_param(&page, "_limit", &limit.to_string())
 }
 
 #[cfg(test)]

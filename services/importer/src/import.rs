@@ -15,9 +15,13 @@ use url::Url;
 
 use crate::announce::{self, Announced, Announcement, Announcer};
 use crate::archive::{self, Provenance};
-use crate::fetch::{Page, page_url};
+use crate::body;
+use crate::fetch::{Failure, Page, page_url};
+use crate::paging::{Seen, Walker};
 use crate::settings::Source;
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
+use pipeline_core::spec::request::Pagination;
+use reqwest::StatusCode;
 
 /// How one page ended, before the announcer has answered.
 pub(crate) enum PageOutcome {
@@ -96,6 +100,9 @@ impl Importer {
         retries: &AtomicU64,
         ready: &Batcher<Announcement>,
     ) -> Vec<PageOutcome> {
+        if let Some(pagination) = source.pagination() {
+            return self.walk(source, pagination, retries, ready).await;
+        }
         let page_size = self.config.page_size.map(|n| n.get());
         let mut wave = self.first_wave(source, retries).await;
         let rest_of_wave = wave.split_off(1);
@@ -329,9 +336,72 @@ impl Importer {
         }
     }
 
+    /// Walks the pages of a source whose file says how they follow one
+    /// another, in order: each page says where the next one is.
+    async fn walk(
+        &self,
+        source: &Source,
+        pagination: &'static Pagination,
+        retries: &AtomicU64,
+        ready: &Batcher<Announcement>,
+    ) -> Vec<PageOutcome> {
+        let name = source.resource.name();
+        let max = self.config.max_pages.get();
+        let mut walker = Walker::new(pagination, &source.url);
+        let mut url = walker.first();
+        let mut visited = HashSet::new();
+        let mut outcomes = Vec::new();
+        for number in 1.. {
+            if number > max {
+                outcomes.push(too_many_pages(source, max, &url));
+                break;
+            }
+            // A page already fetched would start the same pages again.
+            if !visited.insert(url.clone()) {
+                outcomes.push(PageOutcome::Failed(format!(
+                    "{name}: page {number} would be {url}, fetched already this run: its {} pagination goes round in a loop, so the walk stopped there",
+                    pagination.kind()
+                )));
+                break;
+            }
+            let page = match self.fetch(source, &url, retries).await {
+                Ok(page) => page,
+                Err(e) => {
+                    outcomes.push(PageOutcome::Failed(e));
+                    break;
+                }
+            };
+            let next = match body::values_at(&page.body, walker.pointers()).await {
+                Ok(values) => walker.next(&Seen {
+                    url: &url,
+                    records: page.record_count,
+                    headers: &page.headers,
+                    values: &values,
+                }),
+                Err(e) => Err(format!("{url}: {e}")),
+            };
+            // An empty page holds nothing to keep: it only ends the walk.
+            if page.record_count > 0 {
+                outcomes.push(self.archive(page, ready).await);
+            }
+            match next {
+                Ok(Some(next)) => url = next,
+                Ok(None) => break,
+                Err(e) => {
+                    outcomes.push(PageOutcome::Failed(format!("{name}: {e}")));
+                    break;
+                }
+            }
+        }
+        outcomes
+    }
+
     #[instrument(name = "fetch page", skip_all, fields(url.full = %url))]
     async fn fetch(&self, source: &Source, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
-        let result = self.fetcher.fetch(url, source.resource).await;
+        let result = self
+            .fetcher
+            .fetch(url, source.resource, &source.request)
+            .await;
         let attempts = match &result {
             Ok(page) => page.attempts,
             Err(e) => e.attempts,
@@ -343,7 +413,23 @@ impl Importer {
             Ok(page) => self.metrics.records_fetched.add(page.record_count, &[]),
             Err(_) => self.metrics.error("fetch"),
         }
-        result.map_err(|e| error_chain(&e))
+        result.map_err(|e| match &e.failure {
+            Failure::Status { status, .. }
+                if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
+            {
+                // Not retried: the same credentials get the same answer.
+                let credentials = match source.request.auth {
+                    Some(kind) => format!("its credentials (request.auth, kind {kind})"),
+                    None => "it: it has no request.auth".to_owned(),
+                };
+                format!(
+                    "{}: {}: the API refused {credentials}",
+                    source.resource.name(),
+                    error_chain(&e)
+                )
+            }
+            _ => error_chain(&e),
+        })
     }
 
     /// Whether the page's bytes are those last archived for its URL (with

@@ -36,8 +36,10 @@ mod import;
 pub mod load;
 mod metrics;
 mod page_state;
+mod paging;
 pub mod replay;
 mod report;
+pub mod request;
 pub mod settings;
 
 pub use archive::PART_BYTES;

@@ -40,6 +40,9 @@ use url::Url;
 
 use crate::load::Load;
 use crate::replay::Replay;
+use crate::request::{self, Env, Request};
+use pipeline_core::spec::request::Pagination;
+use std::sync::Arc;
 
 pub const DEFAULT_SOURCE_URL: &str = "https://jsonplaceholder.typicode.com/posts";
 
@@ -187,7 +190,34 @@ pub struct ResourceEntry {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub resource: &'static dyn Resource,
+    /// Its first page, without credentials.
     pub url: Url,
+    /// Headers and credentials of every request.
+    pub request: Arc<Request>,
+}
+
+impl Source {
+    /// `resource` from `url` if given (`RESOURCES=NAME=URL`), else from its
+    /// file's `request.url`, else from `base`, with its request filled from
+    /// the environment.
+    fn new(resource: &'static dyn Resource, url: Option<Url>, base: Url) -> Result<Self, String> {
+        let env = Env {
+            place: format!("resource `{}`: ", resource.name()),
+            lookup: &|name| std::env::var(name).ok(),
+        };
+        let spec = &resource.spec().request;
+        Ok(Self {
+            resource,
+            url: request::url(spec, url, base, &env)?,
+            request: Arc::new(Request::new(spec, &env)?),
+        })
+    }
+
+    /// How its pages follow one another, if its file says.
+    pub fn pagination(&self) -> Option<&'static Pagination> {
+        let resource: &'static dyn Resource = self.resource;
+        resource.spec().request.pagination.as_ref()
+    }
 }
 
 impl Source {
@@ -254,7 +284,8 @@ impl Config {
             .resources
             .resource(resource)
             .unwrap_or_else(|| panic!("unknown resource `{resource}`"));
-        self.sources = vec![Source { resource, url }];
+        self.sources =
+            vec![Source::new(resource, Some(url.clone()), url).unwrap_or_else(|e| panic!("{e}"))];
         self
     }
 
@@ -317,10 +348,9 @@ impl Settings {
                     resources.names()
                 )));
             };
-            return Ok(vec![Source {
-                resource,
-                url: self.source_url.clone(),
-            }]);
+            let source =
+                Source::new(resource, None, self.source_url.clone()).map_err(in_file(resources))?;
+            return Ok(vec![source]);
         }
         let mut sources: Vec<Source> = Vec::with_capacity(self.resources.len());
         for entry in &self.resources {
@@ -335,15 +365,26 @@ impl Settings {
                     format!("`{name}` is listed twice"),
                 ));
             }
-            let url = match &entry.url {
-                Some(url) => url.clone(),
-                None => self.source_url.join(name).map_err(|e| {
-                    SettingError::new("RESOURCES", "--resources", format!("`{name}`: {e}"))
-                })?,
-            };
-            sources.push(Source { resource, url });
+            let beside = self.source_url.join(name).map_err(|e| {
+                SettingError::new("RESOURCES", "--resources", format!("`{name}`: {e}"))
+            })?;
+            sources.push(
+                Source::new(resource, entry.url.clone(), beside).map_err(in_file(resources))?,
+            );
         }
         Ok(sources)
+    }
+}
+
+/// A resource's request that cannot be filled in, as a mistake of the
+/// resources file: the importer stops with exit code 2, naming it.
+fn in_file(resources: &Spec) -> impl Fn(String) -> SettingError + '_ {
+    |reason| {
+        SettingError::new(
+            "RESOURCES_FILE",
+            "--resources-file",
+            format!("{}: {reason}", resources.source),
+        )
     }
 }
 

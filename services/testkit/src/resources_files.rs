@@ -1,11 +1,12 @@
 //! Resources files with a mistake the issue names (an unknown type, a key
 //! not among the columns, a pointer that does not parse, two resources on
-//! one table, a check that does not fit its type), each with the end of the
+//! one table, a check that does not fit its type, an unknown auth or
+//! pagination kind, a cursor field not among the columns), each with the end of the
 //! one line that must report it: both binaries refuse them the same way.
 
 /// `(file, what the error ends with)`; the error begins with the file's
 /// path.
-pub const MISTAKES: [(&str, &str); 5] = [
+pub const MISTAKES: [(&str, &str); 8] = [
     (
         "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[[resources.orders.columns]]\nname = \"total\"\ntype = \"money\"\n",
         "resource `orders`: column `total`: unknown type `money`: one of bigint, integer, double precision, numeric, boolean, text, timestamptz, date, uuid, jsonb",
@@ -25,6 +26,18 @@ pub const MISTAKES: [(&str, &str); 5] = [
     (
         "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\npattern = \"^[0-9]+$\"\n",
         "resource `orders`: column `id`: `pattern` is for text columns, not bigint",
+    ),
+    (
+        "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[resources.orders.request.auth]\nkind = \"oauth1\"\n",
+        "resource `orders`: `request.auth`: unknown kind `oauth1`: one of bearer, basic, api_key",
+    ),
+    (
+        "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[resources.orders.request.pagination]\nkind = \"pages\"\n",
+        "resource `orders`: `request.pagination`: unknown kind `pages`: one of none, link, page, offset, cursor, next_url",
+    ),
+    (
+        "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[resources.orders.incremental]\nfield = \"updated\"\nparam = \"since\"\n",
+        "resource `orders`: `incremental`: `field` `updated` is not among its columns (id): the position is the largest value of a column",
     ),
 ];
 

@@ -291,3 +291,101 @@ impl<'de, F: Found<'de>> Visitor<'de> for AtPointer<'_, F> {
         value.ok_or_else(|| serde::de::Error::custom(format!("the body has nothing at {pointer}")))
     }
 }
+
+/// The value at `pointer` in a JSON body, read from `reader` without
+/// keeping anything else of it: a pagination field beside the records
+/// (`/meta/next_cursor`). `None` if the body has nothing there.
+pub fn value_at(
+    reader: impl std::io::Read,
+    pointer: &str,
+) -> serde_json::Result<Option<serde_json::Value>> {
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let value = Seek {
+        tokens: &tokens(pointer),
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Walks down `tokens` (object keys, or array indexes) to one value.
+struct Seek<'p> {
+    tokens: &'p [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Seek<'_> {
+    type Value = Option<serde_json::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        if self.tokens.is_empty() {
+            return serde::Deserialize::deserialize(deserializer).map(Some);
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seek<'_> {
+    type Value = Option<serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (first, rest) = self
+            .tokens
+            .split_first()
+            .unwrap_or_else(|| unreachable!("asked for only with tokens left"));
+        let mut value = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if value.is_none() && key == first.as_str() {
+                value = map.next_value_seed(Seek { tokens: rest })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (first, rest) = self
+            .tokens
+            .split_first()
+            .unwrap_or_else(|| unreachable!("asked for only with tokens left"));
+        let index = first.parse::<usize>().ok();
+        let mut value = None;
+        let mut at = 0;
+        loop {
+            if Some(at) == index {
+                match seq.next_element_seed(Seek { tokens: rest })? {
+                    Some(found) => value = found,
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            at += 1;
+        }
+        Ok(value)
+    }
+
+    // A scalar has nothing inside it.
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}

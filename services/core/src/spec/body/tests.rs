@@ -115,3 +115,19 @@ fn a_broken_line_of_json_lines_is_a_bad_record_and_the_others_load() {
         records.bad
     );
 }
+
+#[test]
+fn a_value_is_found_at_its_pointer_and_nowhere_else() {
+    let body = br#"{"data": [{"id": 1}], "meta": {"next_cursor": "c9", "total": 120, "done": null},
+                   "links": [{"href": "/a"}, {"href": "/b"}], "a~b": {"c/d": true}}"#;
+    let at = |p: &str| value_at(&body[..], p).unwrap();
+    assert_eq!(at("/meta/next_cursor"), Some(serde_json::json!("c9")));
+    assert_eq!(at("/meta/total"), Some(serde_json::json!(120)));
+    assert_eq!(at("/meta/done"), Some(serde_json::Value::Null));
+    assert_eq!(at("/links/1/href"), Some(serde_json::json!("/b")));
+    assert_eq!(at("/a~0b/c~1d"), Some(serde_json::json!(true)));
+    assert_eq!(at("/meta/missing"), None);
+    assert_eq!(at("/links/7/href"), None);
+    assert_eq!(at("/meta/total/deeper"), None);
+    assert!(value_at(&b"{\"meta\": "[..], "/meta").is_err());
+}

@@ -1,0 +1,244 @@
+//! `GET /v3/tickets`: the tickets of [`crate::tickets`], served the ways
+//! real APIs page, authenticate and filter, so that the importer's tests
+//! can cover each kind a resources file names:
+//!
+//! - pages by number (`?page=2&per_page=25`), by offset
+//!   (`?offset=50&limit=25`) or by cursor (`?cursor=...`); an empty page
+//!   past the end;
+//! - every answer says what comes next in each way APIs say it:
+//!   `{"data": [...], "meta": {"total", "next_cursor", "has_more"},
+//!   "links": {"next": URL}}`, and the headers `X-Total-Count`,
+//!   `X-Next-Cursor` and `Link: rel="next"`;
+//! - `?updated_since=TIME` (RFC 3339) serves only tickets updated at or
+//!   after it, in order of `updated_at`: a moved ticket's `updated_at`
+//!   is 30 days later in each revision, so incremental loads have something
+//!   to find;
+//! - with [`Options::credentials`], a 401 without one of them:
+//!   `Authorization: Bearer`, `Authorization: Basic`, `X-Api-Key`, or
+//!   `?api_key=`.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Served;
+use crate::tickets::{TICKETS, ticket};
+
+/// Records per page when the request names no size.
+pub const DEFAULT_PAGE_SIZE: u32 = 25;
+/// The most records a page holds, whatever is asked.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// How `/v3/tickets` behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Without these, anyone is served.
+    pub credentials: Option<Credentials>,
+    /// Every page names the same next cursor, as a broken server does.
+    pub stuck_cursor: bool,
+}
+
+/// What the server takes as proof, any one of them.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub token: String,
+    pub username: String,
+    pub password: String,
+    pub api_key: String,
+}
+
+/// When ticket `n` of revision `rev` was last updated: when it was opened,
+/// and 30 days later per revision for every 5th ticket, the ones that move:
+/// after every ticket that did not.
+pub fn updated_at(n: u32, rev: u32) -> OffsetDateTime {
+    let opened = 1_764_576_000 + i64::from(n) * 3_600;
+    let moved = if n.is_multiple_of(5) {
+        i64::from(rev)
+    } else {
+        0
+    };
+    OffsetDateTime::from_unix_timestamp(opened + moved * 30 * 86_400)
+        .unwrap_or_else(|_| unreachable!("a time in range"))
+}
+
+/// Ticket `n` of revision `rev` as `/v3/tickets` serves it: with its
+/// `updated_at`.
+pub fn record(n: u32, rev: u32) -> Value {
+    let mut record = ticket(n, rev);
+    record["updated_at"] = Value::from(
+        updated_at(n, rev)
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| unreachable!("a time in range")),
+    );
+    record
+}
+
+/// The ticket numbers served for `since`, in order of `updated_at`, then id.
+pub fn ordered(rev: u32, since: Option<OffsetDateTime>) -> Vec<u32> {
+    let mut numbers: Vec<u32> = (1..=TICKETS)
+        .filter(|&n| since.is_none_or(|since| updated_at(n, rev) >= since))
+        .collect();
+    numbers.sort_by_key(|&n| (updated_at(n, rev), n));
+    numbers
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct V3Query {
+    page: Option<u32>,
+    per_page: Option<u32>,
+    offset: Option<u32>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    updated_since: Option<String>,
+    rev: Option<u32>,
+    api_key: Option<String>,
+}
+
+pub(crate) async fn tickets(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    Query(q): Query<V3Query>,
+) -> Response {
+    served.v3_requests.fetch_add(1, Ordering::SeqCst);
+    let options = &served.api.v3;
+    if let Some(credentials) = &options.credentials
+        && !credentials.admit(&headers, q.api_key.as_deref())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            r#"{"error":"unauthorized"}"#,
+        )
+            .into_response();
+    }
+    let since = match q
+        .updated_since
+        .as_deref()
+        .map(|s| OffsetDateTime::parse(s, &Rfc3339))
+    {
+        None => None,
+        Some(Ok(since)) => Some(since),
+        Some(Err(e)) => {
+            return (StatusCode::BAD_REQUEST, format!("updated_since: {e}")).into_response();
+        }
+    };
+    let rev = q
+        .rev
+        .unwrap_or_else(|| served.revision.load(Ordering::SeqCst));
+    let size = q
+        .per_page
+        .or(q.limit)
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
+    let start = match (&q.cursor, q.offset, q.page) {
+        (Some(cursor), _, _) => match decode_cursor(cursor) {
+            Some(start) => start,
+            None => return (StatusCode::BAD_REQUEST, "cursor: unknown").into_response(),
+        },
+        (None, Some(offset), _) => offset,
+        (None, None, page) => (page.unwrap_or(1).max(1) - 1).saturating_mul(size),
+    };
+    let numbers = ordered(rev, since);
+    let total = numbers.len() as u32;
+    let end = start.saturating_add(size).min(total);
+    let data: Vec<Value> = numbers
+        .get(start as usize..end as usize)
+        .unwrap_or_default()
+        .iter()
+        .map(|&n| record(n, rev))
+        .collect();
+    let has_more = end < total;
+    let next_cursor = if options.stuck_cursor {
+        Some(encode_cursor(size))
+    } else {
+        has_more.then(|| encode_cursor(end))
+    };
+    let next_url = next_cursor.as_ref().map(|cursor| {
+        let mut query = format!("cursor={cursor}&per_page={size}");
+        for (name, value) in [
+            ("updated_since", &q.updated_since),
+            ("rev", &q.rev.map(|r| r.to_string())),
+        ] {
+            if let Some(value) = value {
+                query.push_str(&format!("&{name}={}", encode(value)));
+            }
+        }
+        format!("/v3/tickets?{query}")
+    });
+    let body = json!({
+        "data": data,
+        "meta": {"total": total, "next_cursor": next_cursor, "has_more": has_more},
+        "links": {"next": next_url},
+    });
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response();
+    let out = response.headers_mut();
+    out.insert("x-total-count", total.into());
+    if let (Some(cursor), Some(url)) = (next_cursor, next_url) {
+        let ascii = |s: String| s.parse().unwrap_or_else(|_| unreachable!("ASCII"));
+        out.insert("x-next-cursor", ascii(cursor));
+        out.insert(header::LINK, ascii(format!("<{url}>; rel=\"next\"")));
+    }
+    response
+}
+
+impl Credentials {
+    fn admit(&self, headers: &HeaderMap, api_key: Option<&str>) -> bool {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password));
+        match header(header::AUTHORIZATION.as_str()) {
+            Some(auth) if auth == format!("Bearer {}", self.token) => return true,
+            Some(auth) if auth == format!("Basic {basic}") => return true,
+            _ => {}
+        }
+        header("x-api-key") == Some(&self.api_key) || api_key == Some(&self.api_key)
+    }
+}
+
+/// An opaque cursor for the position `at`.
+fn encode_cursor(at: u32) -> String {
+    format!("c{:x}", at ^ 0x5eed)
+}
+
+fn decode_cursor(cursor: &str) -> Option<u32> {
+    u32::from_str_radix(cursor.strip_prefix('c')?, 16)
+        .ok()
+        .map(|n| n ^ 0x5eed)
+}
+
+/// For a query string: what RFC 3339 times carry that a query cannot.
+fn encode(value: &str) -> String {
+    value.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_go_and_come_back() {
+        for at in [0, 25, 119, 4096] {
+            assert_eq!(decode_cursor(&encode_cursor(at)), Some(at));
+        }
+        assert_eq!(decode_cursor("x"), None);
+    }
+
+    #[test]
+    fn a_revision_moves_every_fifth_ticket_to_the_end() {
+        assert_eq!(ordered(0, None), (1..=TICKETS).collect::<Vec<_>>());
+        let since = updated_at(TICKETS, 0);
+        let moved: Vec<u32> = ordered(1, Some(since));
+        assert_eq!(moved, (1..=TICKETS / 5).map(|k| k * 5).collect::<Vec<_>>());
+    }
+}

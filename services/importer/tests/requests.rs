@@ -1,0 +1,318 @@
+//! A resource's request as its file describes it, against the fake API's
+//! `/v3/tickets` and the real LocalStack: each kind of pagination, each
+//! kind of auth, and what is refused.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use testkit::fake_api::{self, FakeApi, v3};
+use testkit::{Ran, TestAws, command};
+
+const IMPORTER: &str = env!("CARGO_BIN_EXE_importer");
+
+/// The tickets of `/v3/tickets`, with the request a test gives.
+fn tickets_file(dir: &tempfile::TempDir, request: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[resources.tickets]
+records = "/data"
+key = "ticket_id"
+
+[[resources.tickets.columns]]
+name = "ticket_id"
+from = "/id"
+type = "text"
+
+[[resources.tickets.columns]]
+name = "updated_at"
+type = "timestamptz"
+
+[[resources.tickets.columns]]
+name = "status"
+type = "text"
+
+[resources.tickets.request]
+url = "${{API}}v3/tickets"
+{request}
+"#
+    );
+    let path = dir.path().join("resources.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What one run did.
+struct Run {
+    ran: Ran,
+    /// Ticket ids by archived object.
+    objects: BTreeMap<String, Vec<String>>,
+    /// Requests the API answered or refused.
+    requests: u64,
+    messages: u64,
+    aws: TestAws,
+}
+
+impl Run {
+    /// Every ticket id archived, sorted, and whether any came twice.
+    fn ids(&self) -> (Vec<String>, bool) {
+        let mut all: Vec<String> = self.objects.values().flatten().cloned().collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        let twice = all.len() != count;
+        (all, twice)
+    }
+}
+
+async fn run(api: FakeApi, request: &str, env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let aws = TestAws::new().await;
+    let base = fake_api::spawn(api).await.unwrap();
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("run")
+            .envs(aws.env())
+            .env("RESOURCES_FILE", tickets_file(&dir, request))
+            .env("API", base.as_str())
+            .envs(env.iter().copied()),
+    )
+    .await;
+    let mut objects = BTreeMap::new();
+    for key in aws.keys().await {
+        if !key.starts_with("raw/tickets/") {
+            continue;
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(&aws.object_bytes(&key).await).unwrap();
+        let ids = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect();
+        objects.insert(key, ids);
+    }
+    let stats: fake_api::Stats = serde_json::from_slice(
+        &reqwest::get(base.join("stats").unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let messages = aws.message_count().await;
+    Run {
+        ran,
+        objects,
+        requests: stats.v3_requests,
+        messages,
+        aws,
+    }
+}
+
+fn all_tickets() -> Vec<String> {
+    (1..=fake_api::tickets::TICKETS)
+        .map(|n| format!("TCK-{n:05}"))
+        .collect()
+}
+
+/// Each kind of pagination reads every ticket once, one object and message
+/// a page, and asks no more than its kind needs to see the end.
+#[tokio::test]
+async fn every_kind_of_pagination_reads_each_record_once() {
+    let size = "size_param = \"per_page\"\nsize = 50";
+    let kinds = [
+        // (pagination, objects, requests): 120 tickets in pages of 50.
+        (format!("kind = \"page\"\n{size}"), 3, 4),
+        (
+            format!("kind = \"page\"\n{size}\ntotal = \"/meta/total\""),
+            3,
+            3,
+        ),
+        (
+            format!("kind = \"page\"\n{size}\ntotal_header = \"X-Total-Count\""),
+            3,
+            3,
+        ),
+        (
+            format!("kind = \"page\"\n{size}\nmore = \"/meta/has_more\""),
+            3,
+            3,
+        ),
+        ("kind = \"offset\"\nlimit = 50".to_owned(), 3, 4),
+        (
+            "kind = \"offset\"\nlimit = 50\ntotal = \"/meta/total\"".to_owned(),
+            3,
+            3,
+        ),
+        (
+            format!("kind = \"cursor\"\nparam = \"cursor\"\nnext = \"/meta/next_cursor\"\n{size}"),
+            3,
+            3,
+        ),
+        (
+            format!(
+                "kind = \"cursor\"\nparam = \"cursor\"\nnext_header = \"X-Next-Cursor\"\n{size}"
+            ),
+            3,
+            3,
+        ),
+        (
+            "kind = \"next_url\"\nnext = \"/links/next\"".to_owned(),
+            5,
+            5,
+        ),
+        ("kind = \"link\"".to_owned(), 5, 5),
+    ];
+    for (pagination, objects, requests) in kinds {
+        let request = format!("[resources.tickets.request.pagination]\n{pagination}");
+        let run = run(FakeApi::default(), &request, &[]).await;
+        run.ran.assert_success();
+        let (ids, twice) = run.ids();
+        assert_eq!((ids, twice), (all_tickets(), false), "{pagination}");
+        assert_eq!(
+            (run.objects.len(), run.messages, run.requests),
+            (objects, objects as u64, requests),
+            "{pagination}"
+        );
+    }
+    // None: one request, the API's first page of 25.
+    let run = run(
+        FakeApi::default(),
+        "[resources.tickets.request.pagination]\nkind = \"none\"",
+        &[],
+    )
+    .await;
+    run.ran.assert_success();
+    assert_eq!(
+        (run.ids().0.len(), run.objects.len(), run.requests),
+        (25, 1, 1)
+    );
+}
+
+/// A server whose cursor does not advance: the pages before it are
+/// archived and announced, and the run fails naming the cursor.
+#[tokio::test]
+async fn a_cursor_that_comes_twice_ends_the_run_with_an_error() {
+    let api = FakeApi {
+        v3: v3::Options {
+            stuck_cursor: true,
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    };
+    let request = "[resources.tickets.request.pagination]\nkind = \"cursor\"\nparam = \"cursor\"\nnext = \"/meta/next_cursor\"";
+    let run = run(api, request, &[]).await;
+    let error = run.ran.one_error(1);
+    assert!(
+        error.contains(
+            "tickets: the body's /meta/next_cursor named the cursor \"c5ef4\" a second time"
+        ),
+        "{error}"
+    );
+    assert_eq!((run.objects.len(), run.messages, run.requests), (2, 2, 2));
+}
+
+fn credentials() -> v3::Credentials {
+    v3::Credentials {
+        token: "tok-3f9a".into(),
+        username: "etl".into(),
+        password: "pa:ss word".into(),
+        api_key: "key-77c1".into(),
+    }
+}
+
+fn guarded() -> FakeApi {
+    FakeApi {
+        v3: v3::Options {
+            credentials: Some(credentials()),
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    }
+}
+
+const SECRETS: [&str; 3] = ["tok-3f9a", "pa:ss word", "key-77c1"];
+
+/// Each kind of auth is let in, with its secrets from the environment; no
+/// secret is in the log, an object's metadata or a message.
+#[tokio::test]
+async fn each_kind_of_auth_gets_in_and_no_secret_is_kept() {
+    let env = [
+        ("API_TOKEN", "tok-3f9a"),
+        ("API_USER", "etl"),
+        ("API_PASSWORD", "pa:ss word"),
+        ("API_KEY", "key-77c1"),
+    ];
+    for auth in [
+        "kind = \"bearer\"\ntoken = \"${API_TOKEN}\"",
+        "kind = \"basic\"\nusername = \"${API_USER}\"\npassword = \"${API_PASSWORD}\"",
+        "kind = \"api_key\"\nname = \"X-Api-Key\"\nvalue = \"${API_KEY}\"",
+        "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${API_KEY}\"\nin = \"query\"",
+    ] {
+        let request = format!("[resources.tickets.request.auth]\n{auth}");
+        let run = run(guarded(), &request, &env).await;
+        run.ran.assert_success();
+        assert_eq!(run.objects.len(), 5, "{auth}");
+        let mut kept = run.ran.log();
+        for key in run.objects.keys() {
+            kept.push_str(&format!("{:?}", run.aws.head(key).await.metadata()));
+        }
+        for message in run.aws.peek_messages().await {
+            kept.push_str(message.body().unwrap());
+        }
+        assert!(kept.contains("source-url"), "{kept}");
+        for secret in SECRETS {
+            assert!(!kept.contains(secret), "{auth}: {secret} in {kept}");
+        }
+    }
+}
+
+/// Credentials the API refuses: one request, not retried, and one line
+/// naming the resource and the status, never the credential.
+#[tokio::test]
+async fn refused_credentials_fail_at_once_naming_the_resource_and_status() {
+    for (auth, env) in [
+        (
+            "kind = \"bearer\"\ntoken = \"${API_TOKEN}\"",
+            ("API_TOKEN", "tok-wrong"),
+        ),
+        (
+            "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${API_KEY}\"\nin = \"query\"",
+            ("API_KEY", "key-wrong"),
+        ),
+    ] {
+        let request = format!("[resources.tickets.request.auth]\n{auth}");
+        let run = run(guarded(), &request, &[env]).await;
+        let error = run.ran.one_error(1);
+        assert!(
+            error.contains("tickets: GET ") && error.contains("v3/tickets answered HTTP 401 Unauthorized: the API refused its credentials (request.auth, kind "),
+            "{error}"
+        );
+        assert!(!run.ran.log().contains(env.1), "{}", run.ran.log());
+        assert_eq!((run.requests, run.objects.len(), run.messages), (1, 0, 0));
+    }
+    // No auth at all.
+    let run = run(guarded(), "", &[]).await;
+    assert!(
+        run.ran
+            .one_error(1)
+            .contains("the API refused it: it has no request.auth")
+    );
+}
+
+/// A variable the request needs and the environment lacks stops the
+/// importer with exit 2 before any request, naming the variable.
+#[tokio::test]
+async fn a_variable_that_is_not_set_stops_it_before_any_request() {
+    let request = "[resources.tickets.request.auth]\nkind = \"bearer\"\ntoken = \"${API_TOKEN}\"";
+    let run = run(guarded(), request, &[]).await;
+    let error = run.ran.one_error(2);
+    assert!(
+        error.ends_with("resource `tickets`: `request.auth.token` needs the environment variable API_TOKEN, which is not set"),
+        "{error}"
+    );
+    assert_eq!(run.requests, 0);
+}
