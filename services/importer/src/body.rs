@@ -6,6 +6,8 @@ use bytes::{Bytes, BytesMut};
 use pipeline_core::record::RecordsError;
 use pipeline_core::resources::{Batch, Resource};
 use sha2::{Digest, Sha256};
+
+use crate::position::Position;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
 /// Beyond this, a body goes to a temporary file.
@@ -54,6 +56,8 @@ pub struct Checked {
     pub bad_records: u64,
     /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
     pub first_bad: Option<String>,
+    /// With incremental loading: the largest value of the cursor field.
+    pub position: Option<Position>,
 }
 
 /// Checks that a body is a JSON array, counting its elements and the ones
@@ -66,9 +70,13 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
     match body {
         Body::Memory(bytes) => {
             let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || resource.parse(&bytes).map(|batch| summary(&batch)))
-                .await
-                .map_err(joined)?
+            tokio::task::spawn_blocking(move || {
+                resource
+                    .parse(&bytes)
+                    .map(|batch| summary(&batch, resource))
+            })
+            .await
+            .map_err(joined)?
         }
         Body::File { .. } => {
             let mut reader = body
@@ -78,9 +86,10 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
                 let mut checked = Checked::default();
                 // Small batches: only the count of bad ones is kept.
                 let count = resource.scan(&mut reader, 64, &mut |batch| {
-                    let first = summary(&batch);
+                    let first = summary(&batch, resource);
                     checked.bad_records += first.bad_records;
                     checked.first_bad = checked.first_bad.take().or(first.first_bad);
+                    checked.position = Position::larger(checked.position.take(), first.position);
                 })?;
                 checked.record_count = count;
                 Ok(checked)
@@ -119,8 +128,10 @@ pub async fn values_at(
     .map_err(|e| e.to_string())?
 }
 
-fn summary(records: &Batch) -> Checked {
+fn summary(records: &Batch, resource: &dyn Resource) -> Checked {
+    let cursor = resource.spec().incremental.as_ref().map(|i| i.column);
     Checked {
+        position: cursor.and_then(|i| Position::max_of(&records.columns.buffers[i])),
         record_count: records.total() as u64,
         bad_records: records.bad.len() as u64,
         first_bad: records

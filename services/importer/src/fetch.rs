@@ -19,6 +19,7 @@ use pipeline_core::resources::Resource;
 
 use crate::body::{self, Body, BodyWriter, Checked};
 use crate::paging::with_param;
+use crate::position::Position;
 use crate::request::Request;
 
 /// A Retry-After longer than this is not waited for in full.
@@ -42,6 +43,8 @@ pub struct Page {
     pub bad_records: u64,
     /// Why the first bad record is bad, e.g. ``record 3: field `id`: ...``.
     pub first_bad: Option<String>,
+    /// With incremental loading: the largest value of the cursor field.
+    pub position: Option<Position>,
     /// `Link: <...>; rel="next"`, resolved against the page's URL.
     pub next: Option<Url>,
     /// `X-Total-Count`: records in all pages.
@@ -73,6 +76,7 @@ impl Page {
             record_count: checked.record_count,
             bad_records: checked.bad_records,
             first_bad: checked.first_bad,
+            position: checked.position,
             next: None,
             total: None,
             headers: HeaderMap::new(),

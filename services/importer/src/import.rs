@@ -17,17 +17,37 @@ use crate::announce::{self, Announced, Announcement, Announcer};
 use crate::archive::{self, Provenance};
 use crate::body;
 use crate::fetch::{Failure, Page, page_url};
-use crate::paging::{Seen, Walker};
+use crate::paging::{Seen, Walker, with_param};
+use crate::position::{CompleteRun, Position};
 use crate::settings::Source;
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
+use pipeline_core::resources::Resource;
 use pipeline_core::spec::request::Pagination;
 use reqwest::StatusCode;
+use time::OffsetDateTime;
 
 /// How one page ended, before the announcer has answered.
 pub(crate) enum PageOutcome {
-    Archived(ArchivedPage),
-    Skipped,
+    /// With the largest value of its cursor field, if incremental.
+    Archived(ArchivedPage, Option<Position>),
+    Skipped(Option<Position>),
     Failed(String),
+}
+
+/// One source's part of a run, to tell whether it completed.
+struct SourceRun<'s> {
+    source: &'s Source,
+    started_at: OffsetDateTime,
+    /// The cursor parameter's value, if one was sent.
+    sent: Option<String>,
+    /// Where the run started: with its position saved, `None`.
+    previous: Option<Position>,
+    position: Option<Position>,
+    /// Pages it archived, by URL: each must be confirmed.
+    archived: Vec<Url>,
+    pages: u64,
+    records: u64,
+    failed: bool,
 }
 
 /// A source whose size the first page told: every page can be asked for.
@@ -62,18 +82,56 @@ impl Importer {
         let (ready, announcer) =
             Announcer::spawn(self.outbox.clone(), self.aws.s3.clone(), self.state.clone());
         let mut outcomes = Vec::new();
+        let mut runs = Vec::new();
         for source in &self.config.sources {
+            let started_at = OffsetDateTime::now_utc();
+            let (start, sent, previous) = match self.start(source).await {
+                Ok(start) => start,
+                Err(e) => {
+                    outcomes.push(PageOutcome::Failed(e));
+                    continue;
+                }
+            };
             let span = info_span!(
                 "import source",
                 resource = source.resource.name(),
-                source.url = %source.url
+                source.url = %start.url
             );
-            let fetched = self.fetch_and_archive(source, &retries, &ready);
-            outcomes.extend(fetched.instrument(span).await);
+            let fetched = self.fetch_and_archive(&start, &retries, &ready);
+            let fetched = fetched.instrument(span).await;
+            let mut run = SourceRun {
+                source,
+                started_at,
+                sent,
+                position: previous.clone(),
+                previous,
+                archived: Vec::new(),
+                pages: 0,
+                records: 0,
+                failed: false,
+            };
+            for outcome in &fetched {
+                match outcome {
+                    PageOutcome::Archived(page, position) => {
+                        run.archived.push(page.url.clone());
+                        run.pages += 1;
+                        run.records += page.record_count;
+                        run.position = Position::larger(run.position.take(), position.clone());
+                    }
+                    PageOutcome::Skipped(position) => {
+                        run.pages += 1;
+                        run.position = Position::larger(run.position.take(), position.clone());
+                    }
+                    PageOutcome::Failed(_) => run.failed = true,
+                }
+            }
+            runs.push(run);
+            outcomes.extend(fetched);
         }
         drop(ready);
         let announced = announcer.finish().await;
         let mut report = self.settle(outcomes, announced).await;
+        self.save_complete_runs(runs, &mut report).await;
         report.retries = retries.load(Ordering::Relaxed);
         report.duration = started.elapsed();
         let sources: Vec<String> = self
@@ -89,6 +147,80 @@ impl Importer {
             Err(ImportError {
                 report: Box::new(report),
             })
+        }
+    }
+
+    /// Where a source's run starts: with incremental loading (and not
+    /// `--full`), its URL asks for records from the saved position less the
+    /// look-back, or from the file's `initial` before any run completed.
+    /// Also what was sent, and the position it started from.
+    async fn start(
+        &self,
+        source: &Source,
+    ) -> Result<(Source, Option<String>, Option<Position>), String> {
+        let resource: &'static dyn Resource = source.resource;
+        let Some(incremental) = resource.spec().incremental.as_ref() else {
+            return Ok((source.clone(), None, None));
+        };
+        if self.config.full {
+            return Ok((source.clone(), None, None));
+        }
+        let saved = self
+            .runs
+            .get(resource.name())
+            .await
+            .map_err(|e| format!("{}: {}", resource.name(), error_chain(&e)))?;
+        let previous = saved.as_ref().and_then(|run| run.position(incremental));
+        let sent = match &previous {
+            Some(position) => Some(position.sent(incremental)),
+            None => source.initial.clone(),
+        };
+        let mut start = source.clone();
+        if let Some(value) = &sent {
+            start.url = with_param(&source.url, &incremental.param, value);
+        }
+        Ok((start, sent, previous))
+    }
+
+    /// Saves the run of each source whose every page was archived and
+    /// confirmed, with its position: only then is its data safe, so that a
+    /// run that failed or was killed leaves the last position as it was.
+    async fn save_complete_runs(&self, runs: Vec<SourceRun<'_>>, report: &mut ImportReport) {
+        let confirmed: HashSet<&Url> = report.pages.iter().map(|p| &p.url).collect();
+        let mut saves = Vec::new();
+        for run in runs {
+            if run.failed || !run.archived.iter().all(|url| confirmed.contains(url)) {
+                continue;
+            }
+            let name = run.source.resource.name();
+            let complete = CompleteRun::new(
+                name,
+                run.started_at,
+                run.pages,
+                run.records,
+                run.position.as_ref(),
+                run.sent,
+            );
+            if run.position != run.previous {
+                info!(
+                    resource = name,
+                    position = complete.position.as_deref().unwrap_or(""),
+                    "{name}: position now {}",
+                    complete.position.as_deref().unwrap_or("")
+                );
+            }
+            saves.push(complete);
+        }
+        for complete in saves {
+            if let Err(e) = self.runs.put(&complete).await {
+                // The data is safe; the next run reads again from the old
+                // position. Still a failure: the operator should know.
+                report.failures.push(format!(
+                    "{}: every page is archived and announced, but {}",
+                    complete.resource,
+                    error_chain(&e)
+                ));
+            }
         }
     }
 
@@ -234,7 +366,7 @@ impl Importer {
         let mut unconfirmed = Vec::new();
         for outcome in outcomes {
             match outcome {
-                PageOutcome::Archived(mut page) => match message_ids.remove(&page.url) {
+                PageOutcome::Archived(mut page, _) => match message_ids.remove(&page.url) {
                     Some(id) => {
                         page.message_id = id;
                         report.pages.push(page);
@@ -243,7 +375,7 @@ impl Importer {
                     None if failed.iter().any(|(url, _)| *url == page.url) => {}
                     None => unconfirmed.push(page.object),
                 },
-                PageOutcome::Skipped => report.skipped += 1,
+                PageOutcome::Skipped(_) => report.skipped += 1,
                 PageOutcome::Failed(reason) => report.failures.push(reason),
             }
         }
@@ -484,7 +616,7 @@ impl Importer {
             );
         }
         if skip_unchanged && self.is_unchanged(&page).await {
-            return PageOutcome::Skipped;
+            return PageOutcome::Skipped(page.position);
         }
 
         let prefix = format!("{}/{}", config.key_prefix, page.resource.name());
@@ -493,6 +625,7 @@ impl Importer {
             archive::object_key(&prefix, page.fetched_at),
         );
         let bytes = page.body.len() as usize;
+        let position = page.position.clone();
         // The transformer continues this span's trace.
         let trace = trace_context::current();
         let provenance = Provenance {
@@ -537,14 +670,17 @@ impl Importer {
         };
         // If the announcer is gone, the page is settled as unconfirmed.
         let _ = ready.push(announcement);
-        PageOutcome::Archived(ArchivedPage {
-            url: page.url,
-            object,
-            message_id: String::new(),
-            record_count: page.record_count,
-            bytes,
-            sha256,
-        })
+        PageOutcome::Archived(
+            ArchivedPage {
+                url: page.url,
+                object,
+                message_id: String::new(),
+                record_count: page.record_count,
+                bytes,
+                sha256,
+            },
+            position,
+        )
     }
 }
 

@@ -37,10 +37,12 @@ pub mod load;
 mod metrics;
 mod page_state;
 mod paging;
+pub mod position;
 pub mod replay;
 mod report;
 pub mod request;
 pub mod settings;
+mod status;
 
 pub use archive::PART_BYTES;
 pub use report::{ArchivedPage, ImportError, ImportReport};
@@ -56,6 +58,7 @@ use crate::announce::{Outbox, SqsOutbox};
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::page_state::PageState;
+use crate::position::ResourceState;
 use crate::settings::Config;
 
 /// Everything one import needs, built once per process.
@@ -65,6 +68,8 @@ pub struct Importer {
     fetcher: Fetcher,
     aws: AwsClients,
     state: Option<PageState>,
+    /// Each resource's last complete run and position.
+    runs: ResourceState,
     /// Where messages go: the queue, unless [`Importer::with_outbox`].
     outbox: Arc<dyn Outbox>,
     metrics: Metrics,
@@ -78,6 +83,7 @@ impl Importer {
         let state = config
             .skip_unchanged
             .then(|| PageState::new(aws.s3.clone(), config.bucket.clone(), &config.key_prefix));
+        let runs = ResourceState::new(aws.s3.clone(), config.bucket.clone(), &config.key_prefix);
         let outbox = Arc::new(SqsOutbox {
             sqs: aws.sqs.clone(),
             queue_url: config.queue_url.clone(),
@@ -87,6 +93,7 @@ impl Importer {
             fetcher,
             aws,
             state,
+            runs,
             outbox,
             metrics: Metrics::new(),
         })

@@ -31,13 +31,19 @@ fn main() -> ExitCode {
             let (importer, _) = start(aws, config).await?;
             importer.load(load).await.map(drop)
         }),
-        Command::Run | Command::Healthcheck(_) => {
+        Command::Status => exit::run(format, "importer", async move {
+            let (importer, _) = start(aws, config).await?;
+            importer.status(&mut std::io::stdout()).await
+        }),
+        Command::Run(run) => {
+            config.full = run.full;
             config.health_file = Some(common.health.path("importer"));
             exit::run(format, "importer", async move {
                 let (importer, stop) = start(aws, config).await?;
                 importer.run(stop).await
             })
         }
+        Command::Healthcheck(_) => unreachable!("answered above"),
     }
 }
 

@@ -47,43 +47,56 @@ impl PageState {
 
     /// What was last archived for `page_url`, if anything.
     pub async fn get(&self, page_url: &Url) -> Result<Option<LastArchived>, ArchiveError> {
-        let object = self.object(page_url);
-        let failed = ArchiveError::new("cannot read", &object);
-        let output = match self
-            .s3
-            .get_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(failed(e.into())),
-        };
-        let bytes = match output.body.collect().await {
-            Ok(body) => body.into_bytes(),
-            Err(e) => return Err(failed(e.into())),
-        };
-        // A state file we cannot read is as good as none: archive again.
-        Ok(serde_json::from_slice(&bytes).ok())
+        get_json(&self.s3, &self.object(page_url)).await
     }
 
     /// Records what was just archived and announced for a page.
     pub async fn put(&self, page_url: &Url, last: &LastArchived) -> Result<(), ArchiveError> {
-        let object = self.object(page_url);
-        let body = serde_json::to_vec(last).unwrap_or_else(|e| unreachable!("plain strings: {e}"));
-        self.s3
-            .put_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| ArchiveError::new("cannot write", &object)(e.into()))
+        put_json(&self.s3, &self.object(page_url), last).await
     }
+}
+
+/// The JSON object at `object`, if there is one. One that does not parse
+/// is as good as none: whatever it recorded is done again.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+) -> Result<Option<T>, ArchiveError> {
+    let failed = ArchiveError::new("cannot read", object);
+    let output = match s3
+        .get_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .send()
+        .await
+    {
+        Ok(output) => output,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(failed(e.into())),
+    };
+    let bytes = match output.body.collect().await {
+        Ok(body) => body.into_bytes(),
+        Err(e) => return Err(failed(e.into())),
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+/// Writes `value` as JSON to `object`.
+pub(crate) async fn put_json<T: Serialize>(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectRef,
+    value: &T,
+) -> Result<(), ArchiveError> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("plain data: {e}"));
+    s3.put_object()
+        .bucket(&object.bucket)
+        .key(&object.key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| ArchiveError::new("cannot write", object)(e.into()))
 }

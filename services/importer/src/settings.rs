@@ -62,7 +62,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Import once and exit, or with --every, import repeatedly until SIGTERM/SIGINT.
-    Run,
+    Run(Run),
+    /// Each resource's last complete run, and with incremental loading its saved position
+    /// and what the next run sends. Reads the bucket only.
+    Status,
     /// Announce archived objects again from their own metadata, never fetching the API:
     /// rebuilds the database (--reapply: rewrites rows after a fix in the transformer).
     Replay(Replay),
@@ -71,6 +74,15 @@ pub enum Command {
     /// Exit 0 if a `run` in this container is alive (its health file is fresh), else 1.
     /// For Docker HEALTHCHECK and ECS health checks: the image has no shell.
     Healthcheck(Healthcheck),
+}
+
+/// `importer run`'s own options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Run {
+    /// Read every page, whatever the saved positions of incremental resources; the run
+    /// still saves the position it reaches.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// What to import and where to put it.
@@ -194,6 +206,9 @@ pub struct Source {
     pub url: Url,
     /// Headers and credentials of every request.
     pub request: Arc<Request>,
+    /// With incremental loading, the cursor value sent before any run
+    /// completed (`incremental.initial`), filled from the environment.
+    pub initial: Option<String>,
 }
 
 impl Source {
@@ -206,10 +221,20 @@ impl Source {
             lookup: &|name| std::env::var(name).ok(),
         };
         let spec = &resource.spec().request;
+        let initial = match resource.spec().incremental.as_ref().and_then(|i| i.initial.as_ref()) {
+            None => None,
+            Some(template) => Some(template.fill(env.lookup).map_err(|var| {
+                format!(
+                    "{}`incremental.initial` needs the environment variable {var}, which is not set",
+                    env.place
+                )
+            })?),
+        };
         Ok(Self {
             resource,
             url: request::url(spec, url, base, &env)?,
             request: Arc::new(Request::new(spec, &env)?),
+            initial,
         })
     }
 
@@ -253,6 +278,8 @@ pub struct Config {
     pub retry: Backoff,
     pub skip_unchanged: bool,
     pub gzip: bool,
+    /// `run --full`: every page, whatever the saved positions.
+    pub full: bool,
     /// Touched while running, for `healthcheck`; `None` writes nothing.
     pub health_file: Option<PathBuf>,
     /// How long to wait at start for SQS and S3 to answer.
@@ -324,6 +351,7 @@ impl Settings {
             },
             skip_unchanged: self.skip_unchanged,
             gzip: self.gzip,
+            full: false,
             health_file: None,
             startup_wait: startup.wait,
         })

@@ -316,3 +316,161 @@ async fn a_variable_that_is_not_set_stops_it_before_any_request() {
     );
     assert_eq!(run.requests, 0);
 }
+
+/// The importer's `status` lines, and its exit code.
+async fn status(aws: &TestAws, file: &std::path::Path, api: &url::Url) -> Vec<String> {
+    let ran = Ran::of(
+        command(IMPORTER)
+            .arg("status")
+            .envs(aws.env())
+            .env("RESOURCES_FILE", file)
+            .env("API", api.as_str())
+            .env("SINCE", "2025-01-01T00:00:00Z"),
+    )
+    .await;
+    ran.assert_success();
+    ran.stdout.lines().map(str::to_owned).collect()
+}
+
+/// Incremental loading: the first run reads everything from `initial`,
+/// saves the largest `updated_at`; the next asks only from there less the
+/// look-back; a change at the source is found; `--full` reads all again;
+/// a run that fails saves nothing. `status` shows each position.
+#[tokio::test]
+async fn an_incremental_resource_asks_only_for_what_changed_since_its_last_complete_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let aws = TestAws::new().await;
+    let base = fake_api::spawn(FakeApi::default()).await.unwrap();
+    let request = r#"
+[resources.tickets.request.pagination]
+kind = "cursor"
+param = "cursor"
+next = "/meta/next_cursor"
+size_param = "per_page"
+size = 50
+
+[resources.tickets.incremental]
+field = "updated_at"
+param = "updated_since"
+initial = "${SINCE}"
+lookback = "1h"
+"#;
+    let file = tickets_file(&dir, request);
+    let import = |args: &[&str]| {
+        let mut c = command(IMPORTER);
+        c.arg("run")
+            .args(args)
+            .envs(aws.env())
+            .env("RESOURCES_FILE", &file)
+            .env("API", base.as_str())
+            .env("SINCE", "2025-01-01T00:00:00Z");
+        c
+    };
+    // Ticket ids archived by each run, in order of runs.
+    let mut seen = 0;
+    let mut archived = async |ran: Ran| {
+        ran.assert_success();
+        let keys: Vec<String> = aws
+            .keys()
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with("raw/tickets/"))
+            .collect();
+        let mut ids = Vec::new();
+        for key in &keys[seen..] {
+            let body: serde_json::Value =
+                serde_json::from_slice(&aws.object_bytes(key).await).unwrap();
+            ids.extend(
+                body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["id"].as_str().unwrap().to_owned()),
+            );
+        }
+        seen = keys.len();
+        ids.sort();
+        (ids, ran.log())
+    };
+    let last = v3::updated_at(fake_api::tickets::TICKETS, 0);
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+
+    assert_eq!(
+        status(&aws, &file, &base).await,
+        [
+            "tickets: no complete run yet; no position saved; the next run sends updated_since=2025-01-01T00:00:00Z"
+        ]
+    );
+    let (ids, log) = archived(Ran::of(&mut import(&[])).await).await;
+    assert_eq!(ids, all_tickets());
+    assert!(
+        log.contains("updated_since=2025-01-01T00%3A00%3A00Z"),
+        "{log}"
+    );
+    let lines = status(&aws, &file, &base).await;
+    let since = rfc(last - time::Duration::HOUR);
+    assert!(
+        lines[0].starts_with("tickets: last complete run ")
+            && lines[0].ends_with(&format!(
+                "3 page(s), 120 records; position {}; the next run sends updated_since={since}",
+                rfc(last)
+            )),
+        "{lines:?}"
+    );
+
+    // Nothing changed: only what the look-back covers.
+    let (ids, _) = archived(Ran::of(&mut import(&[])).await).await;
+    assert_eq!(ids, ["TCK-00119", "TCK-00120"]);
+
+    // Every 5th ticket changes: each is found, with the look-back's.
+    reqwest::Client::new()
+        .put(base.join("revision/1").unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (ids, _) = archived(Ran::of(&mut import(&[])).await).await;
+    let mut expected: Vec<String> = (1..=24).map(|k| format!("TCK-{:05}", k * 5)).collect();
+    expected.insert(23, "TCK-00119".into());
+    assert_eq!(ids, expected);
+    let moved = rfc(v3::updated_at(fake_api::tickets::TICKETS, 1));
+    assert!(status(&aws, &file, &base).await[0].contains(&format!("25 records; position {moved};")));
+
+    // --full reads every page, and keeps the position it reaches.
+    let (ids, _) = archived(Ran::of(&mut import(&["--full"])).await).await;
+    assert_eq!(ids, all_tickets());
+    assert!(status(&aws, &file, &base).await[0].contains(&format!("120 records; position {moved};")));
+}
+
+/// A run that fails part-way saves no position: the next run asks from the
+/// last complete one's.
+#[tokio::test]
+async fn a_run_that_fails_saves_no_position() {
+    let request = r#"
+[resources.tickets.request.pagination]
+kind = "cursor"
+param = "cursor"
+next = "/meta/next_cursor"
+
+[resources.tickets.incremental]
+field = "updated_at"
+param = "updated_since"
+"#;
+    let api = FakeApi {
+        v3: v3::Options {
+            stuck_cursor: true,
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    };
+    let run = run(api, request, &[]).await;
+    run.ran.one_error(1);
+    assert_eq!(run.objects.len(), 2);
+    let keys = run.aws.keys().await;
+    assert!(
+        !keys.iter().any(|k| k.contains("_state/raw/resources/")),
+        "{keys:?}"
+    );
+}
