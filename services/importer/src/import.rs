@@ -40,8 +40,6 @@ struct SourceRun<'s> {
     started_at: OffsetDateTime,
     /// The cursor parameter's value, if one was sent.
     sent: Option<String>,
-    /// Where the run started: with its position saved, `None`.
-    previous: Option<Position>,
     position: Option<Position>,
     /// Pages it archived, by URL: each must be confirmed.
     archived: Vec<Url>,
@@ -85,7 +83,7 @@ impl Importer {
         let mut runs = Vec::new();
         for source in &self.config.sources {
             let started_at = OffsetDateTime::now_utc();
-            let (start, sent, previous) = match self.start(source).await {
+            let (start, sent, position) = match self.start(source).await {
                 Ok(start) => start,
                 Err(e) => {
                     outcomes.push(PageOutcome::Failed(e));
@@ -103,8 +101,7 @@ impl Importer {
                 source,
                 started_at,
                 sent,
-                position: previous.clone(),
-                previous,
+                position,
                 archived: Vec::new(),
                 pages: 0,
                 records: 0,
@@ -201,25 +198,26 @@ impl Importer {
                 run.position.as_ref(),
                 run.sent,
             );
-            if run.position != run.previous {
-                info!(
-                    resource = name,
-                    position = complete.position.as_deref().unwrap_or(""),
-                    "{name}: position now {}",
-                    complete.position.as_deref().unwrap_or("")
-                );
-            }
             saves.push(complete);
         }
         for complete in saves {
-            if let Err(e) = self.runs.put(&complete).await {
-                // The data is safe; the next run reads again from the old
-                // position. Still a failure: the operator should know.
-                report.failures.push(format!(
-                    "{}: every page is archived and announced, but {}",
-                    complete.resource,
-                    error_chain(&e)
-                ));
+            let name = &complete.resource;
+            let position = complete.position.as_deref().unwrap_or("none");
+            match self.runs.put(&complete).await {
+                Ok(()) => info!(
+                    resource = name,
+                    position,
+                    "{name}: run complete, saved to {}: position {position}",
+                    self.runs.object(name)
+                ),
+                Err(e) => {
+                    // The data is safe; the next run reads again from the old
+                    // position. Still a failure: the operator should know.
+                    report.failures.push(format!(
+                        "{name}: every page is archived and announced, but {}",
+                        error_chain(&e)
+                    ));
+                }
             }
         }
     }
