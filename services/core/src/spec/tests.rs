@@ -302,6 +302,19 @@ fn the_schema_for_editors_agrees_with_the_parser() {
         column("type = \"timestamptz\"\nepoch = \"milliseconds\""),
     ];
     good.extend(ColumnType::ALL.map(|t| column(&format!("type = \"{}\"", t.sql()))));
+    let request = |table: &str| one("", &format!("[resources.r.request]\n{table}"));
+    good.extend([
+        request("url = \"https://api.example/v1/${PATH}?a=b\"\nquery = { state = \"open\", since = \"${SINCE}\" }\nheaders = { Accept = \"application/json\" }"),
+        request("auth = { kind = \"bearer\", token = \"${TOKEN}\" }\npagination = { kind = \"cursor\", param = \"after\", next = \"/meta/next\", size_param = \"limit\", size = 100 }"),
+        request("auth = { kind = \"basic\", username = \"u\", password = \"$${not a var}\" }\npagination = { kind = \"page\", size_param = \"per_page\", size = 50, total_header = \"X-Total-Count\", first = 0 }"),
+        request("auth = { kind = \"api_key\", name = \"api_key\", value = \"${KEY}\", in = \"query\" }\npagination = { kind = \"offset\", limit = 20, total = \"/total\", more = \"/has_more\" }"),
+        request("pagination = { kind = \"next_url\", next_header = \"X-Next\" }"),
+        request("pagination = { kind = \"none\" }"),
+        one(
+            "[resources.r.incremental]\nfield = \"at\"\nparam = \"since\"\ninitial = \"${START}\"\nlookback = \"10m\"",
+            "[[resources.r.columns]]\nname = \"at\"\ntype = \"timestamptz\"",
+        ),
+    ]);
     for text in &good {
         Spec::parse("f", text).unwrap();
         let errors: Vec<String> = validator
@@ -334,6 +347,21 @@ fn the_schema_for_editors_agrees_with_the_parser() {
         column("type = \"timestamptz\"\nepoch = \"days\""),
         column("type = \"jsonb\"\nfrom = \"\""),
         String::new(),
+        request("auth = { kind = \"oauth1\" }"),
+        request("auth = { kind = \"bearer\" }"),
+        request("auth = { kind = \"bearer\", token = \"${1X}\" }"),
+        request("auth = { kind = \"api_key\", name = \"k\", value = \"v\", in = \"body\" }"),
+        request("pagination = { kind = \"pages\" }"),
+        request("pagination = { kind = \"cursor\", next = \"/n\" }"),
+        request("pagination = { kind = \"cursor\", param = \"c\" }"),
+        request("pagination = { kind = \"offset\" }"),
+        request("pagination = { kind = \"page\", size = 10 }"),
+        request("pagination = { kind = \"page\", total = \"/t\", total_header = \"X-T\" }"),
+        request("pagination = { kind = \"link\", size = 10 }"),
+        request("pagination = { kind = \"next_url\", next = \"next\" }"),
+        request("headers = { Authorization = \"Bearer x\" }"),
+        request("urls = \"https://x\""),
+        one("[resources.r.incremental]\nfield = \"id\"", ""),
     ];
     for text in &bad {
         assert!(Spec::parse("f", text).is_err(), "the parser took {text}");
@@ -341,5 +369,49 @@ fn the_schema_for_editors_agrees_with_the_parser() {
             !validator.is_valid(&as_json(text)),
             "the schema took {text}"
         );
+    }
+}
+
+/// A request or incremental table with a mistake: one line naming the
+/// resource, the table and the field.
+#[test]
+fn mistakes_in_a_request_name_the_field() {
+    for (table, expected) in [
+        (
+            "[resources.r.request.auth]\nkind = \"bearer\"\ntoken = \"t\"\nusername = \"u\"",
+            "resource `r`: `request.auth`: `username` is not for kind `bearer`, which takes token",
+        ),
+        (
+            "[resources.r.request.pagination]\nkind = \"offset\"\nlimit = 0",
+            "resource `r`: `request.pagination`: kind `offset` needs `limit`, more than 0: the records per page",
+        ),
+        (
+            "[resources.r.request.pagination]\nkind = \"page\"\nsize_param = \"n\"",
+            "resource `r`: `request.pagination`: `size_param` and `size` go together: the parameter and its value",
+        ),
+        (
+            "[resources.r.request.pagination]\nkind = \"link\"\nnext = \"/n\"",
+            "resource `r`: `request.pagination`: `next` is not for kind `link`, which takes nothing more",
+        ),
+        (
+            "[resources.r.request]\nurl = \"ftp://x\"",
+            "resource `r`: `request.url`: \"ftp://x\" is not an http:// or https:// URL",
+        ),
+        (
+            "[resources.r.request.headers]\nHost = \"x\"",
+            "resource `r`: `request.headers.Host`: is set by the importer: credentials go in `request.auth`",
+        ),
+        (
+            "[resources.r.incremental]\nfield = \"id\"\nparam = \"since\"\nlookback = \"1h\"",
+            "resource `r`: `incremental`: `lookback` is for time columns; `id` is bigint",
+        ),
+        (
+            "[resources.r.incremental]\nfield = \"body\"\nparam = \"since\"",
+            "resource `r`: `incremental`: `field` `body` is jsonb: a cursor is a timestamptz, date, bigint, integer or text column",
+        ),
+    ] {
+        let text = one(table, "[[resources.r.columns]]\nname = \"body\"\ntype = \"jsonb\"");
+        let error = Spec::parse("f", &text).unwrap_err().to_string();
+        assert_eq!(error, format!("f: {expected}"), "{table}");
     }
 }
