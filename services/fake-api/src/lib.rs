@@ -368,6 +368,9 @@ struct Served {
     revision: AtomicU32,
     /// Requests to `/v3/tickets`, answered or refused.
     v3_requests: AtomicU64,
+    /// Of those, refused for [`v3::Options::per_second`].
+    v3_throttled: AtomicU64,
+    v3_window: v3::Window,
 }
 
 /// What `GET /stats` reports, so that a test can check how a client
@@ -379,6 +382,8 @@ pub struct Stats {
     pub most_in_flight: u64,
     /// Requests to `/v3/tickets`, answered or refused.
     pub v3_requests: u64,
+    /// Of those, answered 429 for going over the rate limit.
+    pub v3_throttled: u64,
 }
 
 /// Counts a request to `/posts` as in flight until it is dropped.
@@ -419,6 +424,8 @@ pub fn router(api: FakeApi) -> Router {
             most_in_flight: AtomicU64::new(0),
             revision: AtomicU32::new(0),
             v3_requests: AtomicU64::new(0),
+            v3_throttled: AtomicU64::new(0),
+            v3_window: v3::Window::default(),
             api,
         }))
 }
@@ -559,6 +566,7 @@ async fn stats(State(served): State<Arc<Served>>) -> Response {
     json(to_json(&Stats {
         most_in_flight: served.most_in_flight.load(Ordering::SeqCst),
         v3_requests: served.v3_requests.load(Ordering::SeqCst),
+        v3_throttled: served.v3_throttled.load(Ordering::SeqCst),
     }))
 }
 

@@ -43,6 +43,9 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// Every page names the same next cursor, as a broken server does.
     pub stuck_cursor: bool,
+    /// At most this many requests in any second; more are answered 429
+    /// with `RateLimit-Reset: 1`.
+    pub per_second: Option<u32>,
 }
 
 /// What the server takes as proof, any one of them.
@@ -108,6 +111,17 @@ pub(crate) async fn tickets(
 ) -> Response {
     served.v3_requests.fetch_add(1, Ordering::SeqCst);
     let options = &served.api.v3;
+    if let Some(limit) = options.per_second
+        && !served.v3_window.admit(limit)
+    {
+        served.v3_throttled.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("ratelimit-reset", "1")],
+            r#"{"error":"rate limit"}"#,
+        )
+            .into_response();
+    }
     if let Some(credentials) = &options.credentials
         && !credentials.admit(&headers, q.api_key.as_deref())
     {
@@ -190,6 +204,31 @@ pub(crate) async fn tickets(
         out.insert(header::LINK, ascii(format!("<{url}>; rel=\"next\"")));
     }
     response
+}
+
+/// The times of the requests of the last second: a sliding window.
+#[derive(Debug, Default)]
+pub(crate) struct Window(std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>);
+
+impl Window {
+    /// Whether one more request fits in the last second's `limit`.
+    fn admit(&self, limit: u32) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(mut times) = self.0.lock() else {
+            return false;
+        };
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+        {
+            times.pop_front();
+        }
+        if times.len() >= limit as usize {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
 }
 
 impl Credentials {

@@ -250,6 +250,8 @@ impl Fetcher {
         // reqwest's error names the URL it sent, which may hold an API key;
         // the error names the page's URL instead.
         let request_failed = |e: reqwest::Error| failed(Failure::Request(e.without_url()));
+        // The budget first: a request waiting on it holds no slot.
+        request.within_budget().await;
         let permit = self
             .in_flight
             .acquire()

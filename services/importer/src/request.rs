@@ -7,8 +7,10 @@
 //! header values are marked sensitive, so no `Debug` prints them.
 
 use base64::Engine as _;
-use pipeline_core::spec::request::{Auth, KeyPlace, RequestSpec, Template};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use pipeline_core::spec::request::{Auth, KeyPlace, Rate, RequestSpec, Template};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
 use url::Url;
 
 /// What every request for one resource carries.
@@ -19,6 +21,9 @@ pub struct Request {
     query_key: Option<(String, String)>,
     /// The kind of `request.auth`, for errors.
     pub auth: Option<&'static str>,
+    /// `request.rate`: shared by every request for the resource, retries
+    /// included.
+    budget: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -27,6 +32,7 @@ impl std::fmt::Debug for Request {
             .field("headers", &self.headers)
             .field("query_key", &self.query_key.as_ref().map(|(name, _)| name))
             .field("auth", &self.auth)
+            .field("budget", &self.budget.is_some())
             .finish()
     }
 }
@@ -64,7 +70,12 @@ pub(crate) fn url(
 impl Request {
     /// The headers and credentials of `spec`, filled from `env`.
     pub(crate) fn new(spec: &RequestSpec, env: &Env<'_>) -> Result<Self, String> {
-        let mut request = Self::default();
+        let mut request = Self {
+            budget: spec
+                .rate
+                .map(|rate| Arc::new(RateLimiter::direct(quota(rate)))),
+            ..Self::default()
+        };
         for (name, value) in &spec.headers {
             let value = env.fill(value, &format!("headers.{name}"))?;
             request.insert(name, &value, false)?;
@@ -110,6 +121,13 @@ impl Request {
         Ok(())
     }
 
+    /// Waits until the resource's rate budget allows one more request.
+    pub async fn within_budget(&self) {
+        if let Some(budget) = &self.budget {
+            budget.until_ready().await;
+        }
+    }
+
     /// A GET of `url` with the resource's headers and credentials.
     pub fn get(&self, http: &reqwest::Client, url: &Url) -> reqwest::RequestBuilder {
         let mut url = url.clone();
@@ -118,6 +136,15 @@ impl Request {
         }
         http.get(url).headers(self.headers.clone())
     }
+}
+
+/// `rate` as governor's quota: one request every `per / requests`, without
+/// bursts, so that no window of `per` (a server's sliding or fixed window)
+/// sees more than `requests`.
+fn quota(rate: Rate) -> Quota {
+    let every = rate.per / rate.requests.get();
+    Quota::with_period(every.max(std::time::Duration::from_nanos(1)))
+        .unwrap_or_else(|| unreachable!("a period of at least a nanosecond"))
 }
 
 /// Where `${VAR}` is looked up: the process's environment, in a service.

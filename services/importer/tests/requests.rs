@@ -49,6 +49,8 @@ struct Run {
     objects: BTreeMap<String, Vec<String>>,
     /// Requests the API answered or refused.
     requests: u64,
+    /// Of those, refused for going over its rate limit.
+    throttled: u64,
     messages: u64,
     aws: TestAws,
 }
@@ -107,6 +109,7 @@ async fn run(api: FakeApi, request: &str, env: &[(&str, &str)]) -> Run {
         ran,
         objects,
         requests: stats.v3_requests,
+        throttled: stats.v3_throttled,
         messages,
         aws,
     }
@@ -190,6 +193,37 @@ async fn every_kind_of_pagination_reads_each_record_once() {
         (run.ids().0.len(), run.objects.len(), run.requests),
         (25, 1, 1)
     );
+}
+
+/// A rate budget spreads a resource's requests so that a server allowing 4
+/// a second never has to refuse one; without it, the same walk is refused
+/// and waits out the server's `RateLimit-Reset`.
+#[tokio::test]
+async fn a_rate_budget_keeps_within_the_servers_limit() {
+    let limited = || FakeApi {
+        v3: v3::Options {
+            per_second: Some(4),
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    };
+    let pages = "[resources.tickets.request.pagination]\nkind = \"page\"\nsize_param = \"per_page\"\nsize = 10";
+    let unbudgeted = run(limited(), pages, &[]).await;
+    unbudgeted.ran.assert_success();
+    assert!(unbudgeted.throttled > 0, "the server's limit never bit");
+    assert!(
+        unbudgeted
+            .ran
+            .log()
+            .contains("answered HTTP 429 Too Many Requests; retrying in 1.0s"),
+        "{}",
+        unbudgeted.ran.log()
+    );
+
+    let budgeted = run(limited(), &format!("rate = \"4/s\"\n{pages}"), &[]).await;
+    budgeted.ran.assert_success();
+    assert_eq!(budgeted.ids(), (all_tickets(), false));
+    assert_eq!((budgeted.throttled, budgeted.requests), (0, 13));
 }
 
 /// A server whose cursor does not advance: the pages before it are

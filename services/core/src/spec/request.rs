@@ -26,6 +26,33 @@ pub struct RequestSpec {
     /// `None`: the importer's own settings (`Link: rel="next"`, and with
     /// `PAGE_SIZE`, `_page`/`_limit`).
     pub pagination: Option<Pagination>,
+    /// At most this many requests in any window of its period.
+    pub rate: Option<Rate>,
+}
+
+/// A rate budget: `requests` per `per`, spread evenly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: std::num::NonZeroU32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// `10/s`, `600/min`, `5000/h`.
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{text:?} is not a rate: write requests per period, e.g. 10/s, 600/min, 5000/h")
+        };
+        let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+        let requests = count.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "second" => Duration::from_secs(1),
+            "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3_600),
+            _ => return Err(bad()),
+        };
+        Ok(Self { requests, per })
+    }
 }
 
 /// How the importer proves who it is.
@@ -276,6 +303,7 @@ pub(super) struct RawRequest {
     headers: BTreeMap<String, String>,
     auth: Option<RawAuth>,
     pagination: Option<RawPagination>,
+    rate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,6 +399,12 @@ impl RawRequest {
             headers,
             auth: self.auth.map(RawAuth::check).transpose()?,
             pagination: self.pagination.map(RawPagination::check).transpose()?,
+            rate: self
+                .rate
+                .as_deref()
+                .map(Rate::parse)
+                .transpose()
+                .map_err(at("rate"))?,
         })
     }
 }
@@ -649,5 +683,16 @@ mod tests {
         assert!(Template::parse("${OPEN".into()).is_err());
         assert!(Template::parse("${1X}".into()).is_err());
         assert!(Template::parse("${a-b}".into()).is_err());
+    }
+
+    #[test]
+    fn rates_are_requests_per_period() {
+        let rate = |text: &str| Rate::parse(text).map(|r| (r.requests.get(), r.per.as_secs()));
+        assert_eq!(rate("10/s"), Ok((10, 1)));
+        assert_eq!(rate("600 / min"), Ok((600, 60)));
+        assert_eq!(rate("5000/hour"), Ok((5000, 3600)));
+        for bad in ["0/s", "10", "10/day", "x/s"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
     }
 }

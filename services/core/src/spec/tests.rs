@@ -410,7 +410,10 @@ fn mistakes_in_a_request_name_the_field() {
             "resource `r`: `incremental`: `field` `body` is jsonb: a cursor is a timestamptz, date, bigint, integer or text column",
         ),
     ] {
-        let text = one(table, "[[resources.r.columns]]\nname = \"body\"\ntype = \"jsonb\"");
+        let text = one(
+            table,
+            "[[resources.r.columns]]\nname = \"body\"\ntype = \"jsonb\"",
+        );
         let error = Spec::parse("f", &text).unwrap_err().to_string();
         assert_eq!(error, format!("f: {expected}"), "{table}");
     }
