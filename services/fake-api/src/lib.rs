@@ -371,6 +371,7 @@ struct Served {
     /// Of those, refused for [`v3::Options::per_second`].
     v3_throttled: AtomicU64,
     v3_window: v3::Window,
+    tokens: v3::Tokens,
 }
 
 /// What `GET /stats` reports, so that a test can check how a client
@@ -384,6 +385,8 @@ pub struct Stats {
     pub v3_requests: u64,
     /// Of those, answered 429 for going over the rate limit.
     pub v3_throttled: u64,
+    /// OAuth2 tokens issued by `POST /oauth/token`.
+    pub tokens_issued: u64,
 }
 
 /// Counts a request to `/posts` as in flight until it is dropped.
@@ -417,6 +420,7 @@ pub fn router(api: FakeApi) -> Router {
         .route("/revision/{rev}", put(set_revision))
         .route("/v2/tickets", get(tickets::tickets))
         .route("/v3/tickets", get(v3::tickets))
+        .route("/oauth/token", axum::routing::post(v3::token))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
             requests: AtomicU64::new(0),
@@ -426,6 +430,7 @@ pub fn router(api: FakeApi) -> Router {
             v3_requests: AtomicU64::new(0),
             v3_throttled: AtomicU64::new(0),
             v3_window: v3::Window::default(),
+            tokens: v3::Tokens::default(),
             api,
         }))
 }
@@ -567,6 +572,7 @@ async fn stats(State(served): State<Arc<Served>>) -> Response {
         most_in_flight: served.most_in_flight.load(Ordering::SeqCst),
         v3_requests: served.v3_requests.load(Ordering::SeqCst),
         v3_throttled: served.v3_throttled.load(Ordering::SeqCst),
+        tokens_issued: served.tokens.issued(),
     }))
 }
 

@@ -15,7 +15,9 @@
 //!   to find;
 //! - with [`Options::credentials`], a 401 without one of them:
 //!   `Authorization: Bearer`, `Authorization: Basic`, `X-Api-Key`, or
-//!   `?api_key=`.
+//!   `?api_key=`; with [`Options::oauth`], a 401 without a live token from
+//!   `POST /oauth/token`;
+//! - with [`Options::per_second`], a 429 past that many requests a second.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -24,7 +26,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -46,6 +48,111 @@ pub struct Options {
     /// At most this many requests in any second; more are answered 429
     /// with `RateLimit-Reset: 1`.
     pub per_second: Option<u32>,
+    /// An OAuth2 server at `POST /oauth/token` whose tokens are let in.
+    pub oauth: Option<OAuthServer>,
+}
+
+/// What `POST /oauth/token` takes and gives (client credentials grant).
+#[derive(Debug, Clone)]
+pub struct OAuthServer {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Its tokens' `expires_in`.
+    pub lifetime_secs: u64,
+    /// A token is refused after this many uses, as if revoked early.
+    pub revoke_after: Option<u32>,
+}
+
+/// The tokens issued: when each expires and how often it was used.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    issued: AtomicU64,
+    live: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl Tokens {
+    /// How many were issued.
+    pub(crate) fn issued(&self) -> u64 {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    fn issue(&self, lifetime: std::time::Duration) -> String {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = format!("oat-{n}-{:x}", fastrand::u64(..));
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(token.clone(), (std::time::Instant::now() + lifetime, 0));
+        }
+        token
+    }
+
+    /// Whether `token` is live, counting the use.
+    fn admit(&self, token: &str, revoke_after: Option<u32>) -> bool {
+        let Ok(mut live) = self.live.lock() else {
+            return false;
+        };
+        match live.get_mut(token) {
+            Some((expires, uses))
+                if std::time::Instant::now() < *expires
+                    && revoke_after.is_none_or(|max| *uses < max) =>
+            {
+                *uses += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// `POST /oauth/token`: RFC 6749 section 4.4, the client's credentials in
+/// HTTP Basic (each form-encoded) or in the form.
+pub(crate) async fn token(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> Response {
+    let Some(server) = &served.api.v3.oauth else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let refused = |status: StatusCode, error: &str| {
+        (status, format!(r#"{{"error":"{error}"}}"#)).into_response()
+    };
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return refused(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    let from_basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|pair| {
+            let pair = String::from_utf8(pair).ok()?;
+            let (id, secret) = pair.split_once(':')?;
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Some((decode(id)?, decode(secret)?))
+        });
+    let given = from_basic.or(form.client_id.zip(form.client_secret));
+    if given != Some((server.client_id.clone(), server.client_secret.clone())) {
+        return refused(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let token = served
+        .tokens
+        .issue(std::time::Duration::from_secs(server.lifetime_secs));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": server.lifetime_secs})
+            .to_string(),
+    )
+        .into_response()
 }
 
 /// What the server takes as proof, any one of them.
@@ -122,9 +229,18 @@ pub(crate) async fn tickets(
         )
             .into_response();
     }
-    if let Some(credentials) = &options.credentials
-        && !credentials.admit(&headers, q.api_key.as_deref())
-    {
+    let guarded = options.credentials.is_some() || options.oauth.is_some();
+    let with_credentials = options
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.admit(&headers, q.api_key.as_deref()));
+    let with_token = options.oauth.as_ref().is_some_and(|server| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
+            .is_some_and(|token| served.tokens.admit(token, server.revoke_after))
+    });
+    if guarded && !with_credentials && !with_token {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

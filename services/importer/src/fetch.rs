@@ -20,7 +20,7 @@ use pipeline_core::resources::Resource;
 use crate::body::{self, Body, BodyWriter, Checked};
 use crate::paging::with_param;
 use crate::position::Position;
-use crate::request::Request;
+use crate::request::{Request, TokenError};
 
 /// A Retry-After longer than this is not waited for in full.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -109,6 +109,8 @@ pub enum Failure {
     },
     /// The body is not a JSON array.
     Invalid(RecordsError),
+    /// No OAuth2 token could be had.
+    Token(TokenError),
 }
 
 impl std::fmt::Display for FetchError {
@@ -119,6 +121,7 @@ impl std::fmt::Display for FetchError {
             Failure::Spill(_) => f.write_str("cannot keep the body in a temporary file")?,
             Failure::Status { status, .. } => write!(f, "answered HTTP {status}")?,
             Failure::Invalid(_) => f.write_str("did not return a JSON array")?,
+            Failure::Token(e) => write!(f, "was not sent: {e}")?,
         }
         if self.attempts > 1 {
             write!(f, " (gave up after {} attempts)", self.attempts)?;
@@ -133,7 +136,7 @@ impl std::error::Error for FetchError {
             Failure::Request(e) => Some(e),
             Failure::Spill(e) => Some(e),
             Failure::Invalid(e) => Some(e),
-            Failure::Status { .. } => None,
+            Failure::Status { .. } | Failure::Token(_) => None,
         }
     }
 }
@@ -154,6 +157,7 @@ impl FetchError {
         match &self.failure {
             Failure::Request(e) => !e.is_builder(),
             Failure::Spill(_) | Failure::Invalid(_) => true,
+            Failure::Token(e) => e.may_pass,
             Failure::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
@@ -258,11 +262,26 @@ impl Fetcher {
             .await
             .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
         let fetched_at = OffsetDateTime::now_utc();
-        let response = request
-            .get(&self.http, url)
+        let no_token = |e| failed(Failure::Token(e));
+        let token = request.token(&self.http).await.map_err(no_token)?;
+        let mut response = request
+            .get(&self.http, url, token.clone())
             .send()
             .await
             .map_err(request_failed)?;
+        // A token refused before its time (revoked, rotated): once more
+        // with a new one.
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(used) = token
+        {
+            request.refused(&used).await;
+            let token = request.token(&self.http).await.map_err(no_token)?;
+            response = request
+                .get(&self.http, url, token)
+                .send()
+                .await
+                .map_err(request_failed)?;
+        }
         let status = response.status();
         if !status.is_success() {
             return Err(failed(Failure::Status {

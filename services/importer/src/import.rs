@@ -558,6 +558,7 @@ impl Importer {
                     error_chain(&e)
                 )
             }
+            Failure::Token(_) => format!("{}: {}", source.resource.name(), error_chain(&e)),
             _ => error_chain(&e),
         })
     }

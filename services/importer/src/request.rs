@@ -5,12 +5,17 @@
 //! is added to each request as it is sent, so the URL that is logged, kept
 //! in an object's metadata and sent in its message is the one without it;
 //! header values are marked sensitive, so no `Debug` prints them.
+//!
+//! An OAuth2 client's token is asked for once and shared by every request
+//! for the resource until shortly before it expires; a 401 to it has it
+//! asked for again, once per request.
 
 use base64::Engine as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use pipeline_core::spec::request::{Auth, KeyPlace, Rate, RequestSpec, Template};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use pipeline_core::spec::request::{Auth, ClientAuth, KeyPlace, Rate, RequestSpec, Template};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use url::Url;
 
 /// What every request for one resource carries.
@@ -24,6 +29,8 @@ pub struct Request {
     /// `request.rate`: shared by every request for the resource, retries
     /// included.
     budget: Option<Arc<DefaultDirectRateLimiter>>,
+    /// An OAuth2 client's token, shared the same way.
+    oauth2: Option<Arc<OAuth2>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -33,6 +40,10 @@ impl std::fmt::Debug for Request {
             .field("query_key", &self.query_key.as_ref().map(|(name, _)| name))
             .field("auth", &self.auth)
             .field("budget", &self.budget.is_some())
+            .field(
+                "oauth2",
+                &self.oauth2.as_ref().map(|o| o.token_url.as_str()),
+            )
             .finish()
     }
 }
@@ -105,8 +116,47 @@ impl Request {
                     KeyPlace::Query => request.query_key = Some((name.clone(), value)),
                 }
             }
+            Auth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                client_auth,
+            } => {
+                let text = env.fill(token_url, "auth.token_url")?;
+                let token_url = Url::parse(&text)
+                    .map_err(|e| format!("`request.auth.token_url` {text:?} is not a URL: {e}"))?;
+                request.oauth2 = Some(Arc::new(OAuth2 {
+                    token_url,
+                    client_id: env.fill(client_id, "auth.client_id")?,
+                    client_secret: env.fill(client_secret, "auth.client_secret")?,
+                    scope: scope.clone(),
+                    client_auth: *client_auth,
+                    token: tokio::sync::Mutex::new(None),
+                }));
+            }
         }
         Ok(request)
+    }
+
+    /// The `Authorization` value of an OAuth2 client, asked for if none is
+    /// good; `None` for other kinds of auth.
+    pub async fn token(&self, http: &reqwest::Client) -> Result<Option<HeaderValue>, TokenError> {
+        match &self.oauth2 {
+            Some(oauth2) => oauth2.authorization(http).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The API answered 401 to `used`: it is no good, whatever its expiry
+    /// said. The next [`Request::token`] asks for a new one.
+    pub async fn refused(&self, used: &HeaderValue) {
+        if let Some(oauth2) = &self.oauth2 {
+            let mut token = oauth2.token.lock().await;
+            if token.as_ref().is_some_and(|t| t.authorization == *used) {
+                *token = None;
+            }
+        }
     }
 
     fn insert(&mut self, name: &str, value: &str, sensitive: bool) -> Result<(), String> {
@@ -128,13 +178,173 @@ impl Request {
         }
     }
 
-    /// A GET of `url` with the resource's headers and credentials.
-    pub fn get(&self, http: &reqwest::Client, url: &Url) -> reqwest::RequestBuilder {
+    /// A GET of `url` with the resource's headers and credentials, and
+    /// `token` ([`Request::token`]) if it has one.
+    pub fn get(
+        &self,
+        http: &reqwest::Client,
+        url: &Url,
+        token: Option<HeaderValue>,
+    ) -> reqwest::RequestBuilder {
         let mut url = url.clone();
         if let Some((name, value)) = &self.query_key {
             url.query_pairs_mut().append_pair(name, value);
         }
-        http.get(url).headers(self.headers.clone())
+        let request = http.get(url).headers(self.headers.clone());
+        match token {
+            Some(token) => request.header(AUTHORIZATION, token),
+            None => request,
+        }
+    }
+}
+
+/// An OAuth2 client (client credentials grant).
+pub(crate) struct OAuth2 {
+    token_url: Url,
+    client_id: String,
+    client_secret: String,
+    scope: Option<String>,
+    client_auth: ClientAuth,
+    /// One at a time: pages fetched at once wait for the same token.
+    token: tokio::sync::Mutex<Option<Token>>,
+}
+
+struct Token {
+    /// `Bearer ...`, marked sensitive.
+    authorization: HeaderValue,
+    /// When to ask for another: before it expires.
+    renew_at: Option<Instant>,
+}
+
+/// Why no OAuth2 token could be had, without the client's secret.
+#[derive(Debug)]
+pub struct TokenError {
+    pub message: String,
+    /// A network failure, a 429 or a 5xx may pass.
+    pub may_pass: bool,
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl OAuth2 {
+    async fn authorization(&self, http: &reqwest::Client) -> Result<HeaderValue, TokenError> {
+        let mut token = self.token.lock().await;
+        if let Some(good) = token
+            .as_ref()
+            .filter(|t| t.renew_at.is_none_or(|at| Instant::now() < at))
+        {
+            return Ok(good.authorization.clone());
+        }
+        let fresh = self.ask(http).await?;
+        let authorization = fresh.authorization.clone();
+        *token = Some(fresh);
+        Ok(authorization)
+    }
+
+    /// POSTs the client credentials grant (RFC 6749, section 4.4.2).
+    async fn ask(&self, http: &reqwest::Client) -> Result<Token, TokenError> {
+        let url = &self.token_url;
+        let failed = |message: String, may_pass: bool| TokenError {
+            message: format!("POST {url} for an OAuth2 token {message}"),
+            may_pass,
+        };
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if let Some(scope) = &self.scope {
+            form.append_pair("scope", scope);
+        }
+        let mut request = http.post(url.clone());
+        match self.client_auth {
+            ClientAuth::Basic => {
+                // RFC 6749 section 2.3.1: each form-encoded, then Basic.
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = format!(
+                    "{}:{}",
+                    encode(&self.client_id),
+                    encode(&self.client_secret)
+                );
+                let mut value = HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+                .map_err(|_| {
+                    failed(
+                        "cannot be asked: the client id or secret is not one HTTP can carry".into(),
+                        false,
+                    )
+                })?;
+                value.set_sensitive(true);
+                request = request.header(AUTHORIZATION, value);
+            }
+            ClientAuth::Body => {
+                form.append_pair("client_id", &self.client_id);
+                form.append_pair("client_secret", &self.client_secret);
+            }
+        }
+        let asked_at = Instant::now();
+        let response = request
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(form.finish())
+            .send()
+            .await
+            .map_err(|e| {
+                failed(
+                    format!("failed: {}", pipeline_core::error_chain(&e.without_url())),
+                    true,
+                )
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
+            failed(
+                format!("failed: {}", pipeline_core::error_chain(&e.without_url())),
+                true,
+            )
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+            /// RFC 6749 section 5.2: `invalid_client`, ...
+            error: Option<String>,
+        }
+        let answer: Option<Answer> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            let error = answer
+                .and_then(|a| a.error)
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            let may_pass =
+                status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            return Err(failed(format!("answered HTTP {status}{error}"), may_pass));
+        }
+        let Some(Answer {
+            access_token: Some(access_token),
+            expires_in,
+            ..
+        }) = answer
+        else {
+            return Err(failed("answered no access_token".into(), false));
+        };
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {access_token}"))
+            .map_err(|_| failed("answered a token HTTP cannot carry".into(), false))?;
+        authorization.set_sensitive(true);
+        // Renewed a minute before it expires, or halfway for a short one,
+        // so that no request is sent with a token about to lapse.
+        let renew_at = expires_in.map(|secs| {
+            let lifetime = Duration::from_secs(secs);
+            asked_at + lifetime - (lifetime / 2).min(Duration::from_secs(60))
+        });
+        Ok(Token {
+            authorization,
+            renew_at,
+        })
     }
 }
 
@@ -143,7 +353,7 @@ impl Request {
 /// sees more than `requests`.
 fn quota(rate: Rate) -> Quota {
     let every = rate.per / rate.requests.get();
-    Quota::with_period(every.max(std::time::Duration::from_nanos(1)))
+    Quota::with_period(every.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| unreachable!("a period of at least a nanosecond"))
 }
 

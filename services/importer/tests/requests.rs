@@ -51,6 +51,8 @@ struct Run {
     requests: u64,
     /// Of those, refused for going over its rate limit.
     throttled: u64,
+    /// OAuth2 tokens the API issued.
+    tokens: u64,
     messages: u64,
     aws: TestAws,
 }
@@ -110,6 +112,7 @@ async fn run(api: FakeApi, request: &str, env: &[(&str, &str)]) -> Run {
         objects,
         requests: stats.v3_requests,
         throttled: stats.v3_throttled,
+        tokens: stats.tokens_issued,
         messages,
         aws,
     }
@@ -302,6 +305,93 @@ async fn each_kind_of_auth_gets_in_and_no_secret_is_kept() {
             assert!(!kept.contains(secret), "{auth}: {secret} in {kept}");
         }
     }
+}
+
+fn oauth(lifetime_secs: u64, revoke_after: Option<u32>) -> FakeApi {
+    FakeApi {
+        v3: v3::Options {
+            oauth: Some(v3::OAuthServer {
+                client_id: "etl client".into(),
+                client_secret: "s3cr3t/+=".into(),
+                lifetime_secs,
+                revoke_after,
+            }),
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    }
+}
+
+const OAUTH2: &str = r#"
+[resources.tickets.request.auth]
+kind = "oauth2"
+token_url = "${API}oauth/token"
+client_id = "${CLIENT_ID}"
+client_secret = "${CLIENT_SECRET}"
+"#;
+
+const CLIENT: [(&str, &str); 2] = [("CLIENT_ID", "etl client"), ("CLIENT_SECRET", "s3cr3t/+=")];
+
+/// OAuth2 client credentials, in HTTP Basic or in the form: one token for
+/// every page of the run, and neither it nor the secret kept anywhere.
+#[tokio::test]
+async fn an_oauth2_token_is_asked_for_once_and_shared_by_the_pages() {
+    for client_auth in ["basic", "body"] {
+        let request = format!("{OAUTH2}client_auth = \"{client_auth}\"");
+        let run = run(oauth(3_600, None), &request, &CLIENT).await;
+        run.ran.assert_success();
+        assert_eq!(run.ids(), (all_tickets(), false), "{client_auth}");
+        assert_eq!((run.requests, run.tokens), (5, 1), "{client_auth}");
+        let mut kept = run.ran.log();
+        for message in run.aws.peek_messages().await {
+            kept.push_str(message.body().unwrap());
+        }
+        assert!(!kept.contains("s3cr3t") && !kept.contains("oat-"), "{kept}");
+    }
+}
+
+/// A token refused before its time is asked for again, once, and the page
+/// fetched with the new one; a token about to expire is renewed before it
+/// is refused.
+#[tokio::test]
+async fn an_oauth2_token_is_renewed_when_refused_or_about_to_expire() {
+    // Revoked after 2 uses: pages 1-2, refused, 3-4, refused, 5.
+    let revoked = run(oauth(3_600, Some(2)), OAUTH2, &CLIENT).await;
+    revoked.ran.assert_success();
+    assert_eq!(revoked.ids(), (all_tickets(), false));
+    assert_eq!((revoked.requests, revoked.tokens), (7, 3));
+
+    // Tokens good for 2 s, renewed after 1; pages spread over 3 s by a budget.
+    let request = format!(
+        "rate = \"4/s\"\n[resources.tickets.request.pagination]\nkind = \"page\"\nsize_param = \"per_page\"\nsize = 10\n{OAUTH2}"
+    );
+    let expiring = run(oauth(2, None), &request, &CLIENT).await;
+    expiring.ran.assert_success();
+    assert_eq!(expiring.ids(), (all_tickets(), false));
+    assert_eq!(expiring.requests, 13, "no request refused");
+    assert!(expiring.tokens >= 3, "{} tokens", expiring.tokens);
+}
+
+/// A client the token endpoint refuses: one line naming the resource, the
+/// endpoint and its error, and no request to the API.
+#[tokio::test]
+async fn a_refused_oauth2_client_fails_at_once_naming_the_token_endpoint() {
+    let run = run(
+        oauth(3_600, None),
+        OAUTH2,
+        &[CLIENT[0], ("CLIENT_SECRET", "wrong")],
+    )
+    .await;
+    let error = run.ran.one_error(1);
+    assert!(
+        error.contains("tickets: GET ")
+            && error.contains("v3/tickets was not sent: POST ")
+            && error.ends_with(
+                "oauth/token for an OAuth2 token answered HTTP 401 Unauthorized (invalid_client)"
+            ),
+        "{error}"
+    );
+    assert_eq!((run.requests, run.tokens), (0, 0));
 }
 
 /// Credentials the API refuses: one request, not retried, and one line

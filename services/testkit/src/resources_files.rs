@@ -29,7 +29,7 @@ pub const MISTAKES: [(&str, &str); 8] = [
     ),
     (
         "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[resources.orders.request.auth]\nkind = \"oauth1\"\n",
-        "resource `orders`: `request.auth`: unknown kind `oauth1`: one of bearer, basic, api_key",
+        "resource `orders`: `request.auth`: unknown kind `oauth1`: one of bearer, basic, api_key, oauth2",
     ),
     (
         "[resources.orders]\nkey = \"id\"\n[[resources.orders.columns]]\nname = \"id\"\ntype = \"bigint\"\n[resources.orders.request.pagination]\nkind = \"pages\"\n",

@@ -73,6 +73,25 @@ pub enum Auth {
         value: Template,
         place: KeyPlace,
     },
+    /// OAuth 2.0 client credentials (RFC 6749, section 4.4): a token asked
+    /// for at `token_url`, kept until shortly before it expires, and asked
+    /// for again once when the API answers 401.
+    OAuth2 {
+        token_url: Template,
+        client_id: Template,
+        client_secret: Template,
+        scope: Option<String>,
+        client_auth: ClientAuth,
+    },
+}
+
+/// How an OAuth2 client proves who it is to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`, RFC 6749 section 2.3.1).
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Body,
 }
 
 impl Auth {
@@ -82,6 +101,7 @@ impl Auth {
             Self::Bearer { .. } => "bearer",
             Self::Basic { .. } => "basic",
             Self::ApiKey { .. } => "api_key",
+            Self::OAuth2 { .. } => "oauth2",
         }
     }
 }
@@ -317,6 +337,11 @@ struct RawAuth {
     value: Option<String>,
     #[serde(rename = "in")]
     place: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    client_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,14 +480,26 @@ impl RawAuth {
             ("name", self.name.is_some()),
             ("value", self.value.is_some()),
             ("in", self.place.is_some()),
+            ("token_url", self.token_url.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("scope", self.scope.is_some()),
+            ("client_auth", self.client_auth.is_some()),
         ];
         let takes: &[&str] = match self.kind.as_str() {
             "bearer" => &["token"],
             "basic" => &["username", "password"],
             "api_key" => &["name", "value", "in"],
+            "oauth2" => &[
+                "token_url",
+                "client_id",
+                "client_secret",
+                "scope",
+                "client_auth",
+            ],
             other => {
                 return Err(here(format!(
-                    "unknown kind `{other}`: one of bearer, basic, api_key"
+                    "unknown kind `{other}`: one of bearer, basic, api_key, oauth2"
                 )));
             }
         };
@@ -474,6 +511,21 @@ impl RawAuth {
             "basic" => Auth::Basic {
                 username: need(self.username.clone(), "username")?,
                 password: need(self.password.clone(), "password")?,
+            },
+            "oauth2" => Auth::OAuth2 {
+                token_url: need(self.token_url.clone(), "token_url")?,
+                client_id: need(self.client_id.clone(), "client_id")?,
+                client_secret: need(self.client_secret.clone(), "client_secret")?,
+                scope: self.scope.clone(),
+                client_auth: match self.client_auth.as_deref() {
+                    None | Some("basic") => ClientAuth::Basic,
+                    Some("body") => ClientAuth::Body,
+                    Some(other) => {
+                        return Err(here(format!(
+                            "`client_auth` is `{other}`: it is `basic` or `body`"
+                        )));
+                    }
+                },
             },
             _ => {
                 let place = match self.place.as_deref() {
