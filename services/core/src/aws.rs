@@ -217,6 +217,25 @@ pub async fn check_object(
     .await
 }
 
+/// The text of a Secrets Manager secret (a name or an ARN), waiting up to
+/// `wait` for an endpoint that does not answer yet.
+pub async fn check_secret(
+    aws: &AwsClients,
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    wait: Duration,
+) -> Result<Option<String>, WaitError<CheckError>> {
+    check(
+        format!("Secrets Manager secret {id}"),
+        &aws.via(aws.endpoint.as_ref()),
+        wait,
+        || client.get_secret_value().secret_id(id).send(),
+        |_| None,
+    )
+    .await
+    .map(|secret| secret.secret_string().map(str::to_owned))
+}
+
 /// Every key under `prefix` (its `key`), in S3's order, waiting up to
 /// `wait` for an S3 endpoint that does not answer yet.
 pub async fn list_keys(

@@ -55,6 +55,7 @@ pub mod object;
 pub mod record;
 pub mod resources;
 pub mod retry;
+pub mod secrets;
 pub mod settings;
 pub mod shutdown;
 pub mod spec;

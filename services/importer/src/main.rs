@@ -2,6 +2,7 @@ use anyhow::Context as _;
 use importer::Importer;
 use importer::settings::{Cli, Command, Config};
 use pipeline_core::aws::AwsClients;
+use pipeline_core::secrets::Secrets;
 use pipeline_core::settings::AwsSettings;
 use pipeline_core::{exit, settings, shutdown};
 use std::process::ExitCode;
@@ -16,7 +17,8 @@ fn main() -> ExitCode {
     let resources = common
         .resources
         .load_or_exit(&common.aws, common.startup.wait);
-    let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources));
+    let secrets = Secrets::read_or_exit(resources, &common.aws, common.startup.wait);
+    let mut config = settings::or_exit(cli.settings.resolve(&common.startup, resources, &secrets));
     settings::or_exit(common.aws.region());
     let (format, aws) = (common.log.format, &common.aws);
     match &cli.command {

@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use pipeline_core::spec::request::{Auth, ClientAuth, KeyPlace, Rate, RequestSpec, Template};
+use pipeline_core::spec::request::{Auth, ClientAuth, KeyPlace, Rate, Ref, RequestSpec, Template};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -357,20 +357,23 @@ fn quota(rate: Rate) -> Quota {
         .unwrap_or_else(|| unreachable!("a period of at least a nanosecond"))
 }
 
-/// Where `${VAR}` is looked up: the process's environment, in a service.
+/// Where `${...}` is looked up: the process's environment, and the
+/// secrets read at start.
 pub(crate) struct Env<'a> {
     /// `resource `x`: `, for errors.
     pub place: String,
-    pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub lookup: &'a dyn Fn(&Ref<'_>) -> Option<String>,
 }
 
 impl Env<'_> {
     fn fill(&self, template: &Template, field: &str) -> Result<String, String> {
-        template.fill(self.lookup).map_err(|var| {
-            format!(
-                "{}`request.{field}` needs the environment variable {var}, which is not set",
-                self.place
-            )
-        })
+        self.fill_field(template, &format!("request.{field}"))
+    }
+
+    /// `template`, the value of the file's `field`.
+    pub(crate) fn fill_field(&self, template: &Template, field: &str) -> Result<String, String> {
+        template
+            .fill(self.lookup)
+            .map_err(|r| format!("{}`{field}` needs {r}, which is not set", self.place))
     }
 }

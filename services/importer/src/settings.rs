@@ -41,7 +41,8 @@ use url::Url;
 use crate::load::Load;
 use crate::replay::Replay;
 use crate::request::{self, Env, Request};
-use pipeline_core::spec::request::Pagination;
+use pipeline_core::secrets::Secrets;
+use pipeline_core::spec::request::{Pagination, Ref};
 use std::sync::Arc;
 
 pub const DEFAULT_SOURCE_URL: &str = "https://jsonplaceholder.typicode.com/posts";
@@ -215,21 +216,27 @@ impl Source {
     /// `resource` from `url` if given (`RESOURCES=NAME=URL`), else from its
     /// file's `request.url`, else from `base`, with its request filled from
     /// the environment.
-    fn new(resource: &'static dyn Resource, url: Option<Url>, base: Url) -> Result<Self, String> {
+    fn new(
+        resource: &'static dyn Resource,
+        url: Option<Url>,
+        base: Url,
+        secrets: &Secrets,
+    ) -> Result<Self, String> {
         let env = Env {
             place: format!("resource `{}`: ", resource.name()),
-            lookup: &|name| std::env::var(name).ok(),
+            lookup: &|r| match r {
+                Ref::Env(name) => std::env::var(name).ok(),
+                Ref::Secret { .. } => secrets.get(r),
+            },
         };
         let spec = &resource.spec().request;
-        let initial = match resource.spec().incremental.as_ref().and_then(|i| i.initial.as_ref()) {
-            None => None,
-            Some(template) => Some(template.fill(env.lookup).map_err(|var| {
-                format!(
-                    "{}`incremental.initial` needs the environment variable {var}, which is not set",
-                    env.place
-                )
-            })?),
-        };
+        let initial = resource
+            .spec()
+            .incremental
+            .as_ref()
+            .and_then(|i| i.initial.as_ref())
+            .map(|t| env.fill_field(t, "incremental.initial"))
+            .transpose()?;
         Ok(Self {
             resource,
             url: request::url(spec, url, base, &env)?,
@@ -297,7 +304,7 @@ impl Config {
             ..defaults()
         };
         settings
-            .resolve(&defaults(), Spec::shared_built_in())
+            .resolve(&defaults(), Spec::shared_built_in(), &Secrets::default())
             .unwrap_or_else(|e| unreachable!("the bucket and the queue are given: {e}"))
     }
 }
@@ -311,8 +318,10 @@ impl Config {
             .resources
             .resource(resource)
             .unwrap_or_else(|| panic!("unknown resource `{resource}`"));
-        self.sources =
-            vec![Source::new(resource, Some(url.clone()), url).unwrap_or_else(|e| panic!("{e}"))];
+        self.sources = vec![
+            Source::new(resource, Some(url.clone()), url, &Secrets::default())
+                .unwrap_or_else(|e| panic!("{e}")),
+        ];
         self
     }
 
@@ -327,13 +336,15 @@ impl Config {
 }
 
 impl Settings {
+    /// The settings checked, with `resources` and the `secrets` it names.
     pub fn resolve(
         &self,
         startup: &StartupSettings,
         resources: &'static Spec,
+        secrets: &Secrets,
     ) -> Result<Config, SettingError> {
         Ok(Config {
-            sources: self.sources(resources)?,
+            sources: self.sources(resources, secrets)?,
             resources,
             bucket: required(self.raw_bucket.clone(), "RAW_BUCKET", "--raw-bucket")?,
             key_prefix: self.raw_key_prefix.clone(),
@@ -362,7 +373,11 @@ impl Settings {
     /// `RESOURCES` with their URLs, each a resource of `resources`. Unset,
     /// the file's one resource, or posts if it has several, from
     /// `SOURCE_URL`.
-    fn sources(&self, resources: &'static Spec) -> Result<Vec<Source>, SettingError> {
+    fn sources(
+        &self,
+        resources: &'static Spec,
+        secrets: &Secrets,
+    ) -> Result<Vec<Source>, SettingError> {
         let invalid = |reason| SettingError::new("RESOURCES", "--resources", reason);
         if self.resources.is_empty() {
             let only = match &resources.resources[..] {
@@ -376,8 +391,8 @@ impl Settings {
                     resources.names()
                 )));
             };
-            let source =
-                Source::new(resource, None, self.source_url.clone()).map_err(in_file(resources))?;
+            let source = Source::new(resource, None, self.source_url.clone(), secrets)
+                .map_err(in_file(resources))?;
             return Ok(vec![source]);
         }
         let mut sources: Vec<Source> = Vec::with_capacity(self.resources.len());
@@ -397,7 +412,8 @@ impl Settings {
                 SettingError::new("RESOURCES", "--resources", format!("`{name}`: {e}"))
             })?;
             sources.push(
-                Source::new(resource, entry.url.clone(), beside).map_err(in_file(resources))?,
+                Source::new(resource, entry.url.clone(), beside, secrets)
+                    .map_err(in_file(resources))?,
             );
         }
         Ok(sources)
@@ -478,7 +494,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
         let sources = cli
             .settings
-            .sources(Spec::shared_built_in())
+            .sources(Spec::shared_built_in(), &Secrets::default())
             .map_err(|e| e.to_string())?;
         Ok(sources.iter().map(ToString::to_string).collect())
     }

@@ -751,3 +751,47 @@ lookback = "1h"
     }
     assert!(killed >= RUNS / 2, "seed {seed}: only {killed} runs killed");
 }
+
+/// A credential kept in Secrets Manager (LocalStack's) is read at start and
+/// let in; a secret that cannot be read, or lacks the key named, stops the
+/// importer with exit 1 in one line naming it, before any request.
+#[tokio::test]
+async fn secrets_come_from_secrets_manager_and_an_unreadable_one_stops_it() {
+    let setup = TestAws::new().await;
+    let name = format!("tickets-api/{}", setup.bucket);
+    pipeline_core::secrets::client(&setup.clients)
+        .create_secret()
+        .name(&name)
+        .secret_string(r#"{"token": "tok-3f9a", "user": "etl"}"#)
+        .send()
+        .await
+        .unwrap();
+    let auth = |reference: &str| {
+        format!(
+            "[resources.tickets.request.auth]\nkind = \"bearer\"\ntoken = \"${{secretsmanager:{reference}}}\""
+        )
+    };
+
+    let run_with = run(guarded(), &auth(&format!("{name}#token")), &[]).await;
+    run_with.ran.assert_success();
+    assert_eq!(run_with.ids(), (all_tickets(), false));
+    assert!(!run_with.ran.log().contains("tok-3f9a"));
+
+    let missing = format!("{name}-gone");
+    let gone = run(guarded(), &auth(&missing), &[]).await;
+    let error = gone.ran.one_error(1);
+    assert!(
+        error.starts_with(&format!(
+            "error: cannot reach Secrets Manager secret {missing} via endpoint "
+        )),
+        "{error}"
+    );
+    assert_eq!(gone.requests, 0);
+
+    let no_key = run(guarded(), &auth(&format!("{name}#password")), &[]).await;
+    assert_eq!(
+        no_key.ran.one_error(1),
+        format!("error: the Secrets Manager secret {name}: its JSON has no string \"password\"")
+    );
+    assert_eq!(no_key.requests, 0);
+}

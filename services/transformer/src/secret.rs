@@ -36,12 +36,8 @@ impl SecretPassword {
     /// The secret `secret_id` (a name or an ARN), read with the region,
     /// credentials and endpoint of `aws`.
     pub fn new(aws: &AwsClients, secret_id: &str) -> Self {
-        let mut config = aws_sdk_secretsmanager::config::Builder::from(&aws.shared);
-        if let Some(endpoint) = aws.endpoint_str() {
-            config = config.endpoint_url(endpoint);
-        }
         Self {
-            client: Client::from_conf(config.build()),
+            client: pipeline_core::secrets::client(aws),
             secret_id: secret_id.to_owned(),
         }
     }

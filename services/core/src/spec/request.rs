@@ -223,10 +223,34 @@ pub enum CursorForm {
     Text,
 }
 
-/// Text in which `${NAME}` is the environment variable `NAME`, filled when
+/// Text in which `${NAME}` is the environment variable `NAME`, and
+/// `${secretsmanager:ID}` the AWS Secrets Manager secret `ID` (a name or an
+/// ARN; `ID#KEY`: the key `KEY` of a secret that holds JSON), filled when
 /// the importer starts. `$${` is a literal `${`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(String);
+
+/// What a `${...}` in a [`Template`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ref<'t> {
+    Env(&'t str),
+    Secret { id: &'t str, key: Option<&'t str> },
+}
+
+impl std::fmt::Display for Ref<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "the environment variable {name}"),
+            Self::Secret { id, key: None } => write!(f, "the Secrets Manager secret {id}"),
+            Self::Secret { id, key: Some(key) } => {
+                write!(f, "the key {key} of the Secrets Manager secret {id}")
+            }
+        }
+    }
+}
+
+/// The prefix of a secret in a template.
+const SECRET: &str = "secretsmanager:";
 
 impl Template {
     fn parse(text: String) -> Result<Self, String> {
@@ -240,32 +264,36 @@ impl Template {
         &self.0
     }
 
-    /// The variables it names, in order.
-    pub fn vars(&self) -> Vec<&str> {
-        self.pieces()
-            .unwrap_or_else(|e| unreachable!("checked when read: {e}"))
+    /// What its `${...}` name, in order.
+    pub fn refs(&self) -> Vec<Ref<'_>> {
+        self.checked_pieces()
             .into_iter()
             .filter_map(|piece| match piece {
-                Piece::Var(name) => Some(name),
+                Piece::Ref(r) => Some(r),
                 Piece::Text(_) => None,
             })
             .collect()
     }
 
-    /// The text with each variable's value from `lookup`, or the first
-    /// variable `lookup` has no value for.
-    pub fn fill(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    /// The text with each `${...}` replaced by its value from `lookup`, or
+    /// the first that `lookup` has no value for.
+    pub fn fill<'t>(
+        &'t self,
+        lookup: impl Fn(&Ref<'_>) -> Option<String>,
+    ) -> Result<String, Ref<'t>> {
         let mut out = String::with_capacity(self.0.len());
-        for piece in self
-            .pieces()
-            .unwrap_or_else(|e| unreachable!("checked when read: {e}"))
-        {
+        for piece in self.checked_pieces() {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Var(name) => out.push_str(&lookup(name).ok_or_else(|| name.to_owned())?),
+                Piece::Ref(r) => out.push_str(&lookup(&r).ok_or(r)?),
             }
         }
         Ok(out)
+    }
+
+    fn checked_pieces(&self) -> Vec<Piece<'_>> {
+        self.pieces()
+            .unwrap_or_else(|e| unreachable!("checked when read: {e}"))
     }
 
     fn pieces(&self) -> Result<Vec<Piece<'_>>, String> {
@@ -288,17 +316,35 @@ impl Template {
                 return Err(format!("{:?} opens `${{` without closing it", self.0));
             };
             let name = &inner[..end];
-            let valid = !name.is_empty()
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!(
-                    "{:?}: `${{{name}}}` is not a variable name (letters, digits and _)",
-                    self.0
-                ));
-            }
+            let reference = match name.strip_prefix(SECRET) {
+                Some(secret) => {
+                    let (id, key) = match secret.rsplit_once('#') {
+                        Some((id, key)) => (id, Some(key)),
+                        None => (secret, None),
+                    };
+                    if id.is_empty() || key.is_some_and(str::is_empty) {
+                        return Err(format!(
+                            "{:?}: `${{{name}}}` names no secret: write ${{{SECRET}NAME_OR_ARN}} or ${{{SECRET}NAME_OR_ARN#KEY}}",
+                            self.0
+                        ));
+                    }
+                    Ref::Secret { id, key }
+                }
+                None => {
+                    let valid = !name.is_empty()
+                        && !name.starts_with(|c: char| c.is_ascii_digit())
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        return Err(format!(
+                            "{:?}: `${{{name}}}` is not a variable name (letters, digits and _) or ${{{SECRET}ID}}",
+                            self.0
+                        ));
+                    }
+                    Ref::Env(name)
+                }
+            };
             pieces.push(Piece::Text(&rest[..at]));
-            pieces.push(Piece::Var(name));
+            pieces.push(Piece::Ref(reference));
             rest = &inner[end + 1..];
         }
         pieces.push(Piece::Text(rest));
@@ -308,7 +354,29 @@ impl Template {
 
 enum Piece<'t> {
     Text(&'t str),
-    Var(&'t str),
+    Ref(Ref<'t>),
+}
+
+impl RequestSpec {
+    /// Every template of the request.
+    pub fn templates(&self) -> Vec<&Template> {
+        let mut all: Vec<&Template> = self.url.iter().collect();
+        all.extend(self.query.iter().map(|(_, t)| t));
+        all.extend(self.headers.iter().map(|(_, t)| t));
+        match &self.auth {
+            Some(Auth::Bearer { token }) => all.push(token),
+            Some(Auth::Basic { username, password }) => all.extend([username, password]),
+            Some(Auth::ApiKey { value, .. }) => all.push(value),
+            Some(Auth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                ..
+            }) => all.extend([token_url, client_id, client_secret]),
+            None => {}
+        }
+        all
+    }
 }
 
 // What the file says, before it is checked.
