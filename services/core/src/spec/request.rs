@@ -791,15 +791,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_fill_variables_from_the_environment() {
-        let t = Template::parse("Bearer ${TOKEN}-${ID_2} costs $5 and $${literal}".into()).unwrap();
-        assert_eq!(t.vars(), ["TOKEN", "ID_2"]);
-        let filled = t.fill(|name| Some(name.to_lowercase())).unwrap();
-        assert_eq!(filled, "Bearer token-id_2 costs $5 and ${literal}");
+    fn templates_fill_variables_and_secrets() {
+        let t = Template::parse(
+            "Bearer ${TOKEN}-${ID_2}.${secretsmanager:arn:aws:secretsmanager:eu-west-1:1:secret:api-Ab#token} costs $5 and $${literal}".into(),
+        )
+        .unwrap();
+        let secret = Ref::Secret {
+            id: "arn:aws:secretsmanager:eu-west-1:1:secret:api-Ab",
+            key: Some("token"),
+        };
+        assert_eq!(t.refs(), [Ref::Env("TOKEN"), Ref::Env("ID_2"), secret]);
+        let filled = t
+            .fill(|r| match r {
+                Ref::Env(name) => Some(name.to_lowercase()),
+                Ref::Secret { key, .. } => key.map(str::to_uppercase),
+            })
+            .unwrap();
+        assert_eq!(filled, "Bearer token-id_2.TOKEN costs $5 and ${literal}");
         assert_eq!(
-            t.fill(|name| (name == "TOKEN").then(String::new)),
-            Err("ID_2".into())
+            t.fill(|r| (*r == Ref::Env("TOKEN")).then(String::new)),
+            Err(Ref::Env("ID_2"))
         );
+        assert_eq!(
+            Template::parse("${secretsmanager:db}".into())
+                .unwrap()
+                .refs(),
+            [Ref::Secret {
+                id: "db",
+                key: None
+            }]
+        );
+        assert!(Template::parse("${secretsmanager:}".into()).is_err());
+        assert!(Template::parse("${secretsmanager:db#}".into()).is_err());
         assert!(Template::parse("${OPEN".into()).is_err());
         assert!(Template::parse("${1X}".into()).is_err());
         assert!(Template::parse("${a-b}".into()).is_err());
