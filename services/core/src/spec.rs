@@ -88,6 +88,19 @@ pub struct ResourceSpec {
     pub request: RequestSpec,
     /// Whether runs ask only for what changed since the last one.
     pub incremental: Option<Incremental>,
+    /// Fetched once per key of another resource's records.
+    pub parent: Option<Parent>,
+}
+
+/// The resource whose records' keys a child resource is fetched for
+/// (`/posts/{id}/comments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    pub resource: String,
+    /// The parent's column whose values are filled in.
+    pub key: String,
+    /// Where: the query parameter, or `None` for `{KEY}` in the URL's path.
+    pub param: Option<String>,
 }
 
 /// Where the records are in a body.
@@ -324,6 +337,42 @@ impl Spec {
             }
             resources.push(resource);
         }
+        for child in &resources {
+            let Some(parent) = &child.parent else {
+                continue;
+            };
+            let here = |m: String| fail(format!("resource `{}`: `parent`: ", child.name), m);
+            let Some(of) = resources.iter().find(|r| r.name == parent.resource) else {
+                return Err(here(format!(
+                    "`resource` `{}` is not in the file",
+                    parent.resource
+                )));
+            };
+            if of.name == child.name {
+                return Err(here("a resource cannot be its own parent".into()));
+            }
+            if of.parent.is_some() {
+                return Err(here(format!(
+                    "`{}` has a parent of its own: one level of children only",
+                    of.name
+                )));
+            }
+            match of.columns.iter().find(|c| c.name == parent.key) {
+                None => {
+                    return Err(here(format!(
+                        "`key` `{}` is not among the columns of `{}`",
+                        parent.key, of.name
+                    )));
+                }
+                Some(column) if !(column.kind.can_key() || column.kind == ColumnType::Integer) => {
+                    return Err(here(format!(
+                        "`key` `{}` of `{}` is {}: a key filled into a URL is bigint, integer, text or uuid",
+                        parent.key, of.name, column.kind
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(Self {
             source: source_name.to_owned(),
             resources,
@@ -375,6 +424,15 @@ struct RawResource {
     columns: Vec<RawColumn>,
     request: Option<RawRequest>,
     incremental: Option<RawIncremental>,
+    parent: Option<RawParent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParent {
+    resource: String,
+    key: String,
+    param: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,6 +578,24 @@ impl RawResource {
             .map(|raw| raw.check(&columns))
             .transpose()
             .map_err(|(place, m)| (format!("{at}{place}"), m))?;
+        let parent = match self.parent {
+            None => None,
+            Some(raw) => {
+                let in_path = format!("{{{}}}", raw.key);
+                let url = request.url.as_ref().map(|u| u.as_written());
+                if raw.param.is_none() && url.is_some_and(|u| !u.contains(&in_path)) {
+                    return Err(here(format!(
+                        "`parent`: `request.url` has no {in_path} for the parent's `{}`, and no `param` says where else it goes",
+                        raw.key
+                    )));
+                }
+                Some(Parent {
+                    resource: raw.resource,
+                    key: raw.key,
+                    param: raw.param,
+                })
+            }
+        };
         Ok(ResourceSpec {
             name: name.to_owned(),
             table,
@@ -529,6 +605,7 @@ impl RawResource {
             columns,
             request,
             incremental,
+            parent,
         })
     }
 }

@@ -372,6 +372,8 @@ struct Served {
     v3_throttled: AtomicU64,
     v3_window: v3::Window,
     tokens: v3::Tokens,
+    /// Requests to `/v3/tickets/{id}/comments` let through.
+    v3_comment_requests: AtomicU64,
 }
 
 /// What `GET /stats` reports, so that a test can check how a client
@@ -387,6 +389,8 @@ pub struct Stats {
     pub v3_throttled: u64,
     /// OAuth2 tokens issued by `POST /oauth/token`.
     pub tokens_issued: u64,
+    /// Requests to `/v3/tickets/{id}/comments` let through.
+    pub v3_comment_requests: u64,
 }
 
 /// Counts a request to `/posts` as in flight until it is dropped.
@@ -420,6 +424,7 @@ pub fn router(api: FakeApi) -> Router {
         .route("/revision/{rev}", put(set_revision))
         .route("/v2/tickets", get(tickets::tickets))
         .route("/v3/tickets", get(v3::tickets))
+        .route("/v3/tickets/{id}/comments", get(v3::comments))
         .route("/oauth/token", axum::routing::post(v3::token))
         .with_state(Arc::new(Served {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(api.faults.seed)),
@@ -431,6 +436,7 @@ pub fn router(api: FakeApi) -> Router {
             v3_throttled: AtomicU64::new(0),
             v3_window: v3::Window::default(),
             tokens: v3::Tokens::default(),
+            v3_comment_requests: AtomicU64::new(0),
             api,
         }))
 }
@@ -573,6 +579,7 @@ async fn stats(State(served): State<Arc<Served>>) -> Response {
         v3_requests: served.v3_requests.load(Ordering::SeqCst),
         v3_throttled: served.v3_throttled.load(Ordering::SeqCst),
         tokens_issued: served.tokens.issued(),
+        v3_comment_requests: served.v3_comment_requests.load(Ordering::SeqCst),
     }))
 }
 

@@ -17,7 +17,10 @@
 //!   `Authorization: Bearer`, `Authorization: Basic`, `X-Api-Key`, or
 //!   `?api_key=`; with [`Options::oauth`], a 401 without a live token from
 //!   `POST /oauth/token`;
-//! - with [`Options::per_second`], a 429 past that many requests a second.
+//! - with [`Options::per_second`], a 429 past that many requests a second;
+//! - `GET /v3/tickets/{id}/comments`: each ticket's 0 to 3 comments, behind
+//!   the same credentials and limit, for resources fetched per key of
+//!   another.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -216,38 +219,10 @@ pub(crate) async fn tickets(
     headers: HeaderMap,
     Query(q): Query<V3Query>,
 ) -> Response {
-    served.v3_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = guard(&served, &headers, q.api_key.as_deref()) {
+        return refused;
+    }
     let options = &served.api.v3;
-    if let Some(limit) = options.per_second
-        && !served.v3_window.admit(limit)
-    {
-        served.v3_throttled.fetch_add(1, Ordering::SeqCst);
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("ratelimit-reset", "1")],
-            r#"{"error":"rate limit"}"#,
-        )
-            .into_response();
-    }
-    let guarded = options.credentials.is_some() || options.oauth.is_some();
-    let with_credentials = options
-        .credentials
-        .as_ref()
-        .is_some_and(|c| c.admit(&headers, q.api_key.as_deref()));
-    let with_token = options.oauth.as_ref().is_some_and(|server| {
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
-            .is_some_and(|token| served.tokens.admit(token, server.revoke_after))
-    });
-    if guarded && !with_credentials && !with_token {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            r#"{"error":"unauthorized"}"#,
-        )
-            .into_response();
-    }
     let since = match q
         .updated_since
         .as_deref()
@@ -345,6 +320,91 @@ impl Window {
         times.push_back(now);
         true
     }
+}
+
+/// The rate limit and the credentials every `/v3` route checks, in that
+/// order: what the answer is when the request is turned away.
+fn guard(served: &Served, headers: &HeaderMap, api_key: Option<&str>) -> Option<Response> {
+    served.v3_requests.fetch_add(1, Ordering::SeqCst);
+    let options = &served.api.v3;
+    if let Some(limit) = options.per_second
+        && !served.v3_window.admit(limit)
+    {
+        served.v3_throttled.fetch_add(1, Ordering::SeqCst);
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("ratelimit-reset", "1")],
+                r#"{"error":"rate limit"}"#,
+            )
+                .into_response(),
+        );
+    }
+    let guarded = options.credentials.is_some() || options.oauth.is_some();
+    let with_credentials = options
+        .credentials
+        .as_ref()
+        .is_some_and(|c| c.admit(headers, api_key));
+    let with_token = options.oauth.as_ref().is_some_and(|server| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
+            .is_some_and(|token| served.tokens.admit(token, server.revoke_after))
+    });
+    (guarded && !with_credentials && !with_token).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            r#"{"error":"unauthorized"}"#,
+        )
+            .into_response()
+    })
+}
+
+/// How many comments ticket `n` has: 0 to 3.
+pub fn comment_count(n: u32) -> u32 {
+    n % 4
+}
+
+/// Comment `c` (from 1) of ticket `n`.
+pub fn comment(n: u32, c: u32) -> Value {
+    json!({
+        "id": format!("TCK-{n:05}-{c}"),
+        "ticket_id": format!("TCK-{n:05}"),
+        "body": format!("Comment {c} on ticket {n}: « toner » — 東京"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CommentsQuery {
+    api_key: Option<String>,
+}
+
+/// `GET /v3/tickets/{id}/comments`: a ticket's comments, a JSON array; a
+/// 404 for a ticket there is not.
+pub(crate) async fn comments(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<CommentsQuery>,
+) -> Response {
+    if let Some(refused) = guard(&served, &headers, q.api_key.as_deref()) {
+        return refused;
+    }
+    served.v3_comment_requests.fetch_add(1, Ordering::SeqCst);
+    let n = id
+        .strip_prefix("TCK-")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=TICKETS).contains(n));
+    let Some(n) = n else {
+        return (StatusCode::NOT_FOUND, r#"{"error":"no such ticket"}"#).into_response();
+    };
+    let comments: Vec<Value> = (1..=comment_count(n)).map(|c| comment(n, c)).collect();
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        Value::from(comments).to_string(),
+    )
+        .into_response()
 }
 
 impl Credentials {

@@ -8,6 +8,7 @@ use pipeline_core::resources::{Batch, Resource};
 use sha2::{Digest, Sha256};
 
 use crate::position::Position;
+use pipeline_core::spec::read::Buffer;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
 /// Beyond this, a body goes to a temporary file.
@@ -58,6 +59,9 @@ pub struct Checked {
     pub first_bad: Option<String>,
     /// With incremental loading: the largest value of the cursor field.
     pub position: Option<Position>,
+    /// For a parent resource: the values of the column its children are
+    /// fetched for, as text.
+    pub keys: Vec<String>,
 }
 
 /// Checks that a body is a JSON array, counting its elements and the ones
@@ -65,7 +69,11 @@ pub struct Checked {
 /// element at a time. The work is done on a blocking thread: a page of
 /// 1 MB takes milliseconds to check, which the runtime's threads spend
 /// better on the transfers in flight.
-pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Checked, RecordsError> {
+pub async fn check(
+    body: &Body,
+    resource: &'static dyn Resource,
+    keys: Option<usize>,
+) -> Result<Checked, RecordsError> {
     let joined = |e: tokio::task::JoinError| RecordsError::Encoding(e.to_string());
     match body {
         Body::Memory(bytes) => {
@@ -73,7 +81,7 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
             tokio::task::spawn_blocking(move || {
                 resource
                     .parse(&bytes)
-                    .map(|batch| summary(&batch, resource))
+                    .map(|batch| summary(&batch, resource, keys))
             })
             .await
             .map_err(joined)?
@@ -86,7 +94,8 @@ pub async fn check(body: &Body, resource: &'static dyn Resource) -> Result<Check
                 let mut checked = Checked::default();
                 // Small batches: only the count of bad ones is kept.
                 let count = resource.scan(&mut reader, 64, &mut |batch| {
-                    let first = summary(&batch, resource);
+                    let mut first = summary(&batch, resource, keys);
+                    checked.keys.append(&mut first.keys);
                     checked.bad_records += first.bad_records;
                     checked.first_bad = checked.first_bad.take().or(first.first_bad);
                     checked.position = Position::larger(checked.position.take(), first.position);
@@ -128,9 +137,10 @@ pub async fn values_at(
     .map_err(|e| e.to_string())?
 }
 
-fn summary(records: &Batch, resource: &dyn Resource) -> Checked {
+fn summary(records: &Batch, resource: &dyn Resource, keys: Option<usize>) -> Checked {
     let cursor = resource.spec().incremental.as_ref().map(|i| i.column);
     Checked {
+        keys: keys.map_or_else(Vec::new, |i| key_texts(&records.columns.buffers[i])),
         position: cursor.and_then(|i| Position::max_of(&records.columns.buffers[i])),
         record_count: records.total() as u64,
         bad_records: records.bad.len() as u64,
@@ -138,6 +148,18 @@ fn summary(records: &Batch, resource: &dyn Resource) -> Checked {
             .bad
             .first()
             .map(|b| format!("record {}: {}", b.index, b.reason)),
+    }
+}
+
+/// A key column's values as text, as they go into a child's URL.
+fn key_texts(buffer: &Buffer) -> Vec<String> {
+    match buffer {
+        Buffer::BigInt(v) => v.iter().flatten().map(ToString::to_string).collect(),
+        Buffer::Integer(v) => v.iter().flatten().map(ToString::to_string).collect(),
+        Buffer::Text(v) => v.iter().flatten().cloned().collect(),
+        Buffer::Uuid(v) => v.iter().flatten().map(ToString::to_string).collect(),
+        // The file allows no other type.
+        _ => Vec::new(),
     }
 }
 
@@ -232,7 +254,7 @@ mod tests {
         let mut read_back = Vec::new();
         body.reader().unwrap().read_to_end(&mut read_back).unwrap();
         assert_eq!(read_back, expected);
-        let checked = check(&body, posts()).await.unwrap();
+        let checked = check(&body, posts(), None).await.unwrap();
         assert_eq!(
             checked.record_count as usize,
             (expected.len() - 3) / post.len() + 1
@@ -246,6 +268,6 @@ mod tests {
         writer.write(b"[]").unwrap();
         let (body, _) = writer.finish().unwrap();
         assert!(matches!(body, Body::Memory(_)));
-        assert_eq!(check(&body, posts()).await.unwrap().record_count, 0);
+        assert_eq!(check(&body, posts(), None).await.unwrap().record_count, 0);
     }
 }

@@ -45,6 +45,8 @@ pub struct Page {
     pub first_bad: Option<String>,
     /// With incremental loading: the largest value of the cursor field.
     pub position: Option<Position>,
+    /// For a parent resource: the keys its children are fetched for.
+    pub keys: Vec<String>,
     /// `Link: <...>; rel="next"`, resolved against the page's URL.
     pub next: Option<Url>,
     /// `X-Total-Count`: records in all pages.
@@ -77,6 +79,7 @@ impl Page {
             bad_records: checked.bad_records,
             first_bad: checked.first_bad,
             position: checked.position,
+            keys: checked.keys,
             next: None,
             total: None,
             headers: HeaderMap::new(),
@@ -212,12 +215,13 @@ impl Fetcher {
         url: &Url,
         resource: &'static dyn Resource,
         request: &Request,
+        keys: Option<usize>,
     ) -> Result<Page, FetchError> {
         let started = Instant::now();
         let attempts = AtomicU32::new(0);
         let result = (|| async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(url, resource, request).await
+            self.attempt(url, resource, request, keys).await
         })
         .retry(self.retry.builder())
         .when(FetchError::is_retryable)
@@ -249,6 +253,7 @@ impl Fetcher {
         url: &Url,
         resource: &'static dyn Resource,
         request: &Request,
+        keys: Option<usize>,
     ) -> Result<Page, FetchError> {
         let failed = FetchError::new(url);
         // reqwest's error names the URL it sent, which may hold an API key;
@@ -304,7 +309,7 @@ impl Fetcher {
         }
         let (body, sha256) = writer.finish().map_err(spill_failed)?;
         drop(permit);
-        let checked = body::check(&body, resource)
+        let checked = body::check(&body, resource, keys)
             .await
             .map_err(|e| failed(Failure::Invalid(e)))?;
         Ok(Page {

@@ -22,16 +22,25 @@ use crate::position::{CompleteRun, Position};
 use crate::settings::Source;
 use crate::{ArchivedPage, ImportError, ImportReport, Importer};
 use pipeline_core::resources::Resource;
+use pipeline_core::spec::Parent;
 use pipeline_core::spec::request::Pagination;
 use reqwest::StatusCode;
 use time::OffsetDateTime;
 
 /// How one page ended, before the announcer has answered.
 pub(crate) enum PageOutcome {
-    /// With the largest value of its cursor field, if incremental.
-    Archived(ArchivedPage, Option<Position>),
-    Skipped(Option<Position>),
+    Archived(ArchivedPage, Read),
+    Skipped(Read),
     Failed(String),
+}
+
+/// What a run keeps of a page's records besides the page.
+#[derive(Default)]
+pub(crate) struct Read {
+    /// With incremental loading: the largest value of the cursor field.
+    pub position: Option<Position>,
+    /// For a parent: the keys its children are fetched for.
+    pub keys: Vec<String>,
 }
 
 /// One source's part of a run, to tell whether it completed.
@@ -46,6 +55,8 @@ struct SourceRun<'s> {
     pages: u64,
     records: u64,
     failed: bool,
+    /// For a parent: the keys of its records, each once, in order.
+    keys: Vec<String>,
 }
 
 /// A source whose size the first page told: every page can be asked for.
@@ -80,7 +91,7 @@ impl Importer {
         let (ready, announcer) =
             Announcer::spawn(self.outbox.clone(), self.aws.s3.clone(), self.state.clone());
         let mut outcomes = Vec::new();
-        let mut runs = Vec::new();
+        let mut runs: Vec<SourceRun<'_>> = Vec::new();
         for source in &self.config.sources {
             let started_at = OffsetDateTime::now_utc();
             let (start, sent, position) = match self.start(source).await {
@@ -95,8 +106,24 @@ impl Importer {
                 resource = source.resource.name(),
                 source.url = %start.url
             );
-            let fetched = self.fetch_and_archive(&start, &retries, &ready);
-            let fetched = fetched.instrument(span).await;
+            let resource: &'static dyn Resource = source.resource;
+            let fetched = match &resource.spec().parent {
+                None => {
+                    self.fetch_and_archive(&start, &retries, &ready)
+                        .instrument(span)
+                        .await
+                }
+                Some(parent) => {
+                    let keys = runs
+                        .iter()
+                        .find(|r| r.source.resource.name() == parent.resource)
+                        .map(|r| r.keys.clone())
+                        .unwrap_or_default();
+                    self.fetch_children(&start, parent, keys, &retries, &ready)
+                        .instrument(span)
+                        .await
+                }
+            };
             let mut run = SourceRun {
                 source,
                 started_at,
@@ -106,21 +133,26 @@ impl Importer {
                 pages: 0,
                 records: 0,
                 failed: false,
+                keys: Vec::new(),
             };
+            let mut seen = HashSet::new();
             for outcome in &fetched {
-                match outcome {
-                    PageOutcome::Archived(page, position) => {
+                let read = match outcome {
+                    PageOutcome::Archived(page, read) => {
                         run.archived.push(page.url.clone());
-                        run.pages += 1;
                         run.records += page.record_count;
-                        run.position = Position::larger(run.position.take(), position.clone());
+                        read
                     }
-                    PageOutcome::Skipped(position) => {
-                        run.pages += 1;
-                        run.position = Position::larger(run.position.take(), position.clone());
+                    PageOutcome::Skipped(read) => read,
+                    PageOutcome::Failed(_) => {
+                        run.failed = true;
+                        continue;
                     }
-                    PageOutcome::Failed(_) => run.failed = true,
-                }
+                };
+                run.pages += 1;
+                run.position = Position::larger(run.position.take(), read.position.clone());
+                let new = read.keys.iter().filter(|k| seen.insert(k.as_str()));
+                run.keys.extend(new.cloned());
             }
             runs.push(run);
             outcomes.extend(fetched);
@@ -220,6 +252,39 @@ impl Importer {
                 }
             }
         }
+    }
+
+    /// A child source fetched once per key of its parent's records, for
+    /// FETCH_CONCURRENCY keys at once: each key's pages as a source of
+    /// their own.
+    async fn fetch_children(
+        &self,
+        child: &Source,
+        parent: &Parent,
+        keys: Vec<String>,
+        retries: &AtomicU64,
+        ready: &Batcher<Announcement>,
+    ) -> Vec<PageOutcome> {
+        info!(
+            resource = child.resource.name(),
+            keys = keys.len(),
+            "Fetching {} for {} keys of {}",
+            child.resource.name(),
+            keys.len(),
+            parent.resource
+        );
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                let one = Source {
+                    url: child.for_key(parent, &key),
+                    ..child.clone()
+                };
+                self.fetch_and_archive(&one, retries, ready).await
+            })
+            .buffer_unordered(self.config.fetch_concurrency.get())
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
     }
 
     /// Every page of the source, fetched and archived, each handed to the
@@ -530,7 +595,7 @@ impl Importer {
     async fn fetch(&self, source: &Source, url: &Url, retries: &AtomicU64) -> Result<Page, String> {
         let result = self
             .fetcher
-            .fetch(url, source.resource, &source.request)
+            .fetch(url, source.resource, &source.request, source.keys)
             .await;
         let attempts = match &result {
             Ok(page) => page.attempts,
@@ -615,7 +680,10 @@ impl Importer {
             );
         }
         if skip_unchanged && self.is_unchanged(&page).await {
-            return PageOutcome::Skipped(page.position);
+            return PageOutcome::Skipped(Read {
+                position: page.position,
+                keys: page.keys,
+            });
         }
 
         let prefix = format!("{}/{}", config.key_prefix, page.resource.name());
@@ -624,7 +692,10 @@ impl Importer {
             archive::object_key(&prefix, page.fetched_at),
         );
         let bytes = page.body.len() as usize;
-        let position = page.position.clone();
+        let read = Read {
+            position: page.position.clone(),
+            keys: page.keys.clone(),
+        };
         // The transformer continues this span's trace.
         let trace = trace_context::current();
         let provenance = Provenance {
@@ -678,7 +749,7 @@ impl Importer {
                 bytes,
                 sha256,
             },
-            position,
+            read,
         )
     }
 }

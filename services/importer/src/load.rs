@@ -93,7 +93,7 @@ impl Importer {
         let resource = self.config.resource(&load.resource).map_err(BadInput)?;
         let fetched_at = load.fetched_at.unwrap_or_else(OffsetDateTime::now_utc);
         let (body, sha256) = load.read(&name).await?;
-        let checked = body::check(&body, resource).await.map_err(|e| {
+        let checked = body::check(&body, resource, None).await.map_err(|e| {
             BadInput(format!(
                 "{name} is not a JSON array of {}: {e}",
                 resource.name()

@@ -171,6 +171,14 @@ impl Request {
         Ok(())
     }
 
+    /// The same, spending `parent`'s rate budget unless it has its own.
+    pub fn sharing_budget_of(&self, parent: &Self) -> Self {
+        Self {
+            budget: self.budget.clone().or_else(|| parent.budget.clone()),
+            ..self.clone()
+        }
+    }
+
     /// Waits until the resource's rate budget allows one more request.
     pub async fn within_budget(&self) {
         if let Some(budget) = &self.budget {

@@ -39,9 +39,11 @@ use std::time::Duration;
 use url::Url;
 
 use crate::load::Load;
+use crate::paging::with_param;
 use crate::replay::Replay;
 use crate::request::{self, Env, Request};
 use pipeline_core::secrets::Secrets;
+use pipeline_core::spec::Parent;
 use pipeline_core::spec::request::{Pagination, Ref};
 use std::sync::Arc;
 
@@ -210,6 +212,9 @@ pub struct Source {
     /// With incremental loading, the cursor value sent before any run
     /// completed (`incremental.initial`), filled from the environment.
     pub initial: Option<String>,
+    /// For a parent of a later source: the column whose values that child
+    /// is fetched for.
+    pub keys: Option<usize>,
 }
 
 impl Source {
@@ -242,7 +247,23 @@ impl Source {
             url: request::url(spec, url, base, &env)?,
             request: Arc::new(Request::new(spec, &env)?),
             initial,
+            keys: None,
         })
+    }
+
+    /// A child's URL for one key of its parent: in the path in place of
+    /// `{KEY}`, or as its `param`.
+    pub fn for_key(&self, parent: &Parent, key: &str) -> Url {
+        match &parent.param {
+            Some(param) => with_param(&self.url, param, key),
+            None => {
+                // `{id}` in a path is kept percent-encoded by the URL parser.
+                let placeholder = format!("%7B{}%7D", parent.key);
+                let encoded = percent_encoding::utf8_percent_encode(key, PATH_SEGMENT).to_string();
+                Url::parse(&self.url.as_str().replacen(&placeholder, &encoded, 1))
+                    .unwrap_or_else(|e| unreachable!("a valid URL with a segment encoded: {e}"))
+            }
+        }
     }
 
     /// How its pages follow one another, if its file says.
@@ -416,8 +437,57 @@ impl Settings {
                     .map_err(in_file(resources))?,
             );
         }
+        link_children(&mut sources).map_err(invalid)?;
         Ok(sources)
     }
+}
+
+/// What a key may not hold as it is put into a URL's path: all but the
+/// unreserved characters of RFC 3986.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Sets up each child source to be fetched for the keys of its parent's
+/// records: the parent must come first in `RESOURCES`, and a child with no
+/// rate budget of its own shares its parent's (the same API).
+fn link_children(sources: &mut [Source]) -> Result<(), String> {
+    for i in 0..sources.len() {
+        let resource: &'static dyn Resource = sources[i].resource;
+        let Some(parent) = &resource.spec().parent else {
+            continue;
+        };
+        let name = resource.name();
+        let Some(p) = sources[..i]
+            .iter()
+            .position(|s| s.resource.name() == parent.resource)
+        else {
+            return Err(format!(
+                "resource `{name}` is fetched for each `{}` of `{}`: list `{}` before it",
+                parent.key, parent.resource, parent.resource
+            ));
+        };
+        let of: &'static dyn Resource = sources[p].resource;
+        let column = of
+            .spec()
+            .columns
+            .iter()
+            .position(|c| c.name == parent.key)
+            .unwrap_or_else(|| unreachable!("checked when the file was read"));
+        let placeholder = format!("%7B{}%7D", parent.key);
+        if parent.param.is_none() && !sources[i].url.as_str().contains(&placeholder) {
+            return Err(format!(
+                "resource `{name}`: its URL {} has no {{{}}} for the key of `{}`",
+                sources[i].url, parent.key, parent.resource
+            ));
+        }
+        sources[p].keys = Some(column);
+        let shared = sources[i].request.sharing_budget_of(&sources[p].request);
+        sources[i].request = Arc::new(shared);
+    }
+    Ok(())
 }
 
 /// A resource's request that cannot be filled in, as a mistake of the

@@ -795,3 +795,127 @@ async fn secrets_come_from_secrets_manager_and_an_unreadable_one_stops_it() {
     );
     assert_eq!(no_key.requests, 0);
 }
+
+/// A resource fetched once per key of another (`/v3/tickets/{id}/comments`
+/// for each ticket of the run), within its parent's rate budget; with an
+/// incremental parent, only for the parents that changed. A child listed
+/// before its parent is refused at start.
+#[tokio::test]
+async fn a_child_resource_is_fetched_for_each_key_of_its_parent_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let comments = r#"
+rate = "40/s"
+
+[resources.tickets.request.pagination]
+kind = "cursor"
+param = "cursor"
+next = "/meta/next_cursor"
+size_param = "per_page"
+size = 50
+
+[resources.tickets.incremental]
+field = "updated_at"
+param = "updated_since"
+lookback = "1h"
+
+[resources.comments]
+key = "comment_id"
+
+[[resources.comments.columns]]
+name = "comment_id"
+from = "/id"
+type = "text"
+
+[[resources.comments.columns]]
+name = "ticket_id"
+type = "text"
+
+[resources.comments.request]
+url = "${API}v3/tickets/{ticket_id}/comments"
+pagination = { kind = "none" }
+
+[resources.comments.parent]
+resource = "tickets"
+key = "ticket_id"
+"#;
+    let file = tickets_file(&dir, comments);
+    let aws = TestAws::new().await;
+    let base = fake_api::spawn(FakeApi {
+        v3: v3::Options {
+            per_second: Some(40),
+            ..Default::default()
+        },
+        ..FakeApi::default()
+    })
+    .await
+    .unwrap();
+    let import = |resources: &str| {
+        let mut c = command(IMPORTER);
+        c.arg("run")
+            .envs(aws.env())
+            .env("RESOURCES_FILE", &file)
+            .env("RESOURCES", resources)
+            .env("API", base.as_str());
+        c
+    };
+    let stats = async || -> fake_api::Stats {
+        let bytes = reqwest::get(base.join("stats").unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+
+    let refused = Ran::of(&mut import("comments,tickets")).await;
+    assert_eq!(
+        refused.one_error(2),
+        "error: invalid setting RESOURCES (--resources): resource `comments` is fetched for each `ticket_id` of `tickets`: list `tickets` before it"
+    );
+
+    Ran::of(&mut import("tickets,comments"))
+        .await
+        .assert_success();
+    let mut ids = Vec::new();
+    let mut objects = 0;
+    for key in aws.keys().await {
+        if key.starts_with("raw/comments/") {
+            objects += 1;
+            let body: Vec<serde_json::Value> =
+                serde_json::from_slice(&aws.object_bytes(&key).await).unwrap();
+            ids.extend(body.iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    ids.sort();
+    let mut expected: Vec<String> = (1..=fake_api::tickets::TICKETS)
+        .flat_map(|n| (1..=v3::comment_count(n)).map(move |c| format!("TCK-{n:05}-{c}")))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    // A ticket without comments answers an empty array: nothing to keep.
+    assert_eq!(objects, 90);
+    let after_first = stats().await;
+    assert_eq!(
+        (after_first.v3_comment_requests, after_first.v3_throttled),
+        (120, 0),
+        "one request per ticket, none over the API's limit"
+    );
+
+    // Every 5th ticket changes: only their comments are asked for again.
+    reqwest::Client::new()
+        .put(base.join("revision/1").unwrap())
+        .send()
+        .await
+        .unwrap();
+    Ran::of(&mut import("tickets,comments"))
+        .await
+        .assert_success();
+    let after_second = stats().await;
+    assert_eq!(
+        after_second.v3_comment_requests - after_first.v3_comment_requests,
+        25,
+        "the 24 changed tickets and the one the look-back reads again"
+    );
+    assert_eq!(after_second.v3_throttled, 0);
+}
