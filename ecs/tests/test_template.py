@@ -57,6 +57,10 @@ def statements():
             documents.append(props["PolicyDocument"])
         for document in documents:
             for statement in document["Statement"]:
+                # `!If [Condition, statement, !Ref AWS::NoValue]`: the
+                # statement, as it is when the condition holds.
+                if "Fn::If" in statement:
+                    statement = statement["Fn::If"][1]
                 yield name, statement
 
 
@@ -217,8 +221,12 @@ class Permissions(unittest.TestCase):
                 self.assertIn({"Name": "tmp"}, properties["Volumes"], task)
 
     def test_only_the_roles_that_connect_read_the_database_secret(self):
-        readers = {r for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
-        self.assertEqual(readers, {"TransformerTaskRole", "MigrateTaskRole", "OperatorTaskRole"})
+        database = {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}
+        readers = {r: s["Resource"] for r, s in statements() if "secretsmanager:GetSecretValue" in as_list(s["Action"])}
+        self.assertEqual(sorted(readers), ["ImporterTaskRole", "MigrateTaskRole", "OperatorTaskRole", "TransformerTaskRole"])
+        self.assertNotIn(database, as_list(readers.pop("ImporterTaskRole")))
+        for role, resource in readers.items():
+            self.assertEqual(resource, database, role)
         for name in ("TransformerTaskDefinition", "MigrateTaskDefinition", "OperatorTaskDefinition"):
             container = RESOURCES[name]["Properties"]["ContainerDefinitions"][0]
             env = environment(container)
@@ -246,6 +254,23 @@ class Database(unittest.TestCase):
             self.assertIn((action, json.dumps(dlq, sort_keys=True)), granted)
         self.assertIn(("sqs:SendMessage", json.dumps(queue, sort_keys=True)), granted)
         self.assertIn(("sqs:GetQueueAttributes", json.dumps(queue, sort_keys=True)), granted)
+
+    def test_the_importer_reads_the_api_secrets_named_and_no_other(self):
+        """ImporterSecretArns: read by the importer's role alone, and only
+        when given (an empty list would be an invalid Resource)."""
+        self.assertEqual(PARAMETERS["ImporterSecretArns"]["Type"], "CommaDelimitedList")
+        self.assertEqual(default("ImporterSecretArns"), "")
+        self.assertEqual(TEMPLATE["Conditions"]["ImporterSecretsGiven"],
+                         {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "ImporterSecretArns"}]}, ""]}]})
+        document = RESOURCES["ImporterTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        conditional = [s["Fn::If"] for s in document["Statement"] if "Fn::If" in s]
+        self.assertEqual(conditional, [["ImporterSecretsGiven",
+                                        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                         "Resource": {"Ref": "ImporterSecretArns"}},
+                                        {"Ref": "AWS::NoValue"}]])
+        for role, statement in statements():
+            if statement.get("Resource") == {"Ref": "ImporterSecretArns"}:
+                self.assertEqual(role, "ImporterTaskRole")
 
     def test_the_importer_role_has_what_replay_needs(self):
         importer = [s for r, s in statements() if r == "ImporterTaskRole"]
