@@ -167,14 +167,19 @@ impl Walker {
         ends: &Ends,
         value: &mut impl FnMut(&ValueAt) -> Option<Value>,
     ) -> Result<bool, String> {
-        if let Some(at) = &ends.total {
-            let total = match value(at) {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.trim().parse().ok(),
+        // A total left out (GitLab drops X-Total past 10,000 records)
+        // ends nothing: the empty page will. One that is not a count is a
+        // mistake of the file or the API.
+        if let Some(at) = &ends.total
+            && let Some(given) = value(at).filter(|v| !v.is_null())
+        {
+            let total = match &given {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
                 _ => None,
             }
             .ok_or_else(|| {
-                format!("{at} holds no count of records: it is the total the pagination names")
+                format!("{at} holds {given}, not a count of records: it is the total the pagination names")
             })?;
             if self.records >= total {
                 return Ok(true);
@@ -297,9 +302,12 @@ mod tests {
         let bad_total = format!("{pages}\ntotal = \"/meta/total\"");
         let urls = walk(&bad_total, &[(2, &[], &[Some(Value::from("many"))])]);
         assert!(
-            urls[1].contains("the body's /meta/total holds no count"),
+            urls[1].contains("the body's /meta/total holds \"many\", not a count"),
             "{urls:?}"
         );
+        // A total left out: on to the empty page.
+        let urls = walk(&by_total, &[(2, &[], &[]), (2, &[], &[]), (0, &[], &[])]);
+        assert_eq!(urls.len(), 3, "{urls:?}");
     }
 
     #[test]
