@@ -41,6 +41,8 @@ pub(crate) struct Read {
     pub position: Option<Position>,
     /// For a parent: the keys its children are fetched for.
     pub keys: Vec<String>,
+    /// Records on the page, archived or skipped as unchanged.
+    pub records: u64,
 }
 
 /// One source's part of a run, to tell whether it completed.
@@ -140,7 +142,6 @@ impl Importer {
                 let read = match outcome {
                     PageOutcome::Archived(page, read) => {
                         run.archived.push(page.url.clone());
-                        run.records += page.record_count;
                         read
                     }
                     PageOutcome::Skipped(read) => read,
@@ -150,6 +151,7 @@ impl Importer {
                     }
                 };
                 run.pages += 1;
+                run.records += read.records;
                 run.position = Position::larger(run.position.take(), read.position.clone());
                 let new = read.keys.iter().filter(|k| seen.insert(k.as_str()));
                 run.keys.extend(new.cloned());
@@ -683,6 +685,7 @@ impl Importer {
             return PageOutcome::Skipped(Read {
                 position: page.position,
                 keys: page.keys,
+                records: page.record_count,
             });
         }
 
@@ -695,6 +698,7 @@ impl Importer {
         let read = Read {
             position: page.position.clone(),
             keys: page.keys.clone(),
+            records: page.record_count,
         };
         // The transformer continues this span's trace.
         let trace = trace_context::current();

@@ -117,7 +117,8 @@ pub struct CompleteRun {
     /// RFC 3339.
     pub started_at: String,
     pub completed_at: String,
-    /// Pages archived and announced, or skipped as unchanged.
+    /// Pages archived and announced, or skipped as unchanged, and their
+    /// records.
     pub pages: u64,
     pub records: u64,
     /// With incremental loading: the largest cursor value read so far.
