@@ -351,13 +351,7 @@ async fn no_more_requests_are_in_flight_than_fetch_concurrency() {
     let report = import(&aws, config).await.unwrap();
 
     assert_eq!(report.pages.len(), 30);
-    let stats = reqwest::get(api.join("stats").unwrap())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let stats: fake_api::Stats = serde_json::from_slice(&stats).unwrap();
+    let stats = testkit::api_stats(&api).await;
     // Pages are checked after their request is done: more pages are on
     // their way than requests are in flight, and the API must not see it.
     // Never more than FETCH_CONCURRENCY (3); at least two at once shows

@@ -97,15 +97,7 @@ async fn run(api: FakeApi, request: &str, env: &[(&str, &str)]) -> Run {
             .collect();
         objects.insert(key, ids);
     }
-    let stats: fake_api::Stats = serde_json::from_slice(
-        &reqwest::get(base.join("stats").unwrap())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let stats = testkit::api_stats(&base).await;
     let messages = aws.message_count().await;
     Run {
         ran,
@@ -612,20 +604,6 @@ param = "updated_since"
     );
 }
 
-/// A small deterministic generator, so that a failing run can be repeated
-/// from its seed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// The importer killed (SIGKILL) at random points of incremental runs while
 /// the source changes under it: after 0 to 3 pages archived, or right after
 /// it saved its position. Whatever each killed run left (objects never
@@ -671,11 +649,8 @@ lookback = "1h"
             .env("API", base.as_str());
         c
     };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut random = Lcg(seed);
+    let mut random = testkit::Lcg::from_clock();
+    let seed = random.0;
     // The table as the transformer leaves it once the queue is applied,
     // and as the API serves revision `rev`.
     let applied = async || {
@@ -858,15 +833,7 @@ key = "ticket_id"
             .env("API", base.as_str());
         c
     };
-    let stats = async || -> fake_api::Stats {
-        let bytes = reqwest::get(base.join("stats").unwrap())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let stats = async || testkit::api_stats(&base).await;
 
     let refused = Ran::of(&mut import("comments,tickets")).await;
     assert_eq!(

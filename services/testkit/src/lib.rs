@@ -93,3 +93,41 @@ fn run_detached<F: Future<Output = ()> + Send + 'static>(
     });
     let _ = thread.join();
 }
+
+/// What the fake API at `base` says of the requests it was sent
+/// (`GET /stats`).
+pub async fn api_stats(base: &Url) -> fake_api::Stats {
+    let bytes = reqwest::get(base.join("stats").unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A small deterministic generator, so that a failing run of a test that
+/// picks its moments at random can be repeated from its seed.
+#[derive(Debug)]
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// Seeded from the clock: a new sequence each run, printed by the test.
+    pub fn from_clock() -> Self {
+        Self(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        )
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use testkit::fake_api::{self, FakeApi, Resource};
 use testkit::proxy::Proxy;
-use testkit::{Ran, TestAws, TestDb, sigterm};
+use testkit::{Lcg, Ran, TestAws, TestDb, sigterm};
 use time::OffsetDateTime;
 
 mod support;
@@ -21,19 +21,6 @@ use support::{import, import_resource, transformer};
 /// The tests here kill and stop transformers on a timetable: two at once on
 /// a small shared machine starve each other's. They take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A small deterministic generator, so a failing run can be repeated from its seed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 #[rstest]
 #[tokio::test]
