@@ -17,7 +17,12 @@
 //!
 //! Pages: `Link: rel="next"` is followed; with a page size, pages are asked
 //! for with `_page`/`_limit`, concurrently when `X-Total-Count` says how
-//! many there are. Each page is its own object and message.
+//! many there are. A resource whose file describes its request is walked as
+//! the file says ([`paging`]: page numbers, offsets, cursors, next URLs),
+//! with its headers and credentials ([`request`]), within its rate budget,
+//! from its saved position when incremental ([`position`]), and a child
+//! resource once per key of its parent's records. Each page is its own
+//! object and message.
 //!
 //! [`Importer::run`] imports once, or on a schedule until shutdown.
 //!
