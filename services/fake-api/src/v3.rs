@@ -53,6 +53,8 @@ pub struct Options {
     pub per_second: Option<u32>,
     /// An OAuth2 server at `POST /oauth/token` whose tokens are let in.
     pub oauth: Option<OAuthServer>,
+    /// The comments of this ticket always answer 500.
+    pub failing_comments: Option<u32>,
 }
 
 /// What `POST /oauth/token` takes and gives (client credentials grant).
@@ -399,6 +401,9 @@ pub(crate) async fn comments(
     let Some(n) = n else {
         return (StatusCode::NOT_FOUND, r#"{"error":"no such ticket"}"#).into_response();
     };
+    if served.api.v3.failing_comments == Some(n) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let comments: Vec<Value> = (1..=comment_count(n)).map(|c| comment(n, c)).collect();
     (
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],

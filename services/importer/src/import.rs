@@ -218,19 +218,38 @@ impl Importer {
     /// run that failed or was killed leaves the last position as it was.
     async fn save_complete_runs(&self, runs: Vec<SourceRun<'_>>, report: &mut ImportReport) {
         let confirmed: HashSet<&Url> = report.pages.iter().map(|p| &p.url).collect();
+        let incomplete: HashSet<&str> = runs
+            .iter()
+            .filter(|run| run.failed || !run.archived.iter().all(|url| confirmed.contains(url)))
+            .map(|run| run.source.resource.name())
+            .collect();
+        // A parent is complete only with its children: its position decides
+        // which parents' children the next run asks for, so a child that
+        // failed must be asked for again.
+        let waits_on_a_child = |name: &str| {
+            runs.iter().any(|child| {
+                let resource: &'static dyn Resource = child.source.resource;
+                resource
+                    .spec()
+                    .parent
+                    .as_ref()
+                    .is_some_and(|p| p.resource == name)
+                    && incomplete.contains(resource.name())
+            })
+        };
         let mut saves = Vec::new();
-        for run in runs {
-            if run.failed || !run.archived.iter().all(|url| confirmed.contains(url)) {
+        for run in &runs {
+            let name = run.source.resource.name();
+            if incomplete.contains(name) || waits_on_a_child(name) {
                 continue;
             }
-            let name = run.source.resource.name();
             let complete = CompleteRun::new(
                 name,
                 run.started_at,
                 run.pages,
                 run.records,
                 run.position.as_ref(),
-                run.sent,
+                run.sent.clone(),
             );
             saves.push(complete);
         }
