@@ -167,6 +167,8 @@ pub struct Credentials {
     pub username: String,
     pub password: String,
     pub api_key: String,
+    /// A bearer token that is known but may not read tickets: a 403.
+    pub forbidden_token: Option<String>,
 }
 
 /// When ticket `n` of revision `rev` was last updated: when it was opened,
@@ -353,6 +355,17 @@ fn guard(served: &Served, headers: &HeaderMap, api_key: Option<&str>) -> Option<
             .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
             .is_some_and(|token| served.tokens.admit(token, server.revoke_after))
     });
+    let forbidden = options.credentials.as_ref().is_some_and(|c| {
+        c.forbidden_token.as_ref().is_some_and(|token| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                == Some(format!("Bearer {token}").as_str())
+        })
+    });
+    if forbidden {
+        return Some((StatusCode::FORBIDDEN, r#"{"error":"insufficient_scope"}"#).into_response());
+    }
     (guarded && !with_credentials && !with_token).then(|| {
         (
             StatusCode::UNAUTHORIZED,

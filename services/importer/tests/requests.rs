@@ -252,6 +252,7 @@ fn credentials() -> v3::Credentials {
         username: "etl".into(),
         password: "pa:ss word".into(),
         api_key: "key-77c1".into(),
+        forbidden_token: Some("tok-noscope".into()),
     }
 }
 
@@ -388,25 +389,34 @@ async fn a_refused_oauth2_client_fails_at_once_naming_the_token_endpoint() {
     assert_eq!((run.requests, run.tokens), (0, 0));
 }
 
-/// Credentials the API refuses: one request, not retried, and one line
-/// naming the resource and the status, never the credential.
+/// Credentials the API refuses (401) or will not let read (403): one
+/// request, not retried, and one line naming the resource and the status,
+/// never the credential.
 #[tokio::test]
 async fn refused_credentials_fail_at_once_naming_the_resource_and_status() {
-    for (auth, env) in [
+    for (auth, env, status) in [
         (
             "kind = \"bearer\"\ntoken = \"${API_TOKEN}\"",
             ("API_TOKEN", "tok-wrong"),
+            "401 Unauthorized",
         ),
         (
             "kind = \"api_key\"\nname = \"api_key\"\nvalue = \"${API_KEY}\"\nin = \"query\"",
             ("API_KEY", "key-wrong"),
+            "401 Unauthorized",
+        ),
+        // Known, but not allowed to read tickets.
+        (
+            "kind = \"bearer\"\ntoken = \"${API_TOKEN}\"",
+            ("API_TOKEN", "tok-noscope"),
+            "403 Forbidden",
         ),
     ] {
         let request = format!("[resources.tickets.request.auth]\n{auth}");
         let run = run(guarded(), &request, &[env]).await;
         let error = run.ran.one_error(1);
         assert!(
-            error.contains("tickets: GET ") && error.contains("v3/tickets answered HTTP 401 Unauthorized: the API refused its credentials (request.auth, kind "),
+            error.contains("tickets: GET ") && error.contains(&format!("v3/tickets answered HTTP {status}: the API refused its credentials (request.auth, kind ")),
             "{error}"
         );
         assert!(!run.ran.log().contains(env.1), "{}", run.ran.log());
@@ -453,7 +463,7 @@ async fn status(aws: &TestAws, file: &std::path::Path, api: &url::Url) -> Vec<St
 /// Incremental loading: the first run reads everything from `initial`,
 /// saves the largest `updated_at`; the next asks only from there less the
 /// look-back; a change at the source is found; `--full` reads all again;
-/// a run that fails saves nothing. `status` shows each position.
+/// a replay moves nothing. `status` shows each position.
 #[tokio::test]
 async fn an_incremental_resource_asks_only_for_what_changed_since_its_last_complete_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -561,9 +571,23 @@ lookback = "1h"
     // --full reads every page, and keeps the position it reaches.
     let (ids, _) = archived(Ran::of(&mut import(&["--full"])).await).await;
     assert_eq!(ids, all_tickets());
-    assert!(
-        status(&aws, &file, &base).await[0].contains(&format!("120 records; position {moved};"))
-    );
+    let after_full = status(&aws, &file, &base).await;
+    assert!(after_full[0].contains(&format!("120 records; position {moved};")));
+
+    // A replay reads the archive, not the API, and moves no position.
+    let requests = testkit::api_stats(&base).await.v3_requests;
+    Ran::of(
+        command(IMPORTER)
+            .arg("replay")
+            .envs(aws.env())
+            .env("RESOURCES_FILE", &file)
+            .env("API", base.as_str())
+            .env("SINCE", "2025-01-01T00:00:00Z"),
+    )
+    .await
+    .assert_success();
+    assert_eq!(testkit::api_stats(&base).await.v3_requests, requests);
+    assert_eq!(status(&aws, &file, &base).await, after_full);
 }
 
 /// A run that fails part-way saves no position: the next run asks from the
