@@ -519,17 +519,9 @@ impl Importer {
                 }
                 _ => return,
             };
-            if number > self.config.max_pages.get() {
-                outcomes.push(too_many_pages(source, self.config.max_pages.get(), &url));
-                return;
-            }
-            // A link back to a page already seen would loop forever: the
-            // pages so far stand, and the run says why it stopped.
-            if !visited.insert(url.clone()) {
-                outcomes.push(PageOutcome::Failed(format!(
-                    "page {number} of {} would be {url}, fetched already this run: its server's `Link: rel=\"next\"` goes round in a loop, so following stopped there",
-                    source.resource.name()
-                )));
+            let how = "its server's `Link: rel=\"next\"`";
+            if let Some(stop) = self.stop_before(source, number, &url, &mut visited, how) {
+                outcomes.push(stop);
                 return;
             }
             let fetched = match prefetched.remove(&url) {
@@ -562,22 +554,14 @@ impl Importer {
         ready: &Batcher<Announcement>,
     ) -> Vec<PageOutcome> {
         let name = source.resource.name();
-        let max = self.config.max_pages.get();
+        let how = format!("its {} pagination", pagination.kind());
         let mut walker = Walker::new(pagination, &source.url);
         let mut url = walker.first();
         let mut visited = HashSet::new();
         let mut outcomes = Vec::new();
         for number in 1.. {
-            if number > max {
-                outcomes.push(too_many_pages(source, max, &url));
-                break;
-            }
-            // A page already fetched would start the same pages again.
-            if !visited.insert(url.clone()) {
-                outcomes.push(PageOutcome::Failed(format!(
-                    "{name}: page {number} would be {url}, fetched already this run: its {} pagination goes round in a loop, so the walk stopped there",
-                    pagination.kind()
-                )));
+            if let Some(stop) = self.stop_before(source, number, &url, &mut visited, &how) {
+                outcomes.push(stop);
                 break;
             }
             let page = match self.fetch(source, &url, retries).await {
@@ -774,6 +758,32 @@ impl Importer {
             },
             read,
         )
+    }
+}
+
+impl Importer {
+    /// Why page `number` of a walk, at `url`, is not to be fetched, if it
+    /// is not: past `MAX_PAGES`, or fetched already this run, which would
+    /// go round for ever (`how` the walk found it). The pages so far stand.
+    fn stop_before(
+        &self,
+        source: &Source,
+        number: u32,
+        url: &Url,
+        visited: &mut HashSet<Url>,
+        how: &str,
+    ) -> Option<PageOutcome> {
+        let max = self.config.max_pages.get();
+        if number > max {
+            return Some(too_many_pages(source, max, url));
+        }
+        if visited.insert(url.clone()) {
+            return None;
+        }
+        Some(PageOutcome::Failed(format!(
+            "page {number} of {} would be {url}, fetched already this run: {how} goes round in a loop, so the walk stopped there",
+            source.resource.name()
+        )))
     }
 }
 

@@ -223,6 +223,23 @@ async fn a_rate_budget_keeps_within_the_servers_limit() {
     assert_eq!((budgeted.throttled, budgeted.requests), (0, 13));
 }
 
+/// MAX_PAGES bounds a walk the file describes as it bounds `Link`: the
+/// pages fetched stand, and the run fails naming the next.
+#[tokio::test]
+async fn a_walk_stops_at_max_pages_naming_the_next_one() {
+    let next =
+        "[resources.tickets.request.pagination]\nkind = \"next_url\"\nnext = \"/links/next\"";
+    let run = run(FakeApi::default(), next, &[("MAX_PAGES", "2")]).await;
+    let error = run.ran.one_error(1);
+    assert!(
+        error.contains(
+            "tickets: stopped at MAX_PAGES=2 pages with more to fetch (next: http://127.0.0.1:"
+        ) && error.contains("/v3/tickets?cursor="),
+        "{error}"
+    );
+    assert_eq!((run.objects.len(), run.messages, run.requests), (2, 2, 2));
+}
+
 /// A server whose cursor does not advance: the pages before it are
 /// archived and announced, and the run fails naming the cursor.
 #[tokio::test]
